@@ -1,0 +1,23 @@
+"""``mddpm list methods|presets``: what can be trained."""
+
+from __future__ import annotations
+
+from mddpm.registry import all_methods
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("list", help="list registered methods and their presets")
+    p.add_argument("what", choices=["methods", "presets"], help="what to list")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    methods = all_methods()
+    width = max(len(n) for n in methods)
+    for name in sorted(methods):
+        spec = methods[name]
+        if args.what == "methods":
+            print(f"{name:<{width}}  {spec.description}")
+        else:
+            print(f"{name:<{width}}  {', '.join(sorted(spec.presets))}")
+    return 0

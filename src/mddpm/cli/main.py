@@ -1,0 +1,58 @@
+"""Entry point of the ``mddpm`` console script.
+
+Each subcommand lives in ``mddpm/cli/<name>.py`` and defines ``add_parser(subparsers)``, which
+registers the subcommand with ``func=run`` as its default. Errors of type
+:class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mddpm import __version__
+from mddpm.errors import MddpmError
+
+COMMANDS = [
+    "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
+    "evaluate", "detect", "benchmark", "bench", "list",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mddpm",
+        description="Unsupervised lesion detection in brain MRI with masked diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"mddpm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mddpm.cli.{name}")
+        except ModuleNotFoundError as e:  # TODO(integration): remove once every command exists
+            if e.name == f"mddpm.cli.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MddpmError as e:
+        print(f"mddpm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mddpm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: the on-disk format, verification, import, synthesis, preparation and slice sampling."""

@@ -1,0 +1,116 @@
+"""The dataset format (see docs/dataset-format.md) and its loader.
+
+A dataset is a folder with ``dataset.json``::
+
+    {"format": "mddpm-dataset", "format_version": 1,
+     "name": str, "modality": "T2",
+     "geometry": {"space": str, "spacing_mm": [x, y, z], "shape": [X, Y, Z] | null},
+     "cases": [{"id": str, "role": "healthy" | "anomalous", "group": str | null,
+                "image": path, "mask": path, "label": path | null}, ...],
+     "splits": {"train": [ids], "val": [ids], "test": [ids], "<set>_val": [ids], "<set>_test": [ids], ...},
+     "folds": [{"train": [ids], "val": [ids]}, ...],          # optional k folds of the healthy data
+     "label_encoding": "binary" | "gt0",                     # "gt0": labels binarised with > 0
+     "provenance": [{"step": str, "tool": str, "settings": {...}}, ...]}
+
+Paths are relative to the dataset folder, or absolute (an imported dataset references files in
+place). Images are ``images/<id>_0000.nii.gz``, brain masks ``masks/<id>.nii.gz`` and lesion
+masks ``labels/<id>.nii.gz`` (nnU-Net-like naming).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mddpm.errors import MddpmError
+from mddpm.io import read_json, write_json
+
+FORMAT = "mddpm-dataset"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Case:
+    id: str
+    role: str  # "healthy" | "anomalous"
+    image: Path
+    mask: Path
+    label: Path | None = None
+    group: str | None = None  # e.g. "tumour", "ms" for synthetic anomalies, or the source dataset
+
+
+@dataclass
+class Dataset:
+    root: Path
+    meta: dict
+    cases: dict[str, Case] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.root.name)
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        return self.meta.get("splits", {})
+
+    @property
+    def folds(self) -> list[dict[str, list[str]]]:
+        return self.meta.get("folds", [])
+
+    def split(self, name: str, fold: int | None = None) -> list[Case]:
+        """Cases of split ``name``; with ``fold``, ``train``/``val`` come from ``folds[fold]``."""
+        if fold is not None and name in ("train", "val"):
+            if not 0 <= fold < len(self.folds):
+                raise MddpmError(f"{self.root / 'dataset.json'}: no fold {fold} (dataset has {len(self.folds)} folds)")
+            ids = self.folds[fold][name]
+        elif name in self.splits:
+            ids = self.splits[name]
+        else:
+            raise MddpmError(f"{self.root / 'dataset.json'}: no split {name!r} (known: {', '.join(sorted(self.splits))})")
+        missing = [i for i in ids if i not in self.cases]
+        if missing:
+            raise MddpmError(f"{self.root / 'dataset.json'}: split {name!r} names unknown cases {missing[:5]}")
+        return [self.cases[i] for i in ids]
+
+
+def resolve_path(root: Path, p: str | None) -> Path | None:
+    if p is None:
+        return None
+    path = Path(p)
+    return path if path.is_absolute() else root / path
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    """Load ``root/dataset.json``. Structural problems raise :class:`MddpmError`; file-level
+    checks (shapes, affines, values) are the job of ``mddpm verify``."""
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not root.is_dir():
+        raise MddpmError(f"{root}: dataset folder not found")
+    meta = read_json(meta_path)
+    if meta.get("format") != FORMAT:
+        raise MddpmError(f"{meta_path}: not an mddpm dataset (\"format\" must be {FORMAT!r})")
+    ds = Dataset(root=root, meta=meta)
+    for i, c in enumerate(meta.get("cases", [])):
+        try:
+            case = Case(
+                id=str(c["id"]),
+                role=c["role"],
+                image=resolve_path(root, c["image"]),
+                mask=resolve_path(root, c["mask"]),
+                label=resolve_path(root, c.get("label")),
+                group=c.get("group"),
+            )
+        except (KeyError, TypeError) as e:
+            raise MddpmError(f"{meta_path}: case #{i} lacks field {e}") from None
+        if case.id in ds.cases:
+            # duplicates are reported in full by `mddpm verify`; loading keeps the first
+            continue
+        ds.cases[case.id] = case
+    return ds
+
+
+def save_dataset_json(root: str | Path, meta: dict) -> None:
+    """Write ``root/dataset.json`` atomically, stamping the format fields."""
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    write_json(Path(root) / "dataset.json", meta)

@@ -1,0 +1,71 @@
+"""Named registry of anomaly-detection methods, each with a one-line description and presets.
+
+A method module registers itself with :func:`register_method`; :func:`get_method` imports the
+method modules on first use, so ``mddpm list methods`` shows every method that exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mddpm.errors import MddpmError
+
+# Modules that define methods; importing them fills METHODS.
+METHOD_MODULES = [
+    "mddpm.methods.diffusion",
+    "mddpm.methods.vae",
+    "mddpm.methods.svae",
+    "mddpm.methods.dae",
+    "mddpm.methods.fanogan",
+    "mddpm.methods.intensity",
+]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method.
+
+    ``build(model_cfg: dict) -> AnomalyMethod`` makes the module; ``presets`` maps a preset name
+    (``"paper"``, ``"demo"``, ...) to ``{"model": {...}, "train": {...}}`` settings that override
+    the generic defaults of :mod:`mddpm.config`.
+    """
+
+    name: str
+    description: str
+    build: Callable
+    presets: dict = field(default_factory=dict)
+    reference: str = ""
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, description: str, presets: dict, reference: str = ""):
+    """Decorator: register ``build(model_cfg) -> AnomalyMethod`` under ``name``."""
+
+    def deco(build):
+        if name in METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        METHODS[name] = MethodSpec(name, description, build, presets, reference)
+        return build
+
+    return deco
+
+
+def _load_all() -> None:
+    for mod in METHOD_MODULES:
+        importlib.import_module(mod)
+
+
+def all_methods() -> dict[str, MethodSpec]:
+    _load_all()
+    return dict(METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    methods = all_methods()
+    if name not in methods:
+        raise MddpmError(f"unknown method {name!r} (known: {', '.join(sorted(methods))})")
+    return methods[name]
