@@ -4,7 +4,8 @@ A resolved config is a plain JSON-able dict::
 
     {"mddpm_version": str, "method": str, "preset": str,
      "model": {...},            # keyword arguments of the method's builder
-     "train": {...}}            # generic training settings (TRAIN_DEFAULTS, overridden by the preset)
+     "train": {...},            # generic training settings (TRAIN_DEFAULTS, overridden by the preset)
+     "data": {...}}             # which prepared grid to train on (DATA_DEFAULTS, overridden by the preset)
 
 It is saved as ``config.json`` beside every checkpoint and inside every metrics file.
 """
@@ -30,6 +31,10 @@ TRAIN_DEFAULTS = {
     "bank_device": "auto",  # where the slice bank lives: "auto" (= the training device), "cpu"
 }
 
+DATA_DEFAULTS = {
+    "grid": "paper",  # a name in mddpm.data.prepare.GRIDS: "paper" = 96x96x50 at 2 mm, "demo" = smaller
+}
+
 
 def resolve_config(method: str, preset: str, overrides: list[str] | tuple = ()) -> dict:
     """Resolve ``method`` + ``preset`` + overrides into a full config (see module docstring)."""
@@ -37,22 +42,29 @@ def resolve_config(method: str, preset: str, overrides: list[str] | tuple = ()) 
     if preset not in spec.presets:
         raise MddpmError(f"method {method!r} has no preset {preset!r} (known: {', '.join(sorted(spec.presets))})")
     p = spec.presets[preset]
-    unknown = set(p) - {"model", "train"}
+    unknown = set(p) - {"model", "train", "data"}
     if unknown:
         raise ValueError(f"preset {method}/{preset} has unknown sections {sorted(unknown)}")
-    train = dict(TRAIN_DEFAULTS)
-    for k, v in p.get("train", {}).items():
-        if k not in train:
-            raise ValueError(f"preset {method}/{preset}: unknown train key {k!r}")
-        train[k] = v
+    train = _merge(TRAIN_DEFAULTS, p.get("train", {}), f"{method}/{preset} train")
+    data = _merge(DATA_DEFAULTS, p.get("data", {}), f"{method}/{preset} data")
     cfg = {
         "mddpm_version": __version__,
         "method": method,
         "preset": preset,
         "model": copy.deepcopy(p.get("model", {})),
         "train": train,
+        "data": data,
     }
     return apply_overrides(cfg, overrides)
+
+
+def _merge(defaults: dict, values: dict, where: str) -> dict:
+    out = dict(defaults)
+    for k, v in values.items():
+        if k not in out:
+            raise ValueError(f"preset {where}: unknown key {k!r}")
+        out[k] = v
+    return out
 
 
 def apply_overrides(cfg: dict, overrides) -> dict:
