@@ -1,0 +1,64 @@
+"""``mddpm verify DATASET``: list every problem of a dataset folder, one line each.
+
+Exit code 0 when there is no error (warnings and notes are printed but allowed; ``--strict`` makes
+warnings fail too), 2 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mddpm.data.verify import SEVERITIES, Verification, check_dataset
+
+SHOWN_PER_KIND = 10  # warnings/notes of one kind shown before "... and N more" (errors: all)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check a dataset folder and list every problem",
+                       description="Check dataset.json and every file it names; report all problems at once.")
+    p.add_argument("dataset", help="dataset folder (holds dataset.json)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable JSON report instead of lines")
+    p.add_argument("--strict", action="store_true", help="fail (exit 2) on warnings as well as errors")
+    p.add_argument("--all", action="store_true", help=f"show every warning and note (default: {SHOWN_PER_KIND} of each kind)")
+    p.add_argument("--workers", type=int, default=None, help="threads reading files (default: up to 4)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    show_progress = not args.json and sys.stderr.isatty()
+    if show_progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("verifying", total=None)
+            result = check_dataset(args.dataset, workers=args.workers,
+                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        result = check_dataset(args.dataset, workers=args.workers)
+    failed = not result.ok or (args.strict and result.count("warning") > 0)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "ok": not failed, "strict": args.strict}, indent=2))
+    else:
+        for line in report_lines(result, show_all=args.all):
+            print(line)
+    return 2 if failed else 0
+
+
+def report_lines(result: Verification, show_all: bool = False) -> list[str]:
+    """One line per problem (file path first), then a summary line."""
+    lines, shown, hidden = [], {}, {}
+    for p in result.problems:
+        key = (p.severity, p.code)
+        if p.severity != "error" and not show_all and shown.get(key, 0) >= SHOWN_PER_KIND:
+            hidden[key] = hidden.get(key, 0) + 1
+            continue
+        shown[key] = shown.get(key, 0) + 1
+        lines.append(str(p))
+    for (severity, code), n in hidden.items():
+        lines.append(f"... and {n} more {severity}s of kind {code!r} (use --all or --json to see them)")
+    counts = ", ".join(f"{result.count(s)} {s}{'' if result.count(s) == 1 else 's'}" for s in SEVERITIES)
+    verdict = "OK" if result.ok else "FAILED"
+    lines.append(f"{verdict}: {result.root}: {counts} ({result.n_cases} cases, {result.n_files} files read "
+                 f"in {result.seconds:.1f} s)")
+    return lines

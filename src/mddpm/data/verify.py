@@ -1,0 +1,428 @@
+"""Check a dataset folder before anything is trained on it (``mddpm verify``).
+
+:func:`check_dataset` reads ``dataset.json`` and every NIfTI file it names and reports every
+problem it finds in one pass, not just the first. Each file is read once; cases are checked one at a
+time (a few in parallel threads) and no volume is kept after its case is done, so memory stays at a
+few volumes whatever the dataset size.
+
+Severities:
+
+* ``error``: the dataset cannot be used as it is (missing or unreadable file, shape or affine
+  mismatch, not 3-D, NaN/Inf, empty brain mask, constant image, non-binary labels under
+  ``label_encoding: "binary"``, duplicate case id, a split naming an unknown case, an anomalous case
+  without label, ...);
+* ``warning``: probably a mistake, but the pipeline runs (negative intensities, a case in two
+  splits that should be disjoint, anomalous cases in a training split, an empty lesion label, ...);
+* ``note``: worth knowing, nothing to fix (BraTS-style labels {0, 1, 2, 4} binarised with ``> 0``
+  under ``label_encoding: "gt0"``, a healthy case that has a label, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+
+from mddpm.data.dataset import FORMAT, FORMAT_VERSION, resolve_path
+
+SEVERITIES = ("error", "warning", "note")
+ROLES = ("healthy", "anomalous")
+LABEL_ENCODINGS = ("binary", "gt0")
+AFFINE_TOLERANCE_MM = 1e-3
+TRAINING_SPLIT = "train"
+_MAX_LISTED = 5  # ids or values quoted in one message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``where`` is the file it is about (or dataset.json), ``code`` a stable kind."""
+
+    severity: str  # "error" | "warning" | "note"
+    code: str  # e.g. "missing-file", "shape-mismatch", "label-values"
+    where: str
+    message: str
+    case: str | None = None
+
+    def __str__(self) -> str:
+        suffix = f" [case {self.case}]" if self.case else ""
+        return f"{self.where}: {self.severity}: {self.message}{suffix}"
+
+
+@dataclass
+class Verification:
+    """The result of :func:`check_dataset`: all problems plus what was looked at."""
+
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+    n_cases: int = 0
+    n_files: int = 0  # NIfTI files read
+    seconds: float = 0.0
+
+    def count(self, severity: str) -> int:
+        return sum(p.severity == severity for p in self.problems)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings and notes allowed)."""
+        return self.count("error") == 0
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": str(self.root), "ok": self.ok,
+            **{f"{s}s": self.count(s) for s in SEVERITIES},
+            "cases": self.n_cases, "files_read": self.n_files, "seconds": round(self.seconds, 3),
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def verify_dataset(root: str | os.PathLike, workers: int | None = None) -> list[Problem]:
+    """Every problem of the dataset at ``root`` (see :func:`check_dataset`)."""
+    return check_dataset(root, workers=workers).problems
+
+
+def check_dataset(
+    root: str | os.PathLike,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Verification:
+    """Check ``root/dataset.json`` and all files it names; never raises for bad input.
+
+    ``workers`` threads read cases in parallel (default: up to 4); ``progress(done, total)`` is
+    called after each case.
+    """
+    start = time.perf_counter()
+    result = Verification(root=Path(root))
+    problems = result.problems
+    meta_path = result.root / "dataset.json"
+    meta = _read_meta(result.root, meta_path, problems)
+    if meta is not None:
+        where = str(meta_path)
+        encoding = _label_encoding(meta, where, problems)
+        entries = _parse_cases(meta, result.root, where, problems)
+        _check_splits(meta, entries, where, problems)
+        geometry = meta.get("geometry") if isinstance(meta.get("geometry"), dict) else {}
+        result.n_cases = len(entries)
+        first: dict[str, _Entry] = {}
+        for e in entries:
+            first.setdefault(e.id, e)  # files of a duplicated id are checked once, for its first entry
+        unique = list(first.values())
+        n_workers = max(1, workers or min(4, os.cpu_count() or 1))
+        checks = []
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            for i, check in enumerate(pool.map(lambda e: _check_case(e, encoding, geometry), unique)):
+                checks.append(check)
+                if progress:
+                    progress(i + 1, len(unique))
+        for check in checks:
+            problems.extend(check.problems)
+            result.n_files += check.n_files
+        _aggregate_notes(checks, encoding, where, problems)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------------------- dataset.json
+
+
+@dataclass
+class _Entry:
+    index: int
+    id: str
+    role: str
+    image: Path
+    mask: Path
+    label: Path | None
+
+
+def _read_meta(root: Path, meta_path: Path, problems: list[Problem]) -> dict | None:
+    def fail(where, message, code):
+        problems.append(Problem("error", code, str(where), message))
+
+    if not root.is_dir():
+        return fail(root, "dataset folder not found", "missing-dataset")
+    if not meta_path.is_file():
+        return fail(meta_path, "file not found (a dataset folder needs dataset.json)", "missing-file")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return fail(meta_path, f"not valid JSON ({e})", "invalid-json")
+    if not isinstance(meta, dict):
+        return fail(meta_path, "not a JSON object", "invalid-json")
+    if meta.get("format") != FORMAT:
+        return fail(meta_path, f"unknown format {meta.get('format')!r} (expected {FORMAT!r})", "unknown-format")
+    if meta.get("format_version") != FORMAT_VERSION:
+        return fail(meta_path, f"unsupported format_version {meta.get('format_version')!r} "
+                               f"(this mddpm reads {FORMAT_VERSION})", "unknown-format")
+    return meta
+
+
+def _label_encoding(meta: dict, where: str, problems: list[Problem]) -> str:
+    encoding = meta.get("label_encoding", "binary")
+    if encoding not in LABEL_ENCODINGS:
+        problems.append(Problem("error", "label-encoding", where,
+                                f"unknown label_encoding {encoding!r} (expected one of {', '.join(LABEL_ENCODINGS)})"))
+        return "binary"
+    return encoding
+
+
+def _parse_cases(meta: dict, root: Path, where: str, problems: list[Problem]) -> list[_Entry]:
+    """Valid case entries (duplicates included, reported); structural problems go to ``problems``."""
+    cases = meta.get("cases")
+    if not isinstance(cases, list):
+        problems.append(Problem("error", "invalid-cases", where, '"cases" must be a list of case objects'))
+        return []
+    entries: list[_Entry] = []
+    first_index: dict[str, int] = {}
+    healthy_with_label: list[str] = []
+    for i, c in enumerate(cases):
+        def bad(message, code="invalid-case", case=None):
+            problems.append(Problem("error", code, where, f"case #{i}: {message}", case))
+
+        if not isinstance(c, dict):
+            bad("not a JSON object")
+            continue
+        cid = c.get("id")
+        if not isinstance(cid, (str, int)) or isinstance(cid, bool) or str(cid) == "":
+            bad('no "id"')
+            continue
+        cid = str(cid)
+        if "/" in cid or "\\" in cid or cid in (".", ".."):
+            bad(f"id {cid!r} cannot be a file name", case=cid)
+            continue
+        if cid in first_index:
+            bad(f"duplicate case id {cid!r} (first at case #{first_index[cid]})", "duplicate-id", cid)
+        else:
+            first_index[cid] = i
+        role = c.get("role")
+        if role not in ROLES:
+            bad(f"role {role!r} is not one of {', '.join(ROLES)}", case=cid)
+            continue
+        paths = {}
+        for key in ("image", "mask", "label"):
+            value = c.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                bad(f'"{key}" must be a path', case=cid)
+                value = None
+            paths[key] = value
+        if paths["image"] is None or paths["mask"] is None:
+            missing = [k for k in ("image", "mask") if paths[k] is None]
+            bad(f"no {' or '.join(missing)} path", case=cid)
+            continue
+        if role == "anomalous" and paths["label"] is None:
+            bad("anomalous case has no label", "missing-label", cid)
+        if role == "healthy" and paths["label"] is not None:
+            healthy_with_label.append(cid)
+        entries.append(_Entry(i, cid, role, resolve_path(root, paths["image"]), resolve_path(root, paths["mask"]),
+                              resolve_path(root, paths["label"])))
+    if healthy_with_label:
+        problems.append(Problem("note", "healthy-label", where,
+                                f"{len(healthy_with_label)} healthy case(s) have a label "
+                                f"({_listing(healthy_with_label)}); it is checked like any label"))
+    return entries
+
+
+def _check_splits(meta: dict, entries: list[_Entry], where: str, problems: list[Problem]) -> None:
+    cases = meta.get("cases") if isinstance(meta.get("cases"), list) else []
+    known = {str(c["id"]) for c in cases if isinstance(c, dict) and c.get("id") is not None}
+    roles = {e.id: e.role for e in entries}
+    named: dict[str, list[str]] = {}
+    splits = meta.get("splits", {})
+    if not isinstance(splits, dict):
+        problems.append(Problem("error", "invalid-splits", where, '"splits" must map split names to lists of case ids'))
+        splits = {}
+    for name, ids in splits.items():
+        named[f"split {name!r}"] = _check_id_list(f"split {name!r}", ids, known, where, problems)
+    folds = meta.get("folds", [])
+    if not isinstance(folds, list):
+        problems.append(Problem("error", "invalid-folds", where, '"folds" must be a list of {"train": [...], "val": [...]}'))
+        folds = []
+    for k, fold in enumerate(folds):
+        if not isinstance(fold, dict) or "train" not in fold or "val" not in fold:
+            problems.append(Problem("error", "invalid-folds", where, f'fold {k} must have "train" and "val" lists'))
+            continue
+        for part in ("train", "val"):
+            named[f"fold {k} {part}"] = _check_id_list(f"fold {k} {part}", fold[part], known, where, problems)
+
+    # Pairs that should be disjoint: the training split against every other split, and each fold's train/val.
+    pairs = [(f"split {TRAINING_SPLIT!r}", f"split {n!r}") for n in splits if n != TRAINING_SPLIT]
+    pairs += [(f"fold {k} train", f"fold {k} val") for k in range(len(folds))]
+    for a, b in pairs:
+        if a in named and b in named:
+            shared = sorted(set(named[a]) & set(named[b]))
+            if shared:
+                problems.append(Problem("warning", "split-overlap", where,
+                                        f"{a} and {b} share {len(shared)} case(s): {_listing(shared)}"))
+    for name, ids in named.items():
+        if name == f"split {TRAINING_SPLIT!r}" or name.endswith(" train"):
+            anomalous = [i for i in dict.fromkeys(ids) if roles.get(i) == "anomalous"]
+            if anomalous:
+                problems.append(Problem("warning", "anomalous-in-train", where,
+                                        f"{name} holds {len(anomalous)} anomalous case(s): {_listing(anomalous)}"))
+
+
+def _check_id_list(name: str, ids, known: set[str], where: str, problems: list[Problem]) -> list[str]:
+    if not isinstance(ids, list):
+        problems.append(Problem("error", "invalid-splits", where, f"{name} must be a list of case ids"))
+        return []
+    ids = [str(i) for i in ids]
+    unknown = [i for i in dict.fromkeys(ids) if i not in known]
+    if unknown:
+        problems.append(Problem("error", "unknown-case", where, f"{name} names {len(unknown)} unknown case(s): {_listing(unknown)}"))
+    repeated = [i for i, n in Counter(ids).items() if n > 1]
+    if repeated:
+        problems.append(Problem("warning", "repeated-id", where, f"{name} lists {len(repeated)} case(s) more than once: {_listing(repeated)}"))
+    if not ids:
+        problems.append(Problem("warning", "empty-split", where, f"{name} is empty"))
+    return ids
+
+
+# ---------------------------------------------------------------------------- files of one case
+
+
+@dataclass
+class _CaseCheck:
+    problems: list[Problem] = field(default_factory=list)
+    n_files: int = 0
+    label_values: set[float] = field(default_factory=set)  # non-{0,1} values accepted under gt0
+    mask_values: set[float] = field(default_factory=set)
+
+
+@dataclass
+class _Volume:
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    data: np.ndarray | None  # None when values cannot be trusted (NaN/Inf)
+
+
+def _check_case(entry: _Entry, encoding: str, geometry: dict) -> _CaseCheck:
+    out = _CaseCheck()
+
+    def report(severity, code, path, message):
+        out.problems.append(Problem(severity, code, str(path), message, entry.id))
+
+    volumes: dict[str, _Volume | None] = {}
+    for kind in ("image", "mask", "label"):
+        path = getattr(entry, kind)
+        if path is not None:
+            volumes[kind] = _load(path, report)
+            out.n_files += volumes[kind] is not None
+    image, mask, label = volumes.get("image"), volumes.get("mask"), volumes.get("label")
+
+    reference = image or mask
+    for kind, vol in (("mask", mask), ("label", label)):
+        if vol is None or reference is None or vol is reference:
+            continue
+        ref_name = "image" if reference is image else "mask"
+        if vol.shape != reference.shape:
+            report("error", "shape-mismatch", vol.path, f"{kind} shape {vol.shape} differs from the {ref_name}'s {reference.shape}")
+        diff = float(np.abs(vol.affine - reference.affine).max())
+        if diff > AFFINE_TOLERANCE_MM:
+            report("error", "affine-mismatch", vol.path, f"{kind} affine differs from the {ref_name}'s by up to {diff:.4g} mm")
+
+    brain = None
+    if mask is not None and mask.data is not None:
+        out.mask_values = _check_binary(mask, "brain mask", "mask", encoding, report)
+        brain = mask.data > 0
+        if not brain.any():
+            report("error", "empty-mask", mask.path, "brain mask is empty")
+            brain = None
+    if image is not None and image.data is not None:
+        _check_image(image, brain, geometry, report)
+    if label is not None and label.data is not None:
+        out.label_values = _check_binary(label, "label", "label", encoding, report)
+        if entry.role == "anomalous" and not (label.data > 0).any():
+            report("warning", "empty-label", label.path, "label of an anomalous case is empty (no lesion voxels)")
+    return out
+
+
+def _load(path: Path, report) -> _Volume | None:
+    """Read one NIfTI file (header and voxels, once); report and return None when unusable."""
+    if not path.is_file():
+        report("error", "missing-file", path, "file not found")
+        return None
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:  # nibabel raises many types for broken or truncated files
+        report("error", "unreadable", path, f"cannot read as NIfTI ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+        return None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        report("error", "not-3d", path, f"not a 3-D image (shape {tuple(data.shape)})")
+        return None
+    vol = _Volume(path, tuple(int(s) for s in data.shape), np.asarray(img.affine, dtype=np.float64), data)
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            report("error", "non-finite", path, f"{bad} of {data.size} voxels are NaN or Inf")
+            vol.data = None
+    elif not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
+        report("error", "unreadable", path, f"unsupported voxel type {data.dtype}")
+        vol.data = None
+    return vol
+
+
+def _check_image(image: _Volume, brain: np.ndarray | None, geometry: dict, report) -> None:
+    data = image.data
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        report("error", "constant-image", image.path, f"image is constant (every voxel is {lo:g})")
+    elif brain is not None and brain.shape == data.shape:
+        inside = data[brain]
+        if float(inside.min()) == float(inside.max()):
+            report("error", "constant-image", image.path, f"image is constant inside the brain mask ({float(inside.min()):g})")
+    if lo < 0:
+        n = int(np.count_nonzero(data < 0))
+        report("warning", "negative-values", image.path, f"{n} voxels are negative (min {lo:g})")
+    shape, spacing = geometry.get("shape"), geometry.get("spacing_mm")
+    if isinstance(shape, list) and len(shape) == 3 and tuple(shape) != image.shape:
+        report("warning", "geometry-shape", image.path, f"shape {image.shape} differs from geometry.shape {tuple(shape)}")
+    if isinstance(spacing, list) and len(spacing) == 3:
+        voxel = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
+        if np.abs(voxel - np.asarray(spacing, dtype=float)).max() > AFFINE_TOLERANCE_MM:
+            report("warning", "geometry-spacing", image.path,
+                   f"voxel size {tuple(round(float(v), 4) for v in voxel)} mm differs from geometry.spacing_mm {tuple(spacing)}")
+
+
+def _check_binary(vol: _Volume, name: str, code: str, encoding: str, report) -> set[float]:
+    """Report non-{0,1} values; return those accepted under ``gt0`` (binarised with > 0)."""
+    data = vol.data
+    binary = (data == 0) | (data == 1)
+    if binary.all():
+        return set()
+    others = np.unique(data[~binary])
+    shown = ", ".join(f"{float(v):g}" for v in others[:_MAX_LISTED]) + (", ..." if len(others) > _MAX_LISTED else "")
+    if encoding == "binary":
+        report("error", f"{code}-not-binary", vol.path,
+               f"{name} is not binary (also holds {shown}); set label_encoding to 'gt0' if values > 0 mean foreground")
+        return set()
+    if others.min() < 0:
+        report("error", f"{code}-negative", vol.path, f"{name} has negative values ({shown})")
+        return set()
+    return {float(v) for v in others[:_MAX_LISTED]}
+
+
+def _aggregate_notes(checks: list[_CaseCheck], encoding: str, where: str, problems: list[Problem]) -> None:
+    """One note per kind of accepted non-binary values, instead of one per file."""
+    for attr, name in (("label_values", "labels"), ("mask_values", "brain masks")):
+        sets = [getattr(c, attr) for c in checks if getattr(c, attr)]
+        if sets:
+            values = sorted(set().union(*sets))
+            problems.append(Problem("note", attr.replace("_", "-"), where,
+                                    f"{len(sets)} {name} hold values other than 0 and 1 ({_listing([f'{v:g}' for v in values])}); "
+                                    f"binarised with > 0 (label_encoding {encoding!r})"))
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
