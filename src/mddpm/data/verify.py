@@ -109,11 +109,11 @@ def check_dataset(
         entries = _parse_cases(meta, result.root, where, problems)
         _check_splits(meta, entries, where, problems)
         geometry = meta.get("geometry") if isinstance(meta.get("geometry"), dict) else {}
-        result.n_cases = len(entries)
         first: dict[str, _Entry] = {}
         for e in entries:
             first.setdefault(e.id, e)  # files of a duplicated id are checked once, for its first entry
         unique = list(first.values())
+        result.n_cases = len(unique)
         n_workers = max(1, workers or min(4, os.cpu_count() or 1))
         checks = []
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
