@@ -116,7 +116,8 @@ def crop_or_pad(arr: np.ndarray, size: tuple[int, ...]) -> tuple[np.ndarray, np.
     Returns (array, start) where ``start[i]`` is the input index that becomes output index 0
     (negative when padded).
     """
-    start = np.array([int(math.ceil((n - s) / 2)) for n, s in zip(arr.shape, size)])
+    start = np.array([int(math.ceil((n - s) / 2)) if n >= s else -int(math.ceil((s - n) / 2))
+                      for n, s in zip(arr.shape, size)])
     out = np.zeros(size, dtype=arr.dtype)
     src = tuple(slice(max(b, 0), min(b + s, n)) for b, s, n in zip(start, size, arr.shape))
     dst = tuple(slice(sl.start - b, sl.stop - b) for sl, b in zip(src, start))
