@@ -163,3 +163,12 @@ def test_roles_labels_and_splits(phantom_dataset):
                         "split 'train' and split 'val' share 1 case(s): case000"]
     assert by_code["anomalous-in-train"].severity == "warning" and "case008" in by_code["anomalous-in-train"].message
     assert "fold 0 val" in by_code["unknown-case"].message and "nobody" in by_code["unknown-case"].message
+
+
+def test_headers_only_checks_geometry_not_values(phantom_dataset, capsys):
+    _rewrite(phantom_dataset / "masks/case001.nii.gz", lambda d, a: (d[:30], a))
+    _rewrite(phantom_dataset / "images/case005_0000.nii.gz", lambda d, a: (np.where(d > 0.55, np.nan, d), a))
+    assert {p.code for p in verify_dataset(phantom_dataset)} == {"shape-mismatch", "non-finite"}
+    assert [p.code for p in verify_dataset(phantom_dataset, voxels=False)] == ["shape-mismatch"]
+    assert main(["verify", str(phantom_dataset), "--headers-only"]) == 2
+    assert "24 headers read" in capsys.readouterr().out

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable JSON report instead of lines")
     p.add_argument("--strict", action="store_true", help="fail (exit 2) on warnings as well as errors")
     p.add_argument("--all", action="store_true", help=f"show every warning and note (default: {SHOWN_PER_KIND} of each kind)")
+    p.add_argument("--headers-only", action="store_true",
+                   help="read NIfTI headers only: files, 3-D, shapes, affines (fast); no voxel-value checks")
     p.add_argument("--workers", type=int, default=None, help="threads reading files (default: up to 4)")
     p.set_defaults(func=run)
 
@@ -32,10 +34,10 @@ def run(args) -> int:
 
         with Progress(transient=True) as bar:
             task = bar.add_task("verifying", total=None)
-            result = check_dataset(args.dataset, workers=args.workers,
+            result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only,
                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
-        result = check_dataset(args.dataset, workers=args.workers)
+        result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only)
     failed = not result.ok or (args.strict and result.count("warning") > 0)
     if args.json:
         print(json.dumps({**result.to_dict(), "ok": not failed, "strict": args.strict}, indent=2))
@@ -59,6 +61,7 @@ def report_lines(result: Verification, show_all: bool = False) -> list[str]:
         lines.append(f"... and {n} more {severity}s of kind {code!r} (use --all or --json to see them)")
     counts = ", ".join(f"{result.count(s)} {s}{'' if result.count(s) == 1 else 's'}" for s in SEVERITIES)
     verdict = "OK" if result.ok else "FAILED"
-    lines.append(f"{verdict}: {result.root}: {counts} ({result.n_cases} cases, {result.n_files} files read "
+    read = "headers read" if not result.voxels else "files read"
+    lines.append(f"{verdict}: {result.root}: {counts} ({result.n_cases} cases, {result.n_files} {read} "
                  f"in {result.seconds:.1f} s)")
     return lines
