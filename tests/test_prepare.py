@@ -198,6 +198,8 @@ def test_to_original_space_round_trip():
     inner = (slice(4, -4), slice(6, -6), slice(4, -4))  # y was cropped 44 -> 40: the outer 2 voxels are gone
     assert np.abs(back[inner] - normalised[inner]).max() < 0.03
     assert np.all(back[:, :2] == 0) and np.all(back[:, -2:] == 0)  # outside the crop
+    cubic = to_original_space(vol.image, vol.affine, shape, affine, order=3)
+    assert np.abs(cubic[inner] - normalised[inner]).max() < np.abs(back[inner] - normalised[inner]).max()
 
     back_label = to_original_space(vol.label, vol.affine, shape, affine, order=0)
     assert set(np.unique(back_label)) == {0.0, 1.0}

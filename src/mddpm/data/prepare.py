@@ -97,6 +97,11 @@ def get_grid(grid: str | GridSpec) -> GridSpec:
     return GRIDS[grid]
 
 
+def replace_grid(grid: str | GridSpec, **changes) -> GridSpec:
+    """A copy of ``grid`` with some fields changed (e.g. ``curvature_flow=False``)."""
+    return dataclasses.replace(get_grid(grid), **changes)
+
+
 @dataclass
 class PreparedVolume:
     image: np.ndarray  # [Z, H, W] float32, ~[0, 1]
@@ -125,7 +130,8 @@ def crop_or_pad(arr: np.ndarray, size: tuple[int, ...]) -> tuple[np.ndarray, np.
     return out, start
 
 
-def normalise_percentiles(image: np.ndarray, mask: np.ndarray, percentiles=(1.0, 99.0)) -> np.ndarray:
+def normalise_percentiles(image: np.ndarray, mask: np.ndarray,
+                          percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
     """Clip the whole volume to the in-mask percentiles, then min-max scale to [0, 1] (float32)."""
     values = image[mask]
     if values.size == 0:
@@ -149,7 +155,7 @@ def _from_sitk(img: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(img).transpose(2, 1, 0)
 
 
-def curvature_flow(image: np.ndarray, spacing) -> np.ndarray:
+def curvature_flow(image: np.ndarray, spacing: tuple[float, float, float] | np.ndarray) -> np.ndarray:
     """SimpleITK CurvatureFlow (time step 0.125, 3 iterations) on [X, Y, Z] with voxel ``spacing`` mm."""
     out = sitk.CurvatureFlow(_sitk_image(image.astype(np.float32), spacing),
                              timeStep=CURVATURE_FLOW["time_step"], numberOfIterations=CURVATURE_FLOW["iterations"])
@@ -211,6 +217,7 @@ def to_original_space(arr: np.ndarray, prepared_affine: np.ndarray, shape: tuple
     prepared voxel of the grid take the edge value; points further out are 0.
     """
     vol = np.asarray(arr, dtype=np.float32).transpose(1, 2, 0)  # [H, W, Z]
+    coefficients = ndimage.spline_filter(vol, order, mode="nearest") if order > 1 else vol  # once, not per slice
     to_prepared = np.linalg.inv(prepared_affine) @ np.asarray(affine, dtype=np.float64)
     out = np.empty(shape, dtype=np.float32)
     ii, jj = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
@@ -218,7 +225,7 @@ def to_original_space(arr: np.ndarray, prepared_affine: np.ndarray, shape: tuple
         idx = np.stack([ii, jj, np.full_like(ii, k), np.ones_like(ii)]).reshape(4, -1).astype(np.float64)
         coords = (to_prepared @ idx)[:3]
         inside = np.all((coords >= -0.5) & (coords <= np.array(vol.shape)[:, None] - 0.5), axis=0)
-        values = ndimage.map_coordinates(vol, coords, order=order, mode="nearest", prefilter=order > 1)
+        values = ndimage.map_coordinates(coefficients, coords, order=order, mode="nearest", prefilter=False)
         out[:, :, k] = np.where(inside, values, 0).reshape(shape[:2])
     return out
 
@@ -324,6 +331,8 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     and ``prepared.json`` (grid, case ids, affines, source, dataset.json hash). An existing cache
     with the same settings and sources is reused as is; a stale one is rebuilt (and said so);
     ``force`` rebuilds regardless. The folder is built under a temporary name and renamed.
+    ``workers > 1`` uses spawned processes: a calling script needs the ``if __name__ == "__main__":``
+    guard. Call it from one process only (e.g. rank 0 before DDP starts).
     """
     grid = get_grid(grid)
     root = Path(dataset_root).resolve()
@@ -440,8 +449,3 @@ class _progress_bar:
         if self.enabled:
             self.bar.stop()
         return False
-
-
-def replace_grid(grid: str | GridSpec, **changes) -> GridSpec:
-    """A copy of ``grid`` with some fields changed (e.g. ``curvature_flow=False``)."""
-    return dataclasses.replace(get_grid(grid), **changes)
