@@ -100,7 +100,7 @@ def check_dataset(
 
     ``workers`` threads read cases in parallel (default: up to 4); ``progress(done, total)`` is
     called after each case. ``voxels=False`` reads NIfTI headers only (existence, 3-D, shapes,
-    affines, declared geometry; no value checks): about a millisecond per file.
+    affines, declared geometry; no value checks): a few milliseconds per file.
     """
     start = time.perf_counter()
     result = Verification(root=Path(root), voxels=voxels)
