@@ -1,0 +1,43 @@
+"""``mddpm train``: train a method on a dataset into a run folder (Lightning; DDP with --devices/--num-nodes)."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a method on a dataset",
+        description="Train METHOD on the dataset's train split (validation on its val split; with --fold k, "
+                    "folds[k]). Writes RUN/config.json, RUN/checkpoints/{best,last}.ckpt, RUN/{best,last}.pt, "
+                    "RUN/logs/. Under DDP, train.batch_size is per process.")
+    p.add_argument("--data", metavar="DATASET", help="dataset folder (with dataset.json); optional with --resume")
+    p.add_argument("--method", help="method name (see `mddpm list methods`)")
+    p.add_argument("--preset", help="preset name (default: demo; see `mddpm list presets`)")
+    p.add_argument("--fold", type=int, help="train/val from folds[k] of the dataset instead of its splits")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=2000 (repeatable)")
+    p.add_argument("--out", metavar="RUN", help="run folder (default: runs/METHOD-PRESET[-foldK])")
+    p.add_argument("--devices", default="1", help="devices per node (an integer, or 'auto'; default 1)")
+    p.add_argument("--num-nodes", type=int, default=1, help="number of nodes (default 1)")
+    p.add_argument("--accelerator", default="auto", choices=["cpu", "gpu", "auto"], help="default: auto")
+    p.add_argument("--resume", action="store_true", help="continue RUN from RUN/checkpoints/last.ckpt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mddpm.errors import MddpmError
+    from mddpm.training.train import train
+
+    devices = args.devices
+    if devices != "auto":
+        try:
+            devices = int(devices)
+        except ValueError:
+            raise MddpmError(f"--devices {args.devices!r}: expected an integer or 'auto'") from None
+    if not args.resume and (args.data is None or args.method is None):
+        raise MddpmError("--data and --method are required (unless --resume)")
+    train(args.data, args.method, preset=args.preset, out=args.out, fold=args.fold, overrides=args.overrides,
+          devices=devices, num_nodes=args.num_nodes, accelerator=args.accelerator, resume=args.resume,
+          force=args.force, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,229 @@
+"""``train``: dataset + method + preset -> a run folder.
+
+A run folder holds::
+
+    RUN/config.json                the resolved config + {"dataset", "fold", "prepared"}
+    RUN/checkpoints/best.ckpt      Lightning checkpoint with the lowest val/loss (to resume / inspect)
+    RUN/checkpoints/last.ckpt      the latest Lightning checkpoint (``--resume`` continues from it)
+    RUN/best.pt, RUN/last.pt       plain weights (mddpm.training.checkpoint), loadable with weights_only=True
+    RUN/logs/csv/metrics.csv       train/loss and val/loss (Lightning CSVLogger)
+    RUN/logs/tb/                   the same for TensorBoard
+
+Under DDP (``devices``/``num_nodes`` > 1, launched by Lightning, torchrun or SLURM) every process runs
+this function; only global rank 0 checks and writes the run folder. ``train.batch_size`` is per process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from mddpm.config import apply_overrides, build_method, resolve_config
+from mddpm.data.dataset import load_dataset
+from mddpm.data.prepare import get_grid, prepare_dataset
+from mddpm.errors import MddpmError
+from mddpm.io import check_new_output, read_json, write_json
+from mddpm.training.checkpoint import save_weights
+from mddpm.training.module import AnomalyModule
+
+RUN_EXTRA_KEYS = ("dataset", "fold", "prepared")
+_RUN_ENTRIES = ("config.json", "best.pt", "last.pt", "checkpoints", "logs")
+
+
+def process_rank_is_zero() -> bool:
+    """Whether this process is global rank 0 of a (possibly) distributed launch (env-based, before
+    Lightning starts: RANK / SLURM_PROCID from torchrun or SLURM, LOCAL_RANK / NODE_RANK from Lightning)."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"))
+
+
+def default_run_dir(method: str, preset: str, fold: int | None) -> Path:
+    return Path("runs") / (f"{method}-{preset}" + ("" if fold is None else f"-fold{fold}"))
+
+
+def check_train_settings(cfg: dict) -> None:
+    """Reject impossible ``train`` settings with a one-line :class:`MddpmError` naming the key."""
+    t = cfg["train"]
+    for key in ("batch_size", "val_every", "val_batches", "log_every"):
+        if not isinstance(t[key], int) or t[key] < 1:
+            raise MddpmError(f"train.{key}={t[key]!r}: must be a positive integer")
+    if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
+        raise MddpmError(f"train.max_steps={t['max_steps']!r}: must be a non-negative integer")
+    if not t["lr"] > 0:
+        raise MddpmError(f"train.lr={t['lr']!r}: must be positive")
+    if t["precision"] not in ("32", "bf16"):
+        raise MddpmError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
+    if t["bank_device"] not in ("auto", "cpu"):
+        raise MddpmError(f"train.bank_device={t['bank_device']!r}: must be \"auto\" or \"cpu\"")
+
+
+def train(dataset_root: str | os.PathLike | None, method: str | None, preset: str | None = None,
+          out: str | os.PathLike | None = None, fold: int | None = None, overrides=(), devices: int | str = 1,
+          num_nodes: int = 1, accelerator: str = "auto", strategy: str = "auto", resume: bool = False,
+          force: bool = False, progress: bool = True) -> Path:
+    """Train ``method`` (``preset``, default ``"demo"``) on ``dataset_root`` into run folder ``out``.
+
+    ``fold`` takes train/val from the dataset's ``folds[fold]``; ``overrides`` are ``section.key=value``
+    strings. An existing ``out`` is refused unless ``force`` (which deletes the earlier run's files) or
+    ``resume`` (which continues from ``out/checkpoints/last.ckpt``; the saved config is reused, with
+    ``overrides`` applied on top, e.g. ``train.max_steps=...``). Returns the run folder.
+    """
+    if resume and force:
+        raise MddpmError("--resume and --force exclude each other")
+    rank_zero = process_rank_is_zero()
+    if resume:
+        if out is None:
+            raise MddpmError("--resume needs the run folder (--out RUN)")
+        run = Path(out).resolve()
+        cfg, dataset_root, fold = _resume_config(run, dataset_root, method, preset, fold, overrides)
+    else:
+        if method is None or dataset_root is None:
+            raise MddpmError("train needs a dataset (--data) and a method (--method)")
+        preset = preset or "demo"
+        run = Path(out or default_run_dir(method, preset, fold)).resolve()
+        cfg = resolve_config(method, preset, overrides)
+        if rank_zero:
+            check_new_output(run, force)
+    check_train_settings(cfg)
+
+    dataset_root = Path(dataset_root).resolve()
+    dataset = load_dataset(dataset_root)
+    train_ids = [c.id for c in dataset.split("train", fold)]
+    val_ids = [c.id for c in dataset.split("val", fold)]
+    for name, ids in (("train", train_ids), ("val", val_ids)):
+        if not ids:
+            raise MddpmError(f"{dataset_root / 'dataset.json'}: split {name!r}"
+                             f"{'' if fold is None else f' of fold {fold}'} is empty")
+    prepared = Path(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress)).resolve()
+
+    if rank_zero:
+        if force:
+            _remove_run_files(run)
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "config.json", {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["train"]["seed"])  # parameter initialisation is reproducible too
+        model = build_method(cfg)
+
+    if not any(p.requires_grad for group in model.param_groups() for p in group) or cfg["train"]["max_steps"] == 0:
+        if rank_zero:  # nothing to optimise (e.g. a thresholding baseline): export the built model as is
+            for name in ("best.pt", "last.pt"):
+                save_weights(run / name, cfg["method"], cfg, model.state_dict(), 0, None)
+        return run
+
+    trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress)
+    module = AnomalyModule(model, cfg, str(prepared), train_ids, val_ids)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+        # batches are drawn from the step number, not the dummy loader, so mid-epoch resume is exact
+        warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+        trainer.fit(module, ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+
+    if rank_zero:
+        if trainer.interrupted:
+            raise MddpmError(f"{run}: training interrupted; continue with --resume")
+        export_weights(run)
+        if timer.steps:
+            print(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
+                  f"({timer.seconds / timer.steps:.4f} s/step); weights in {run / 'best.pt'}")
+    return run
+
+
+def export_weights(run: Path) -> None:
+    """Write ``RUN/best.pt`` and ``RUN/last.pt`` from the Lightning checkpoints (our own files)."""
+    cfg = {k: v for k, v in read_json(run / "config.json").items() if k not in RUN_EXTRA_KEYS}
+    for name in ("best", "last"):
+        ckpt_path = run / "checkpoints" / f"{name}.ckpt"
+        if not ckpt_path.is_file():
+            raise MddpmError(f"{ckpt_path}: missing after training")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # written by this run
+        state = {k[len("method."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
+        save_weights(run / f"{name}.pt", cfg["method"], cfg, state, ckpt["global_step"],
+                     ckpt.get("mddpm", {}).get("val_loss"))
+
+
+def _resume_config(run: Path, dataset_root, method, preset, fold, overrides):
+    config_path = run / "config.json"
+    if not (run / "checkpoints" / "last.ckpt").is_file():
+        raise MddpmError(f"{run / 'checkpoints' / 'last.ckpt'}: nothing to resume (no checkpoint)")
+    saved = read_json(config_path)
+    for key, given in (("method", method), ("preset", preset), ("fold", fold)):
+        if given is not None and given != saved.get(key):
+            raise MddpmError(f"{config_path}: run has {key} {saved.get(key)!r}, not {given!r}")
+    if dataset_root is not None and Path(dataset_root).resolve() != Path(saved["dataset"]):
+        raise MddpmError(f"{config_path}: run was trained on {saved['dataset']}, not {Path(dataset_root).resolve()}")
+    cfg = apply_overrides({k: v for k, v in saved.items() if k not in RUN_EXTRA_KEYS}, overrides)
+    return cfg, saved["dataset"], saved["fold"]
+
+
+def _remove_run_files(run: Path) -> None:
+    """--force: delete what an earlier run wrote (only our own entries, never the whole folder)."""
+    for name in _RUN_ENTRIES:
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: str, strategy: str, progress: bool):
+    t = cfg["train"]
+    best = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/loss", mode="min",
+                           save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
+    # "last" is its own callback: at every validation, and on an exception or Ctrl-C
+    last = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           save_on_exception=True, enable_version_counter=False, auto_insert_metric_name=False)
+    timer = StepTimer()
+    try:
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+            precision="bf16-mixed" if t["precision"] == "bf16" else "32-true",
+            max_steps=t["max_steps"], max_epochs=-1,
+            val_check_interval=t["val_every"], check_val_every_n_epoch=None, num_sanity_val_steps=0,
+            log_every_n_steps=t["log_every"],
+            logger=[CSVLogger(run, name="logs", version="csv"),
+                    TensorBoardLogger(run, name="logs", version="tb", default_hp_metric=False)],
+            callbacks=[best, last, timer],
+            default_root_dir=run, enable_progress_bar=progress, enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        raise MddpmError(f"--accelerator {accelerator} --devices {devices} --num-nodes {num_nodes}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return trainer, timer
+
+
+class StepTimer(Callback):
+    """Wall-clock seconds spent in training steps (validation excluded) and how many ran."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.steps = 0
+        self.first_step = 0
+        self._start = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.first_step = trainer.global_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        _synchronize(pl_module.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        _synchronize(pl_module.device)
+        self.seconds += time.perf_counter() - self._start
+        self.steps += 1
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

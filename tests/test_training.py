@@ -1,0 +1,277 @@
+"""Training: the generic LightningModule, run folders, exact resume, weights files, DDP, `mddpm train`."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_phantom_dataset
+from mddpm.cli.main import main
+from mddpm.errors import MddpmError
+from mddpm.io import read_json
+from mddpm.methods.base import AnomalyMethod
+from mddpm.registry import METHODS, register_method
+from mddpm.training.checkpoint import FORMAT, build_from_weights, load_weights, save_weights
+from mddpm.training.train import train
+
+TINY_TRAIN = {"batch_size": 4, "max_steps": 4, "val_every": 2, "val_batches": 2, "log_every": 1, "lr": 1e-2}
+
+
+class TinyMethod(AnomalyMethod):
+    """Two 3x3 convs; noisy-input L1 loss; noisy reconstruction (so generators matter)."""
+
+    def __init__(self, channels: int = 4, noise: float = 0.1):
+        super().__init__()
+        self.noise = noise
+        self.net = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1))
+
+    def _noisy(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x + self.noise * torch.randn(x.shape, generator=generator, device=x.device)
+
+    def training_loss(self, batch, generator, step=0):
+        return (self.net(self._noisy(batch["image"], generator)) - batch["image"]).abs().mean()
+
+    def validation_loss(self, batch, generator):
+        return (self.net(batch["image"]) - batch["image"]).abs().mean()
+
+    def reconstruct(self, image, mask, generator):
+        return self.net(self._noisy(image, generator))
+
+
+class TwoGroupMethod(AnomalyMethod):
+    """Two scalar parameters trained by two optimisers in turn; hooks set per test."""
+
+    def __init__(self, options: list | None = None, scale: float | None = None):
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(()))
+        self.b = nn.Parameter(torch.zeros(()))
+        self.options = options
+        if scale is not None:
+            self.lr_scale = lambda step: scale
+
+    def training_loss(self, batch, generator, step=0):
+        return (batch["image"].mean() - self.a - self.b) ** 2
+
+    def reconstruct(self, image, mask, generator):
+        return image * 0 + self.a + self.b
+
+    def param_groups(self):
+        return [[self.a], [self.b]]
+
+    def optimizer_index(self, step):
+        return step % 2
+
+    def optimizer_options(self):
+        return self.options or [{}, {}]
+
+
+def _register(name: str, build, model: dict, train_settings: dict) -> None:
+    if name not in METHODS:
+        register_method(name, f"test method {name}",
+                        {"demo": {"model": model, "train": train_settings, "data": {"grid": "demo"}}})(build)
+
+
+_register("tiny", lambda cfg: TinyMethod(**cfg), {"channels": 4}, TINY_TRAIN)
+_register("twogroup", lambda cfg: TwoGroupMethod(**cfg), {"options": None, "scale": None},
+          {**TINY_TRAIN, "max_steps": 2, "lr": 0.1})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """One phantom dataset (prepared once on first use) for every test of this module."""
+    return make_phantom_dataset(tmp_path_factory.mktemp("train") / "phantom")
+
+
+def _state(path: Path) -> dict:
+    return load_weights(path)["state_dict"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    with open(run / "logs" / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_a_complete_run(dataset, tmp_path):
+    run = train(dataset, "tiny", out=tmp_path / "run", progress=False)
+    cfg = read_json(run / "config.json")
+    assert cfg["method"] == "tiny" and cfg["dataset"] == str(dataset.resolve()) and cfg["fold"] is None
+    assert cfg["prepared"].endswith("prepared/48x48x25") and cfg["train"]["max_steps"] == 4
+    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best.pt", "last.pt"):
+        assert (run / name).is_file(), name
+    last, best = load_weights(run / "last.pt", "tiny"), load_weights(run / "best.pt", "tiny")
+    assert last["step"] == 4 and last["config"]["method"] == "tiny" and last["format"] == FORMAT
+    init = TinyMethod()
+    init_state = init.state_dict()
+    assert set(last["state_dict"]) == set(init_state)
+    assert any(not torch.equal(last["state_dict"][k], v) for k, v in init_state.items())  # it trained
+
+    rows = _metrics(run)
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    val = {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
+    assert train_steps == [0, 1, 2, 3]  # logged every step (log_every=1)
+    assert len(val) == 2  # validated at steps 2 and 4
+    assert best["val_loss"] == pytest.approx(min(val.values()))
+    assert best["step"] in (2, 4) and last["val_loss"] == pytest.approx(val[max(val)])
+    assert (run / "logs" / "tb").is_dir()
+
+
+def test_final_step_is_always_validated(dataset, tmp_path):
+    run = train(dataset, "tiny", out=tmp_path / "run", overrides=["train.max_steps=3"], progress=False)
+    val_rows = [r for r in _metrics(run) if r.get("val/loss")]
+    assert len(val_rows) == 2  # at step 2 (val_every) and at the final step 3
+    assert load_weights(run / "last.pt")["step"] == 3
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(dataset, tmp_path):
+    straight = train(dataset, "tiny", out=tmp_path / "straight", overrides=["train.max_steps=6"], progress=False)
+    part = train(dataset, "tiny", out=tmp_path / "part", overrides=["train.max_steps=3"], progress=False)
+    assert load_weights(part / "last.pt")["step"] == 3
+    resumed = train(dataset, "tiny", out=tmp_path / "part", resume=True, overrides=["train.max_steps=6"],
+                    progress=False)
+    assert resumed == part and read_json(part / "config.json")["train"]["max_steps"] == 6
+    a, b = _state(straight / "last.pt"), _state(part / "last.pt")
+    assert load_weights(part / "last.pt")["step"] == 6
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_refused_unless_force_or_resume(dataset, tmp_path):
+    run = train(dataset, "tiny", out=tmp_path / "run", overrides=["train.max_steps=1"], progress=False)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(MddpmError, match="already exists"):
+        train(dataset, "tiny", out=run, overrides=["train.max_steps=1"], progress=False)
+    with pytest.raises(MddpmError, match="exclude"):
+        train(dataset, "tiny", out=run, resume=True, force=True, progress=False)
+    with pytest.raises(MddpmError, match="method 'tiny', not 'vae'"):
+        train(dataset, "vae", out=run, resume=True, progress=False)
+    train(dataset, "tiny", out=run, overrides=["train.max_steps=2"], force=True, progress=False)
+    assert load_weights(run / "last.pt")["step"] == 2
+    assert (run / "notes.txt").read_text() == "mine"  # --force removes only the run's own files
+    with pytest.raises(MddpmError, match="nothing to resume"):
+        train(dataset, "tiny", out=tmp_path / "empty", resume=True, progress=False)
+
+
+def test_bad_train_settings_are_refused_before_writing(dataset, tmp_path):
+    for setting, message in (("train.precision=fp16", "train.precision"), ("train.val_every=0", "train.val_every"),
+                             ("data.grid=huge", "unknown grid")):
+        with pytest.raises(MddpmError, match=message):
+            train(dataset, "tiny", out=tmp_path / "run", overrides=[setting], progress=False)
+        assert not (tmp_path / "run" / "config.json").exists()
+    with pytest.raises(MddpmError, match="no fold 3"):
+        train(dataset, "tiny", out=tmp_path / "run", fold=3, progress=False)
+
+
+def test_optimizer_index_options_and_lr_scale(dataset, tmp_path):
+    # step 0 trains group a, step 1 group b; an lr of 0 for b (optimizer_options) keeps b fixed
+    run = train(dataset, "twogroup", out=tmp_path / "opts", progress=False,
+                overrides=['model.options=[{}, {"lr": 0.0}]'])
+    state = _state(run / "last.pt")
+    assert state["a"].item() != 0 and state["b"].item() == 0
+    # one step only trains a
+    run = train(dataset, "twogroup", out=tmp_path / "one", progress=False, overrides=["train.max_steps=1"])
+    state = _state(run / "last.pt")
+    assert state["a"].item() != 0 and state["b"].item() == 0
+    # both after two steps; lr_scale 0 freezes everything
+    run = train(dataset, "twogroup", out=tmp_path / "two", progress=False)
+    state = _state(run / "last.pt")
+    assert state["a"].item() != 0 and state["b"].item() != 0
+    run = train(dataset, "twogroup", out=tmp_path / "frozen", progress=False, overrides=["model.scale=0.0"])
+    assert all(v.item() == 0 for v in _state(run / "last.pt").values())
+
+
+def test_bf16_training_runs_on_cpu(dataset, tmp_path):
+    run = train(dataset, "tiny", out=tmp_path / "run", overrides=["train.max_steps=2", "train.precision=bf16"],
+                accelerator="cpu", progress=False)
+    payload = load_weights(run / "last.pt")
+    assert payload["step"] == 2 and payload["val_loss"] is not None and payload["val_loss"] == payload["val_loss"]
+    assert all(v.dtype == torch.float32 for v in payload["state_dict"].values())  # bf16-mixed keeps fp32 weights
+
+
+def test_method_without_parameters_trains_zero_steps(dataset, tmp_path):
+    run = train(dataset, "intensity", out=tmp_path / "run", progress=False)
+    payload = load_weights(run / "best.pt", "intensity")
+    assert payload["step"] == 0 and payload["val_loss"] is None and payload["state_dict"] == {}
+    assert not (run / "checkpoints").exists()
+
+
+def test_weights_load_with_weights_only_and_build(dataset, tmp_path):
+    run = train(dataset, "tiny", out=tmp_path / "run", overrides=["train.max_steps=1"], progress=False)
+    raw = torch.load(run / "best.pt", weights_only=True)  # plain data
+    assert raw["format"] == FORMAT and raw["mddpm_version"]
+    module, payload = build_from_weights(run / "best.pt", "tiny")
+    assert isinstance(module, TinyMethod) and not module.training
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in payload["state_dict"].items())
+
+
+class _TouchOnLoad:
+    """Unpickling this would create a file: proves a refused pickle is never executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_pickle_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "format_version": 1, "payload": _TouchOnLoad(marker)}, path)
+    with pytest.raises(MddpmError, match="refused to load"):
+        load_weights(path)
+    assert not marker.exists()
+    path.write_bytes(pickle.dumps({"format": FORMAT}))  # a bare pickle, not a torch file
+    with pytest.raises(MddpmError, match=str(path.name)):
+        load_weights(path)
+    with pytest.raises(MddpmError, match="not found"):
+        load_weights(tmp_path / "missing.pt")
+
+
+def test_weights_of_another_method_or_version_are_refused(tmp_path):
+    cfg = {"method": "tiny", "preset": "demo", "model": {}, "train": {}, "data": {}}
+    path = save_weights(tmp_path / "w.pt", "tiny", cfg, TinyMethod().state_dict(), 5, 0.25)
+    assert load_weights(path, "tiny")["val_loss"] == 0.25
+    with pytest.raises(MddpmError, match="weights of method 'tiny', expected 'vae'"):
+        load_weights(path, "vae")
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "format_version": 99}, tmp_path / "v99.pt")
+    with pytest.raises(MddpmError, match="format version 99"):
+        load_weights(tmp_path / "v99.pt")
+    torch.save({"state_dict": payload["state_dict"]}, tmp_path / "foreign.pt")
+    with pytest.raises(MddpmError, match="not an mddpm weights file"):
+        load_weights(tmp_path / "foreign.pt")
+    torch.save({**payload, "state_dict": TinyMethod(channels=2).state_dict()}, tmp_path / "shape.pt")
+    with pytest.raises(MddpmError, match="do not fit"):
+        build_from_weights(tmp_path / "shape.pt")
+
+
+def test_cli_train(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(dataset), "--method", "tiny", "--out", str(run), "--set", "train.max_steps=1",
+            "--no-progress", "--accelerator", "cpu"]
+    assert main(args) == 0
+    assert load_weights(run / "best.pt")["step"] == 1
+    assert "s/step" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "already exists (use --force" in capsys.readouterr().err
+    assert main(args + ["--set", "train.nope=1", "--force"]) == 2
+    assert "train.nope: unknown key" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.max_steps=2", "--no-progress"]) == 0
+    assert load_weights(run / "last.pt")["step"] == 2
+
+
+@pytest.mark.slow  # ~30 s on 2 CPU cores (two spawned processes import torch and Lightning)
+def test_ddp_two_cpu_processes(dataset, tmp_path):
+    """Two gloo processes: each rank draws its own batches, so the averaged gradient (and the weights)
+    differ from a one-process run of the same config."""
+    settings = ["train.max_steps=2", "train.val_every=2"]
+    single = train(dataset, "tiny", out=tmp_path / "single", overrides=settings, accelerator="cpu", progress=False)
+    ddp = train(dataset, "tiny", out=tmp_path / "ddp", overrides=settings, accelerator="cpu", devices=2,
+                strategy="ddp_spawn", progress=False)
+    a, b = _state(single / "last.pt"), _state(ddp / "last.pt")
+    assert load_weights(ddp / "last.pt")["step"] == 2 and load_weights(ddp / "best.pt")["val_loss"] is not None
+    assert any(not torch.equal(a[k], b[k]) for k in a)
