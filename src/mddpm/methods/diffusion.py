@@ -1,0 +1,242 @@
+"""Diffusion methods of Table 1: ``ddpm``, ``pddpm`` and the masked variants ``mddpm-*``.
+
+One class, :class:`DiffusionAnomalyMethod`, covers them all (protocol §2, §3, §4, §10):
+
+- network: the time-conditioned U-Net (:class:`mddpm.nets.unet.UNet`, settings under ``net``)
+  predicting x0 directly in the model range [-1, 1]; cosine schedule, T = 1000;
+- noise: 6-octave simplex (``"simplex"``, unnormalised, fp16-rounded, as published) or Gaussian;
+  ``noise_shared=True`` (faithful) uses ONE field for all samples of a step and all slices and boxes
+  of a test volume, ``False`` an independent field per sample (per slice at test time);
+- patching: ``patch_size=None`` noises the whole slice (DDPM); ``patch_size=P`` cuts the slice into
+  a grid of P×P boxes with stride P (pDDPM: 48 on 96, a 2×2 grid). Training noises one box per
+  sample, chosen uniformly; the rest of the slice stays clean context. With ``loss_in_patch``
+  (the paper's L_p) the output is the prediction inside the box and the input outside, and L1 is
+  averaged over the whole image, as published: the value is box-L1 × box area / image area and only
+  the box gets gradients;
+- masking (training only, before the noise): ``"none"``, ``"ipm"``, ``"fpm"``, ``"fpmcm"``
+  (paper Eqs. 6–8, ratio ``mask_ratio`` of the brain, spectral mask ``spectral``) or
+  ``"released"`` (the released code's FPM-CM, protocol §4.1). The L1 target is the clean slice;
+  the masked slice is both the context outside the box and the x0 that is noised inside it;
+- test: every box of every slice of a volume is noised to ``t_fix`` (499) and predicted in one
+  batch of S × n_boxes inputs (chunks of ``chunk_size``), and each box's prediction is kept inside
+  that box: every pixel is predicted exactly once.
+
+Training lengths of the ``paper`` presets (protocol §1.5, §11.3): the published runs are 1600
+epochs of batch 32 (drop_last) over the 385 IXI fold-0 training rows. pDDPM and DDPM: 385 // 32 = 12
+steps per epoch -> 19,200 steps. mDDPM repeats every subject 6× per epoch: 2310 // 32 = 72 steps ->
+115,200 steps (all ``mddpm-*`` variants). Validation runs once per published epoch (``val_every`` =
+12 or 72 steps) on about as many slices as the published val epoch (44 rows, ×6 for mDDPM).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from mddpm.diffusion.noise import make_noise
+from mddpm.diffusion.schedule import GaussianDiffusion, from_model_range, to_model_range
+from mddpm.errors import MddpmError
+from mddpm.masking import MASKINGS, SPECTRAL_MASKS, apply_masking
+from mddpm.methods.base import AnomalyMethod
+from mddpm.nets.unet import UNet
+from mddpm.registry import register_method
+
+NOISES = ("simplex", "gaussian")
+
+PAPER_NET = {"model_channels": 128, "channel_mult": [1, 2, 2], "num_res_blocks": 3, "head_channels": 64,
+             "scale_shift_norm": True, "resblock_updown": True, "groups": 32, "dropout": 0.0, "checkpoint": False}
+DEMO_NET = {"model_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": 1, "head_channels": 32,
+            "scale_shift_norm": True, "resblock_updown": True, "groups": 8, "dropout": 0.0, "checkpoint": False}
+MODEL_DEFAULTS = {
+    "net": PAPER_NET,
+    "timesteps": 1000,
+    "t_fix": 499,
+    "noise": "simplex",
+    "noise_shared": True,
+    "noise_fp16_cast": True,
+    "patch_size": 48,
+    "loss_in_patch": True,
+    "masking": "none",
+    "mask_ratio": [0.1, 0.9],
+    "spectral": "centre-square",
+    "mask_cells": 8,
+    "chunk_size": 256,
+}
+
+
+class DiffusionAnomalyMethod(AnomalyMethod):
+    """DDPM / pDDPM / mDDPM: one-step x0 reconstruction at ``t_fix`` (see the module docstring).
+
+    ``net``: keyword arguments of :class:`~mddpm.nets.unet.UNet` (in/out channels are 1).
+    Slices ``[B, 1, H, W]`` in [0, 1]; H and W must be multiples of ``patch_size``.
+    """
+
+    def __init__(self, net: dict | None = None, timesteps: int = 1000, t_fix: int = 499, noise: str = "simplex",
+                 noise_shared: bool = True, noise_fp16_cast: bool = True, patch_size: int | None = 48,
+                 loss_in_patch: bool = True, masking: str = "none", mask_ratio: tuple[float, float] = (0.1, 0.9),
+                 spectral: str = "centre-square", mask_cells: int = 8, chunk_size: int = 256):
+        super().__init__()
+        _check_choice("model.noise", noise, NOISES)
+        _check_choice("model.masking", masking, MASKINGS)
+        _check_choice("model.spectral", spectral, SPECTRAL_MASKS)
+        if not 0 <= t_fix < timesteps:
+            raise MddpmError(f"model.t_fix={t_fix}: must lie in [0, {timesteps - 1}] (model.timesteps={timesteps})")
+        if patch_size is not None and patch_size < 1:
+            raise MddpmError(f"model.patch_size={patch_size}: must be a positive number of pixels or null")
+        if len(mask_ratio) != 2 or not 0 <= mask_ratio[0] <= mask_ratio[1] <= 1:
+            raise MddpmError(f"model.mask_ratio={list(mask_ratio)}: expected [low, high] with 0 <= low <= high <= 1")
+        if chunk_size < 1 or mask_cells < 1:
+            raise MddpmError("model.chunk_size and model.mask_cells must be positive")
+        net_args = dict(PAPER_NET, **(net or {}))
+        net_args["channel_mult"] = tuple(net_args["channel_mult"])
+        self.net = UNet(in_channels=1, out_channels=1, **net_args)
+        self.diffusion = GaussianDiffusion(timesteps)
+        self.t_fix, self.noise, self.noise_shared, self.noise_fp16_cast = t_fix, noise, noise_shared, noise_fp16_cast
+        self.patch_size, self.loss_in_patch = patch_size, loss_in_patch
+        self.masking, self.mask_ratio, self.spectral, self.mask_cells = masking, tuple(mask_ratio), spectral, mask_cells
+        self.chunk_size = chunk_size
+
+    # ---- geometry and randomness ------------------------------------------------------------------
+
+    def box_masks(self, height: int, width: int, device: torch.device | str) -> Tensor:
+        """The grid boxes as bool masks ``[n_boxes, 1, H, W]`` (row-major; one all-True box without patching)."""
+        if self.patch_size is None:
+            return torch.ones(1, 1, height, width, dtype=torch.bool, device=device)
+        p = self.patch_size
+        if height % p or width % p:
+            raise MddpmError(f"model.patch_size={p} does not divide the {height}x{width} slices "
+                             "(the grid has stride = patch size)")
+        rows = torch.arange(height, device=device) // p
+        cols = torch.arange(width, device=device) // p
+        box_id = rows[:, None] * (width // p) + cols[None, :]
+        return (box_id[None] == torch.arange((height // p) * (width // p), device=device)[:, None, None])[:, None]
+
+    def _noise(self, batch: int, height: int, width: int, generator: torch.Generator, device: torch.device) -> Tensor:
+        return make_noise(self.noise, batch, height, width, generator, device, shared=self.noise_shared,
+                          fp16_cast=self.noise_fp16_cast)
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def loss_from(self, clean: Tensor, augmented: Tensor, box: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """The loss once every random choice is made (the published ``p_losses``), scalar.
+
+        clean, augmented [B, 1, H, W] in [0, 1]; box [B, 1, H, W] bool (the noised region);
+        t [B] long; noise [B, 1, H, W]. In the model range: input = augmented outside the box and
+        its noised version inside; output = the prediction, replaced by the augmented input outside
+        the box when ``loss_in_patch``; L1 to the clean slice averaged over all pixels and the batch.
+        """
+        x0 = to_model_range(augmented)
+        noised = torch.where(box, self.diffusion.q_sample(x0, t, noise), x0)
+        prediction = self.net(noised, t)
+        if self.loss_in_patch:
+            prediction = torch.where(box, prediction, x0)
+        return (prediction - to_model_range(clean)).abs().mean()
+
+    def _loss(self, batch: dict, generator: torch.Generator, masking: str) -> Tensor:
+        clean, brain = batch["image"], batch["mask"]
+        b, _, h, w = clean.shape
+        augmented = apply_masking(clean, brain, generator, masking, self.mask_ratio, self.spectral, self.mask_cells)
+        noise = self._noise(b, h, w, generator, clean.device)
+        boxes = self.box_masks(h, w, clean.device)
+        which = torch.randint(0, boxes.shape[0], (b,), generator=generator, device=clean.device)
+        t = self.diffusion.sample_timesteps(b, generator, clean.device)
+        return self.loss_from(clean, augmented, boxes[which], t, noise)
+
+    def training_loss(self, batch: dict, generator: torch.Generator, step: int = 0) -> Tensor:
+        """Masking (``self.masking``) -> noise -> one grid box and t ~ U{0..T−1} per sample -> :meth:`loss_from`."""
+        return self._loss(batch, generator, self.masking)
+
+    def validation_loss(self, batch: dict, generator: torch.Generator) -> Tensor:
+        """:meth:`training_loss` without masking (as published)."""
+        return self._loss(batch, generator, "none")
+
+    # ---- inference ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct(self, image: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:
+        """One volume's slices ``image [S, 1, H, W]`` in [0, 1] -> x̂ ``[S, 1, H, W]`` in [0, 1] (unclipped).
+
+        All S × n_boxes box inputs (the box noised to ``t_fix``, the rest clean) go through the net
+        in chunks of ``chunk_size``; each box's prediction is kept inside that box.
+        """
+        s, _, h, w = image.shape
+        boxes = self.box_masks(h, w, image.device)  # [K, 1, H, W]
+        x0 = to_model_range(image)
+        t = self.diffusion.fixed_timesteps(s, self.t_fix, image.device)
+        noised = self.diffusion.q_sample(x0, t, self._noise(s, h, w, generator, image.device))
+        inputs = torch.where(boxes[:, None], noised[None], x0[None]).flatten(0, 1)  # [K*S, 1, H, W], box-major
+        t_all = t.repeat(boxes.shape[0])
+        predictions = torch.cat([self.net(chunk, t_chunk) for chunk, t_chunk
+                                 in zip(inputs.split(self.chunk_size), t_all.split(self.chunk_size))])
+        predictions = predictions.view(boxes.shape[0], s, 1, h, w)
+        stitched = predictions[0]
+        for k in range(1, boxes.shape[0]):
+            stitched = torch.where(boxes[k], predictions[k], stitched)
+        return from_model_range(stitched)
+
+
+def _check_choice(key: str, value: str, known: tuple[str, ...]) -> None:
+    if value not in known:
+        raise MddpmError(f"{key}={value!r}: unknown (known: {', '.join(known)})")
+
+
+# ---- registration ---------------------------------------------------------------------------------
+
+REFERENCE_PDDPM = ("Behrendt et al. Patched diffusion models for unsupervised anomaly detection in brain MRI. "
+                   "MIDL 2023; code github.com/FinnBehrendt/patched-Diffusion-Models-UAD")
+REFERENCE_MDDPM = ("Iqbal, Khalid, Chen, Hua. Unsupervised anomaly detection in medical images using masked "
+                   "diffusion model. MLMI 2023; code github.com/hasan1292/mDDPM")
+REFERENCE_DDPM = ("Wyatt et al. AnoDDPM: anomaly detection with denoising diffusion probabilistic models using simplex "
+                  "noise. CVPRW 2022; baseline as in " + REFERENCE_PDDPM)
+
+
+def _presets(model: dict, paper_steps: int, paper_val_every: int, paper_val_batches: int) -> dict:
+    """``paper`` and ``demo`` presets of one registered variant (``model`` overrides MODEL_DEFAULTS)."""
+    paper_model = copy.deepcopy(dict(MODEL_DEFAULTS, **model))
+    demo_model = copy.deepcopy(dict(paper_model, chunk_size=64))
+    demo_model["net"] = dict(DEMO_NET, scale_shift_norm=paper_model["net"]["scale_shift_norm"])
+    if demo_model["patch_size"] is not None:
+        demo_model["patch_size"] = 24  # 2x2 grid on the 48x48 demo slices, as 48 on 96
+    return {
+        "paper": {"model": paper_model,
+                  "train": {"batch_size": 32, "lr": 1e-4, "max_steps": paper_steps, "val_every": paper_val_every,
+                            "val_batches": paper_val_batches},
+                  "data": {"grid": "paper"}},
+        "demo": {"model": demo_model,
+                 "train": {"batch_size": 16, "lr": 2e-4, "max_steps": 600, "val_every": 200, "val_batches": 2},
+                 "data": {"grid": "demo"}},
+    }
+
+
+def _register(name: str, description: str, reference: str, model: dict, paper_steps: int, paper_val_every: int,
+              paper_val_batches: int) -> None:
+    def build(model_cfg: dict) -> DiffusionAnomalyMethod:
+        return DiffusionAnomalyMethod(**model_cfg)
+
+    register_method(name, description, _presets(model, paper_steps, paper_val_every, paper_val_batches),
+                    reference)(build)
+
+
+MDDPM_STEPS, MDDPM_EPOCH_STEPS = 115_200, 72  # 1600 epochs x (6 x 385) // 32
+PDDPM_STEPS, PDDPM_EPOCH_STEPS = 19_200, 12  # 1600 epochs x 385 // 32
+
+_register("ddpm", "DDPM baseline: whole slice noised with simplex noise to t=499, one-step x0 reconstruction "
+          "(AnoDDPM-style, pDDPM repo's DDPM_2D; 19,200 steps)", REFERENCE_DDPM,
+          {"patch_size": None, "loss_in_patch": False, "net": dict(PAPER_NET, scale_shift_norm=False)},
+          PDDPM_STEPS, PDDPM_EPOCH_STEPS, 2)
+_register("pddpm", "patched DDPM + fixed sampling + L_p: 2x2 grid of 48px boxes, one noised per step, "
+          "loss only in the box (19,200 steps)", REFERENCE_PDDPM, {}, PDDPM_STEPS, PDDPM_EPOCH_STEPS, 2)
+_register("mddpm-ipm", "mDDPM with image patch-masking (paper Eq. 6): brain patches covering 10-90% set to 0 "
+          "before noising (no reference code; 115,200 steps)", REFERENCE_MDDPM, {"masking": "ipm"},
+          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+_register("mddpm-fpm", "mDDPM with frequency patch-masking (paper Eq. 7): the slice low/high-pass filtered by a "
+          "centred spectral square (no reference code; 115,200 steps)", REFERENCE_MDDPM, {"masking": "fpm"},
+          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+_register("mddpm-fpmcm", "mDDPM with FPM-CutMix (paper Eq. 8): filtered content pasted into brain patches covering "
+          "10-90% (paper ratio; 115,200 steps)", REFERENCE_MDDPM, {"masking": "fpmcm"},
+          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+_register("mddpm-released", "mDDPM as released: FPM-CutMix with the code's sampler (0-5 small patches, ~4% of "
+          "the brain; protocol 4.1; 115,200 steps)", REFERENCE_MDDPM, {"masking": "released"},
+          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
