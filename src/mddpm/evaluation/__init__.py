@@ -1,0 +1,1 @@
+"""Evaluation protocol: post-processing, metrics, threshold rules and the ``evaluate`` pipeline."""

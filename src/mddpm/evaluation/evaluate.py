@@ -1,0 +1,356 @@
+"""``mddpm evaluate``: score predicted anomaly maps with the published protocol (protocol §5).
+
+Inputs are maps folders written by ``mddpm predict`` (``<case>.nii.gz`` [H, W, Z] on the
+prepared grid, ``recon/<case>.nii.gz``, ``predict.json`` naming the prepared cache, whose masks,
+labels and input images are used). Per test volume, streamed one at a time:
+
+1. post-process the map (brain mask eroded per axial slice, multiplied, 3-D 5³ median);
+2. AUPRC and AUROC over all voxels (ground truth = label > 0);
+3. the per-volume ORACLE best Dice (bisection on the volume's own labels, published
+   ``BestDicePerVol``; with the exact rule also its exact counterpart);
+4. for every threshold rule: binarise ``A > τ``, remove components of ≤ 7 voxels
+   (26-connected), count TP/FP/FN/TN and derive Dice, precision, recall, ...
+
+τ comes from the lesion validation maps: their post-processed maps and labels are pooled
+(before component filtering) and searched by the published bisection (always, the default rule)
+and, when asked, exactly. With healthy validation maps, thresholds at 1/5/10 % voxel FPR on their
+in-brain voxels are reported too. Aggregates are ``nanmean`` ± population ``nanstd`` over
+volumes, plus pooled (voxel-level) values over the whole split.
+
+Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``threshold.json`` and
+``figures/<case>.png``; all are written at the end, each atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from mddpm import __version__
+from mddpm.data.prepare import Prepared, load_prepared
+from mddpm.errors import MddpmError
+from mddpm.evaluation.metrics import (
+    COUNT_NAMES, RATIO_NAMES, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
+from mddpm.evaluation.postprocess import (
+    CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, published_erosion_iterations, remove_small_components)
+from mddpm.evaluation.threshold import (
+    BISECTION_STEPS, ThresholdResult, bisection_search, exact_search, fpr_thresholds, pooled_dice)
+from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json
+from mddpm.viz.cases import render_case_figure
+
+RULES = ("bisection", "exact")
+DEFAULT_RULE = "bisection"
+FPR_RATES = (0.01, 0.05, 0.10)
+CASE_METRICS = ("auprc", "auroc")
+
+
+@dataclass
+class MapsFolder:
+    """A folder written by ``mddpm predict`` and the prepared cache it names."""
+
+    folder: Path
+    meta: dict
+    prepared: Prepared
+    case_ids: list[str]
+
+    @property
+    def split(self) -> str:
+        return str(self.meta.get("split", "?"))
+
+    def describe(self) -> dict:
+        return {"maps": str(self.folder), "split": self.split, "prepared": str(self.prepared.folder),
+                "dataset": self.meta.get("dataset"), "cases": len(self.case_ids)}
+
+    def load(self, case_id: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(anomaly map float32, brain mask bool, lesion label bool), each [Z, H, W] on ``device``."""
+        path = self.folder / f"{case_id}.nii.gz"
+        data, _ = read_nifti(path)
+        _, mask, label = self.prepared.volume(case_id)
+        score = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))
+        if score.shape != mask.shape:
+            raise MddpmError(f"{path}: map shape {tuple(data.shape)} does not match the prepared grid "
+                             f"{tuple(np.transpose(mask, (1, 2, 0)).shape)} of {self.prepared.folder}")
+        return (score.to(device), torch.from_numpy(np.asarray(mask) > 0).to(device),
+                torch.from_numpy(np.asarray(label) > 0).to(device))
+
+    def reconstruction(self, case_id: str) -> np.ndarray | None:
+        """The reconstruction [Z, H, W] if ``recon/<case>.nii.gz`` exists."""
+        path = self.folder / "recon" / f"{case_id}.nii.gz"
+        return read_nifti(path)[0].transpose(2, 0, 1) if path.is_file() else None
+
+
+def open_maps(folder: str | Path, what: str) -> MapsFolder:
+    """Open and check a maps folder: ``predict.json``, its prepared cache, every map's shape."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise MddpmError(f"{folder}: {what} maps folder not found")
+    meta = read_json(folder / "predict.json")
+    case_ids = meta.get("case_ids")
+    if not isinstance(case_ids, list) or not case_ids or "prepared" not in meta:
+        raise MddpmError(f"{folder / 'predict.json'}: needs 'prepared' and a non-empty 'case_ids' list")
+    prepared_dir = Path(meta["prepared"])
+    prepared = load_prepared(prepared_dir if prepared_dir.is_absolute() else folder / prepared_dir)
+    grid_zhw = tuple(prepared.masks.shape[1:])
+    expected = (grid_zhw[1], grid_zhw[2], grid_zhw[0])
+    for cid in case_ids:
+        prepared.index(cid)
+        path = folder / f"{cid}.nii.gz"
+        if not path.is_file():
+            raise MddpmError(f"{path}: file not found (listed in {folder / 'predict.json'})")
+        try:
+            shape = tuple(nib.load(str(path)).shape)
+        except Exception as e:  # nibabel raises many types for broken files
+            raise MddpmError(f"{path}: cannot read as NIfTI ({type(e).__name__})") from None
+        if shape[:3] != expected or any(s != 1 for s in shape[3:]):
+            raise MddpmError(f"{path}: map shape {shape} does not match the prepared grid {expected} of {prepared.folder}")
+    return MapsFolder(folder, meta, prepared, [str(c) for c in case_ids])
+
+
+def _postprocess_settings(width: int) -> dict:
+    return {
+        "brain_mask": "binarised with > 0, eroded per axial slice with the 3x3 cross, multiplied into the map",
+        "erosion_iterations": published_erosion_iterations(width),
+        "median_filter": {"kernel": MEDIAN_KERNEL, "border": "reflect (scipy: half-sample symmetric)"},
+        "order": "mask, then median (published)",
+        "components": {"connectivity": 26, "removed_if_voxels_at_most": CC_MAX_SIZE},
+    }
+
+
+def _protocol(width: int, rules: list[str], fpr_rates: tuple[float, ...] | None) -> dict:
+    return {
+        "postprocess": _postprocess_settings(width),
+        "threshold": {"rules": rules, "default": DEFAULT_RULE, "chosen_on": "lesion validation maps, pooled voxels, "
+                      "post-processed, before component removal", "objective": "pooled voxel Dice",
+                      "bisection_steps": BISECTION_STEPS, "binarise": "A > threshold (compared in float32)",
+                      "fpr_rates": list(fpr_rates) if fpr_rates else None,
+                      "fpr_pool": "in-brain voxels (mask > 0) of the healthy validation maps" if fpr_rates else None},
+        "threshold_free": "AUPRC = average precision (step-wise), AUROC (trapezoidal); all voxels; ground truth = label > 0",
+        "oracle": "per-volume best Dice using the volume's own labels (ORACLE: not a valid test result)",
+        "aggregate": "nanmean and population nanstd over volumes; pooled = from summed voxel counts",
+        "conventions": {"dice_both_empty": "NaN (skipped by nanmean), as published",
+                        "precision_nothing_predicted": "0, as published (scikit-learn default)",
+                        "other_ratios_zero_denominator": "NaN",
+                        "fpr": "FP / (FP + TN); the published 'FPR' is FP / (FP + TP), reported here as fdr",
+                        "auprc_auroc_without_lesion": "NaN"},
+    }
+
+
+def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]) -> RankedScores:
+    """Post-process every lesion validation map and rank the pooled voxels (preallocated pool)."""
+    z, h, w = maps.prepared.masks.shape[1:]
+    per_volume = z * h * w
+    scores = torch.empty(len(maps.case_ids) * per_volume, dtype=torch.float32, device=device)
+    labels = torch.empty(len(maps.case_ids) * per_volume, dtype=torch.bool, device=device)
+    for i, cid in enumerate(maps.case_ids):
+        score, mask, label = maps.load(cid, device)
+        scores[i * per_volume:(i + 1) * per_volume] = postprocess_map(score, mask).reshape(-1)
+        labels[i * per_volume:(i + 1) * per_volume] = label.reshape(-1)
+    if not bool(labels.any()):
+        raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
+                         f"a threshold needs a lesion validation split")
+    log(f"val: pooled {len(maps.case_ids)} volumes of split {maps.split!r}")
+    return RankedScores.from_scores(scores, labels)
+
+
+def _pool_healthy(maps: MapsFolder, device: torch.device) -> torch.Tensor:
+    """In-brain voxels of every post-processed healthy map, pooled into one preallocated tensor."""
+    z, h, w = maps.prepared.masks.shape[1:]
+    pool = torch.empty(len(maps.case_ids) * z * h * w, dtype=torch.float32, device=device)
+    filled = 0
+    for cid in maps.case_ids:
+        score, mask, _ = maps.load(cid, device)
+        inside = postprocess_map(score, mask)[mask]
+        pool[filled:filled + inside.numel()] = inside
+        filled += inside.numel()
+    return pool[:filled]
+
+
+def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str, ThresholdResult],
+                  exact_oracle: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Metrics of one post-processed map; also the filtered predictions per rule."""
+    ranked = RankedScores.from_scores(score, label)
+    oracle = bisection_search(ranked)
+    row = {"lesion_voxels": ranked.n_positive, "auprc": average_precision(ranked), "auroc": auroc(ranked),
+           "oracle_dice_bisection": oracle.dice, "oracle_threshold_bisection": oracle.threshold}
+    if exact_oracle:
+        best = exact_search(ranked)
+        row.update(oracle_dice_exact=best.dice, oracle_threshold_exact=best.threshold)
+    predictions, per_rule = {}, {}
+    for rule, result in thresholds.items():
+        pred = remove_small_components(binarise(score, result.threshold))
+        counts = confusion_counts(pred, label)
+        per_rule[rule] = {**counts, **ratios(**counts)}
+        predictions[rule] = pred
+    row["rules"] = per_rule
+    return row, predictions
+
+
+def _aggregate(rows: list[dict], rules: list[str], exact_oracle: bool) -> dict:
+    keys = list(CASE_METRICS) + ["oracle_dice_bisection"] + (["oracle_dice_exact"] if exact_oracle else [])
+    agg = {k: mean_std(r[k] for r in rows) for k in keys}
+    agg["rules"] = {rule: {m: mean_std(r["rules"][rule][m] for r in rows) for m in RATIO_NAMES + COUNT_NAMES}
+                    for rule in rules}
+    return agg
+
+
+def _pooled(rows: list[dict], rules: list[str]) -> dict:
+    out = {}
+    for rule in rules:
+        counts = {c: int(sum(r["rules"][rule][c] for r in rows)) for c in COUNT_NAMES}
+        out[rule] = {**counts, **ratios(**counts)}
+    return out
+
+
+def _finite_or_none(obj):
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _pm(stat: dict) -> str:
+    return f"{_fmt(stat['mean'])} ± {_fmt(stat['std'])}" if stat["n"] else "n/a"
+
+
+def _csv_text(rows: list[dict], rules: list[str]) -> str:
+    fixed = [k for k in rows[0] if k not in ("rules",)]
+    columns = fixed + [f"{rule}.{m}" for rule in rules for m in RATIO_NAMES + COUNT_NAMES]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        values = [r[k] for k in fixed] + [r["rules"][rule][m] for rule in rules for m in RATIO_NAMES + COUNT_NAMES]
+        writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in values])
+    return buf.getvalue()
+
+
+def _markdown(report: dict) -> str:
+    agg, rules = report["aggregate"], report["protocol"]["threshold"]["rules"]
+    test, val = report["test"], report["val"]
+    lines = [f"# Evaluation of `{test['split']}` ({test['cases']} volumes)", "",
+             f"- maps: `{test['maps']}`", f"- thresholds chosen on: `{val['split']}` ({val['cases']} volumes, `{val['maps']}`)"]
+    config = report.get("config") or {}
+    if config.get("method"):
+        lines.append(f"- method: `{config['method']}` (preset `{config.get('preset')}`)")
+    lines += ["", "## Threshold-free (per volume, mean ± std)", "", "| metric | mean ± std | n |", "|---|---|---|"]
+    names = {"auprc": "AUPRC", "auroc": "AUROC", "oracle_dice_bisection": "ORACLE best Dice (bisection, own labels)",
+             "oracle_dice_exact": "ORACLE best Dice (exact, own labels)"}
+    for key, name in names.items():
+        if key in agg:
+            lines.append(f"| {name} | {_pm(agg[key])} | {agg[key]['n']} |")
+    lines += ["", "## Thresholded (A > τ, components ≤ 7 voxels removed)", "",
+              "| rule | τ | val pooled Dice | Dice (mean ± std) | pooled Dice | precision | recall | FPR | FDR |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for rule in rules:
+        th, a, p = report["thresholds"][rule], agg["rules"][rule], report["pooled"][rule]
+        label = f"**{rule}** (default)" if rule == report["default_rule"] else rule
+        lines.append(f"| {label} | {_fmt(th['threshold'], 6)} | {_fmt(th['dice'])} | {_pm(a['dice'])} | {_fmt(p['dice'])} "
+                     f"| {_pm(a['precision'])} | {_pm(a['recall'])} | {_pm(a['fpr'])} | {_pm(a['fdr'])} |")
+    lines += ["", "## Per case", "", "| case | lesion voxels | AUPRC | AUROC | " + " | ".join(f"Dice ({r})" for r in rules) + " |",
+              "|---|---|---|---|" + "---|" * len(rules)]
+    for c in report["cases"]:
+        dices = " | ".join(_fmt(c["rules"][r]["dice"]) for r in rules)
+        lines.append(f"| {c['case_id']} | {c['lesion_voxels']} | {_fmt(c['auprc'])} | {_fmt(c['auroc'])} | {dices} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
+             healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
+             log: Callable[[str], None] | None = None) -> dict:
+    """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
+
+    ``rules``: threshold rules to report besides the default ``"bisection"`` (e.g. ``["exact"]``);
+    the default is always computed and listed first. ``healthy_val``: maps of healthy volumes for
+    FPR-based thresholds. ``figures``: number of test cases to draw. Returns the metrics dict
+    written to ``metrics.json``.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    rules = [DEFAULT_RULE] + [r for r in dict.fromkeys(rules or []) if r != DEFAULT_RULE]
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        raise MddpmError(f"unknown threshold rule(s) {unknown} (known: {', '.join(RULES)})")
+    if figures < 0:
+        raise MddpmError(f"--figures must be >= 0, got {figures}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MddpmError("--device cuda: no CUDA device is available")
+    dev = torch.device(device)
+    out = check_new_output(Path(out), force)
+    test, val = open_maps(test_maps, "test"), open_maps(val_maps, "validation")
+    healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
+    grids = {m.folder: tuple(m.prepared.masks.shape[1:]) for m in (test, val, healthy) if m is not None}
+    if len(set(grids.values())) != 1:
+        raise MddpmError(f"{test.folder}: maps folders are on different grids {dict((str(k), v) for k, v in grids.items())}")
+
+    with torch.inference_mode():
+        val_ranked = _pool_val(val, dev, log)
+        thresholds = {"bisection": bisection_search(val_ranked)}
+        if "exact" in rules:
+            thresholds["exact"] = exact_search(val_ranked)
+        if healthy is not None:
+            for result in fpr_thresholds(_pool_healthy(healthy, dev), FPR_RATES):
+                result.dice = pooled_dice(val_ranked, result.threshold)
+                thresholds[result.rule] = result
+                rules.append(result.rule)
+        del val_ranked
+        for rule in rules:
+            log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {_fmt(thresholds[rule].dice)})")
+
+        rows, pictures = [], {}
+        for i, cid in enumerate(test.case_ids):
+            score, mask, label = test.load(cid, dev)
+            score = postprocess_map(score, mask)
+            row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules)
+            rows.append({"case_id": cid, **row})
+            if i < figures:
+                image = np.asarray(test.prepared.volume(cid)[0])
+                pictures[cid] = render_case_figure(
+                    image, test.reconstruction(cid), score.cpu().numpy(), predictions[DEFAULT_RULE].cpu().numpy(),
+                    label.cpu().numpy(), title=f"{cid}: Dice {_fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})")
+        log(f"test: {len(rows)} volumes of split {test.split!r} scored")
+
+    exact_oracle = "exact" in rules
+    report = {
+        "format": "mddpm-metrics", "format_version": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mddpm_version": __version__,
+        "test": test.describe(), "val": val.describe(), "healthy_val": healthy.describe() if healthy else None,
+        "protocol": _protocol(int(test.prepared.masks.shape[-1]), rules, FPR_RATES if healthy else None),
+        "default_rule": DEFAULT_RULE,
+        "thresholds": {rule: thresholds[rule].to_json() for rule in rules},
+        "aggregate": _aggregate(rows, rules, exact_oracle),
+        "pooled": _pooled(rows, rules),
+        "cases": rows,
+        "run": test.meta.get("run"), "config": test.meta.get("config"), "predict_settings": test.meta.get("settings"),
+    }
+    report = _finite_or_none(report)
+    write_json(out / "metrics.json", report)
+    with atomic_write(out / "metrics.csv") as tmp:
+        tmp.write_text(_csv_text(rows, rules))
+    with atomic_write(out / "metrics.md") as tmp:
+        tmp.write_text(_markdown(report))
+    write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
+                                        "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
+    for cid, png in pictures.items():
+        with atomic_write(out / "figures" / f"{cid}.png") as tmp:
+            tmp.write_bytes(png)
+    return report

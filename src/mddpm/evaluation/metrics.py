@@ -1,0 +1,182 @@
+"""Segmentation and detection metrics of the evaluation protocol (protocol §5.2 steps 4, 8).
+
+Conventions (the published ones unless said otherwise):
+
+- Scores are compared in their own dtype: ``A > t`` rounds ``t`` to float32 for float32 maps,
+  as NumPy 1.x and torch did in the published code.
+- ``dice`` = 2|P∩G| / (|P| + |G|); **NaN when both are empty** (the published ``dice`` divides
+  0 by 0; the aggregate ``nanmean`` then skips the volume).
+- ``precision`` = TP / (TP + FP), **0 when nothing is predicted** (the published value comes
+  from scikit-learn's ``precision_recall_fscore_support``, whose default is 0 there).
+- ``recall`` (= TPR), ``specificity``, ``fpr`` = FP / (FP + TN) (the correct false-positive
+  rate), ``fdr`` = FP / (FP + TP) (what the published code logs as "FPR") and ``accuracy``
+  are NaN when their denominator is 0.
+- AUPRC is scikit-learn's ``average_precision_score`` (step-wise, no interpolation) and AUROC
+  its ``roc_auc_score`` (trapezoidal ROC, as the published ``roc_curve`` + ``auc``), over all
+  voxels given, with ties grouped by distinct score value. Both are NaN when the ground truth
+  has no positive voxel (AUROC also when it has no negative voxel).
+
+:class:`RankedScores` sorts a volume (or a pool of volumes) once; AUPRC, AUROC and every
+threshold search (:mod:`mddpm.evaluation.threshold`) then read counts from it by binary search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+COUNT_NAMES = ("tp", "fp", "fn", "tn")
+RATIO_NAMES = ("dice", "precision", "recall", "specificity", "fpr", "fdr", "accuracy")
+
+
+def _sort(x: torch.Tensor) -> torch.Tensor:
+    """Ascending sort of a 1-D tensor (numpy's SIMD sort on the CPU: ~2× torch's there)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sort(x.numpy()))
+    return torch.sort(x).values
+
+
+def round_to_dtype(t: float, dtype: torch.dtype) -> float:
+    """``t`` rounded to ``dtype`` (the value a comparison with a ``dtype`` map really uses)."""
+    return torch.tensor(t, dtype=torch.float64).to(dtype).item()
+
+
+@dataclass
+class RankedScores:
+    """Scores split by label and sorted, for exact counts at any threshold.
+
+    ``values`` are the sorted scores above the overall minimum ``lowest`` (the minimum's voxels,
+    typically the many background zeros, are only counted: ``n_lowest``); ``positives`` the
+    sorted scores of the voxels with ground truth > 0. Counts are int64 on the scores' device.
+    """
+
+    values: torch.Tensor
+    positives: torch.Tensor
+    lowest: float
+    n_lowest: int
+    dtype: torch.dtype
+
+    @classmethod
+    def from_scores(cls, scores: torch.Tensor, gt: torch.Tensor) -> "RankedScores":
+        """From ``scores`` and ``gt`` of the same shape (any; flattened). Needs at least one voxel."""
+        if scores.shape != gt.shape:
+            raise ValueError(f"scores {tuple(scores.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+        if scores.numel() == 0:
+            raise ValueError("no voxels to rank")
+        s = scores.reshape(-1) + 0.0  # + 0.0 turns -0.0 into 0.0, so equal scores sort as one value
+        g = gt.reshape(-1) > 0
+        lowest = s.min()
+        above = s > lowest
+        return cls(values=_sort(s[above]), positives=_sort(s[g]), lowest=lowest.item(),
+                   n_lowest=int(s.numel() - above.sum().item()), dtype=s.dtype)
+
+    @property
+    def n_voxels(self) -> int:
+        return self.values.numel() + self.n_lowest
+
+    @property
+    def n_positive(self) -> int:
+        return self.positives.numel()
+
+    @property
+    def highest(self) -> float:
+        return self.values[-1].item() if self.values.numel() else self.lowest
+
+    def count_above(self, t: float) -> tuple[int, int]:
+        """(voxels, positive voxels) with score > ``t`` (``t`` rounded to the scores' dtype)."""
+        q = torch.tensor([round_to_dtype(t, self.dtype)], dtype=self.dtype, device=self.values.device)
+        n = self.values.numel() - int(torch.searchsorted(self.values, q, right=True).item())
+        n += self.n_lowest if self.lowest > q.item() else 0
+        tp = self.positives.numel() - int(torch.searchsorted(self.positives, q, right=True).item())
+        return n, tp
+
+    def curve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every distinct score, descending, with the counts of voxels scoring at least it.
+
+        Returns (values [m], predicted [m], true positives [m]); the last entry is ``lowest``
+        (everything predicted). Counts are int64.
+        """
+        distinct, counts = torch.unique_consecutive(self.values, return_counts=True)
+        distinct, counts = distinct.flip(0), counts.flip(0)
+        low = torch.tensor([self.lowest], dtype=self.dtype, device=distinct.device)
+        distinct = torch.cat([distinct, low])
+        predicted = torch.cat([counts.cumsum(0), counts.new_full((1,), self.n_voxels)])
+        tp = self.n_positive - torch.searchsorted(self.positives, distinct, right=False)
+        return distinct, predicted, tp
+
+
+def average_precision(ranked: RankedScores) -> float:
+    """AUPRC as scikit-learn's ``average_precision_score``: Σ (R_i − R_{i−1}) P_i over distinct
+    thresholds, descending. NaN without positive voxels."""
+    if ranked.n_positive == 0:
+        return math.nan
+    _, predicted, tp = ranked.curve()
+    tp64 = tp.double()
+    gained = torch.diff(tp64, prepend=tp64.new_zeros(1))
+    return float((gained * tp64 / predicted.double()).sum().item() / ranked.n_positive)
+
+
+def auroc(ranked: RankedScores) -> float:
+    """Area under the ROC curve (trapezoidal, ties grouped) as scikit-learn's ``roc_auc_score``.
+
+    NaN unless there are both positive and negative voxels. Summed exactly in int64 and divided
+    once.
+    """
+    n_neg = ranked.n_voxels - ranked.n_positive
+    if ranked.n_positive == 0 or n_neg == 0:
+        return math.nan
+    _, predicted, tp = ranked.curve()
+    fp = predicted - tp
+    zero = tp.new_zeros(1)
+    area2 = (torch.diff(fp, prepend=zero) * (tp + torch.cat([zero, tp[:-1]]))).sum().item()
+    return area2 / (2.0 * ranked.n_positive * n_neg)
+
+
+def confusion_counts(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, int]:
+    """TP, FP, FN, TN of a binary prediction against ground truth (both binarised with > 0)."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+    p, g = pred > 0, gt > 0
+    tp = int((p & g).sum().item())
+    n_pred, n_gt = int(p.sum().item()), int(g.sum().item())
+    fp, fn = n_pred - tp, n_gt - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": p.numel() - tp - fp - fn}
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def ratios(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """Dice, precision, recall, specificity, FPR, FDR and accuracy from counts (module conventions)."""
+    return {
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
+        "recall": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "fpr": _ratio(fp, fp + tn),
+        "fdr": _ratio(fp, fp + tp),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+    }
+
+
+def dice(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Dice of two binary masks (binarised with > 0); NaN when both are empty (as published)."""
+    return ratios(**confusion_counts(pred, gt))["dice"]
+
+
+def binarise(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``scores > threshold`` with the threshold rounded to the scores' dtype (bool tensor)."""
+    return scores > round_to_dtype(threshold, scores.dtype)
+
+
+def mean_std(values) -> dict[str, float | int]:
+    """``np.nanmean`` and population ``np.nanstd`` (as published) and the number of non-NaN values."""
+    arr = np.asarray(list(values), dtype=np.float64)
+    finite = arr[~np.isnan(arr)]
+    if finite.size == 0:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": int(finite.size)}
