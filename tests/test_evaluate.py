@@ -1,0 +1,160 @@
+"""``mddpm evaluate`` end to end on maps written for the phantom dataset's prepared cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.measure import label as sk_label
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from mddpm.cli.main import main
+from mddpm.data.dataset import load_dataset
+from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
+from mddpm.evaluation.evaluate import evaluate
+from mddpm.evaluation.threshold import bisection_threshold
+from mddpm.io import write_json, write_nifti
+
+GRID = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=2.0, curvature_flow=False)  # the phantom's own 32x32x16
+
+
+def write_maps(dataset: Path, prepared_dir: Path, split: str, out: Path, seed: int) -> Path:
+    """A maps folder as ``mddpm predict`` writes it: |x - x̂| with a reconstruction that misses lesions."""
+    prepared = load_prepared(prepared_dir)
+    rng = np.random.default_rng(seed)
+    ids = load_dataset(dataset).splits[split]
+    for cid in ids:
+        image, mask, label = prepared.volume(cid)
+        recon = np.where(label > 0, 0.55, image) + rng.normal(0, 0.03, image.shape) * (mask > 0)
+        recon = np.clip(recon, 0, None).astype(np.float32)
+        affine = prepared.affines[prepared.index(cid)]
+        write_nifti(out / f"{cid}.nii.gz", np.abs(image - recon).transpose(1, 2, 0), affine)
+        write_nifti(out / "recon" / f"{cid}.nii.gz", recon.transpose(1, 2, 0), affine)
+    write_json(out / "predict.json", {
+        "prepared": str(prepared_dir.resolve()), "dataset": str(dataset.resolve()), "split": split, "case_ids": ids,
+        "run": "/runs/phantom", "config": {"method": "mddpm", "preset": "test"}, "settings": {"t": 499}})
+    return out
+
+
+@pytest.fixture
+def maps(phantom_dataset, tmp_path):
+    prepared_dir = prepare_dataset(phantom_dataset, GRID, workers=1, progress=False)
+    return {name: write_maps(phantom_dataset, prepared_dir, split, tmp_path / "maps" / name, seed)
+            for seed, (name, split) in enumerate([("val", "lesion_val"), ("test", "lesion_test"), ("healthy", "val")])}
+
+
+def reference_case(maps_dir: Path, cid: str, threshold: float) -> dict:
+    """One case through scipy / skimage / scikit-learn, independently of mddpm's implementation."""
+    prepared = load_prepared(json.loads((maps_dir / "predict.json").read_text())["prepared"])
+    _, mask, label = prepared.volume(cid)
+    import nibabel as nib
+
+    score = np.asarray(nib.load(str(maps_dir / f"{cid}.nii.gz")).dataobj, dtype=np.float32).transpose(2, 0, 1)
+    cross = ndimage.generate_binary_structure(2, 1)
+    eroded = np.stack([ndimage.binary_erosion(m > 0, structure=cross, iterations=32 // 25) for m in mask])
+    post = ndimage.median_filter(score * eroded, size=5, mode="reflect")
+    gt = label > 0
+    pred = post > np.float32(threshold)
+    cc = sk_label(pred, connectivity=3)
+    sizes = np.bincount(cc.ravel())
+    pred &= sizes[cc] > 7
+    tp = int((pred & gt).sum())
+    return {"post": post, "gt": gt, "auprc": average_precision_score(gt.ravel(), post.ravel()),
+            "auroc": roc_auc_score(gt.ravel(), post.ravel()), "dice": 2 * tp / (pred.sum() + gt.sum()), "tp": tp}
+
+
+def test_evaluate_end_to_end_matches_reference(maps, tmp_path):
+    out = tmp_path / "eval"
+    report = evaluate(maps["test"], maps["val"], out, rules=["exact"], healthy_val=maps["healthy"], figures=1,
+                      log=lambda msg: None)
+    for name in ("metrics.json", "metrics.csv", "metrics.md", "threshold.json"):
+        assert (out / name).is_file()
+    figures = list((out / "figures").glob("*.png"))
+    assert len(figures) == 1 and figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rules = report["protocol"]["threshold"]["rules"]
+    assert rules == ["bisection", "exact", "fpr-0.01", "fpr-0.05", "fpr-0.1"]
+    threshold = json.loads((out / "threshold.json").read_text())
+    assert threshold["rule"] == "bisection" and threshold["val_split"] == "lesion_val"
+    assert threshold["threshold"] == report["thresholds"]["bisection"]["threshold"]
+    assert report["thresholds"]["exact"]["dice"] >= report["thresholds"]["bisection"]["dice"]
+    assert report["config"] == {"method": "mddpm", "preset": "test"}
+
+    # the val threshold equals a bisection over the independently post-processed, pooled val maps
+    val_ids = json.loads((maps["val"] / "predict.json").read_text())["case_ids"]
+    refs = [reference_case(maps["val"], cid, 0.0) for cid in val_ids]
+    pooled = bisection_threshold(torch.from_numpy(np.concatenate([r["post"].ravel() for r in refs])),
+                                 torch.from_numpy(np.concatenate([r["gt"].ravel() for r in refs])))
+    assert threshold["threshold"] == pooled.threshold
+
+    cases = report["cases"]
+    test_ids = json.loads((maps["test"] / "predict.json").read_text())["case_ids"]
+    assert [c["case_id"] for c in cases] == test_ids
+    for case in cases:
+        ref = reference_case(maps["test"], case["case_id"], threshold["threshold"])
+        assert case["auprc"] == pytest.approx(ref["auprc"], abs=1e-12)
+        assert case["auroc"] == pytest.approx(ref["auroc"], abs=1e-12)
+        assert case["rules"]["bisection"]["dice"] == pytest.approx(ref["dice"], abs=1e-12)
+        assert case["rules"]["bisection"]["tp"] == ref["tp"]
+        assert case["oracle_dice_exact"] >= case["oracle_dice_bisection"] - 1e-12
+        assert case["lesion_voxels"] == int(ref["gt"].sum())
+    dices = [c["rules"]["bisection"]["dice"] for c in cases]
+    agg = report["aggregate"]["rules"]["bisection"]["dice"]
+    assert agg["mean"] == pytest.approx(np.mean(dices)) and agg["std"] == pytest.approx(np.std(dices))
+    assert agg["mean"] > 0.5  # the phantom lesions are found
+    pooled_counts = report["pooled"]["bisection"]
+    assert pooled_counts["tp"] == sum(c["rules"]["bisection"]["tp"] for c in cases)
+
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case_id"] for r in rows] == test_ids
+    assert float(rows[0]["bisection.dice"]) == pytest.approx(dices[0])
+    md = (out / "metrics.md").read_text()
+    assert "| **bisection** (default)" in md and "ORACLE" in md and test_ids[0] in md
+
+
+def test_evaluate_is_deterministic(maps, tmp_path):
+    a = evaluate(maps["test"], maps["val"], tmp_path / "a", log=lambda msg: None)
+    b = evaluate(maps["test"], maps["val"], tmp_path / "b", log=lambda msg: None)
+    assert a["protocol"]["threshold"]["rules"] == ["bisection"]
+    for report in (a, b):
+        report.pop("created")
+    assert a == b
+    ja = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    jb = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    ja.pop("created"), jb.pop("created")
+    assert ja == jb
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
+
+
+def test_cli_refuses_to_overwrite_and_reports_bad_input(maps, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out)]
+    assert main(args) == 0
+    assert "Dice (bisection" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+    capsys.readouterr()
+
+    first = json.loads((maps["test"] / "predict.json").read_text())["case_ids"][0]
+    (maps["test"] / f"{first}.nii.gz").unlink()
+    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"{first}.nii.gz: file not found" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_rejects_wrong_grid_and_healthy_val_split(maps, tmp_path, capsys):
+    cid = json.loads((maps["val"] / "predict.json").read_text())["case_ids"][0]
+    write_nifti(maps["val"] / f"{cid}.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
+    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(tmp_path / "x")]) == 2
+    assert "does not match the prepared grid" in capsys.readouterr().err
+    # a healthy split cannot choose a Dice threshold
+    assert main(["evaluate", str(maps["test"]), "--val", str(maps["healthy"]), "--out", str(tmp_path / "y")]) == 2
+    assert "no lesion voxels" in capsys.readouterr().err

@@ -1,0 +1,137 @@
+"""Post-processing against scipy/skimage: erosion, 3-D median, component removal, the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.measure import label as sk_label
+from skimage.measure import regionprops
+
+from mddpm.evaluation import postprocess
+from mddpm.evaluation.postprocess import (
+    erode_mask_axial, median_filter_3d, postprocess_map, published_erosion_iterations, remove_small_components)
+
+CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+def scipy_erosion(mask: np.ndarray, iterations: int) -> np.ndarray:
+    return np.stack([ndimage.binary_erosion(s > 0, structure=CROSS, iterations=iterations) for s in mask])
+
+
+def blobs(rng, shape, p=0.5, sigma=1.5) -> np.ndarray:
+    return ndimage.gaussian_filter(rng.random(shape), sigma) > np.quantile(ndimage.gaussian_filter(rng.random(shape), sigma), p)
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_erosion_matches_scipy_including_borders(iterations):
+    rng = np.random.default_rng(iterations)
+    mask = blobs(rng, (6, 23, 17), p=0.3).astype(np.uint8)
+    mask[0] = 1  # a full slice: scipy erodes it from the image border
+    mask[1, :, :3] = 1
+    got = erode_mask_axial(torch.from_numpy(mask), iterations)
+    assert got.dtype == torch.bool
+    np.testing.assert_array_equal(got.numpy(), scipy_erosion(mask, iterations))
+    assert not got[0, 0].any() and got[0, iterations:-iterations, iterations:-iterations].all()
+
+
+def test_erosion_batched_and_nonbinary_masks():
+    rng = np.random.default_rng(0)
+    mask = rng.random((3, 4, 12, 12)) * blobs(rng, (3, 4, 12, 12), p=0.2)  # values in (0, 1): binarised with > 0
+    got = erode_mask_axial(torch.from_numpy(mask), 2).numpy()
+    want = np.stack([scipy_erosion(m, 2) for m in mask])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_erosion_zero_iterations_keeps_mask():
+    mask = torch.tensor([[[0, 1, 1], [1, 1, 0]]])
+    assert torch.equal(erode_mask_axial(mask, 0), mask > 0)
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 8), (1, 6, 5), (2, 3, 11), (4, 1, 2)])
+@pytest.mark.parametrize("kind", ["masked", "signed", "ties"])
+def test_median_matches_scipy(shape, kind):
+    rng = np.random.default_rng([*shape, len(kind)])
+    x = rng.random(shape).astype(np.float32)
+    if kind == "masked":  # the real case: non-negative with many zeros (fast path)
+        x *= blobs(rng, shape, p=0.6, sigma=1.0)
+    elif kind == "signed":  # negative values: every voxel computed
+        x -= 0.5
+    else:
+        x = np.round(x * 3).astype(np.float32)
+    got = median_filter_3d(torch.from_numpy(x), 5, chunk=37)  # small chunks exercise the chunk loop
+    np.testing.assert_array_equal(got.numpy(), ndimage.median_filter(x, size=5, mode="reflect"))
+
+
+def test_median_torch_path_matches_scipy(monkeypatch):
+    """The device path (gather + torch.median) used off the CPU, checked here on the CPU."""
+    monkeypatch.setattr(postprocess, "_window_medians_numpy", postprocess._window_medians_torch)
+    rng = np.random.default_rng(1)
+    x = (rng.random((6, 10, 9)) * blobs(rng, (6, 10, 9), p=0.5)).astype(np.float32)
+    np.testing.assert_array_equal(median_filter_3d(torch.from_numpy(x)).numpy(),
+                                  ndimage.median_filter(x, size=5, mode="reflect"))
+
+
+def test_median_batched_kernel3_and_all_zero():
+    rng = np.random.default_rng(2)
+    x = (rng.random((3, 5, 8, 7)) * blobs(rng, (3, 5, 8, 7), p=0.5)).astype(np.float32)
+    x[1] = 0
+    got = median_filter_3d(torch.from_numpy(x), 3).numpy()
+    want = np.stack([ndimage.median_filter(v, size=3, mode="reflect") for v in x])
+    np.testing.assert_array_equal(got, want)
+    assert not got[1].any()
+
+
+def test_median_rejects_even_kernel_and_bad_rank():
+    with pytest.raises(ValueError, match="odd"):
+        median_filter_3d(torch.zeros(4, 4, 4), 4)
+    with pytest.raises(ValueError, match="shape"):
+        median_filter_3d(torch.zeros(4, 4), 5)
+
+
+def test_postprocess_map_is_the_published_pipeline():
+    """Mask eroded per axial slice W//25 times, multiplied, then the 5³ median (in that order)."""
+    rng = np.random.default_rng(3)
+    shape = (8, 20, 50)  # W = 50 -> 2 erosion steps
+    score = rng.random(shape).astype(np.float32)
+    mask = blobs(rng, shape, p=0.3, sigma=2.0).astype(np.uint8)
+    assert published_erosion_iterations(50) == 2 and published_erosion_iterations(96) == 3
+    want = ndimage.median_filter(score * scipy_erosion(mask, 2), size=5, mode="reflect")
+    got = postprocess_map(torch.from_numpy(score), torch.from_numpy(mask))
+    np.testing.assert_array_equal(got.numpy(), want)
+    median_first = scipy_erosion(mask, 2) * ndimage.median_filter(score, size=5, mode="reflect")
+    assert not np.array_equal(got.numpy(), median_first)  # the order matters on this input
+
+
+def skimage_published_filter(binary: np.ndarray) -> np.ndarray:
+    """The published rule: skimage 26-connected labels, remove if filled_area <= 7."""
+    out = binary.copy()
+    labels = sk_label(binary, connectivity=3)
+    for prop in regionprops(labels):
+        if prop.area_filled <= 7:
+            out[labels == prop.label] = False
+    return out
+
+
+@pytest.mark.parametrize("density", [0.05, 0.15, 0.3])
+def test_component_removal_matches_skimage(density):
+    rng = np.random.default_rng(int(density * 100))
+    binary = rng.random((10, 14, 12)) < density
+    got = remove_small_components(torch.from_numpy(binary))
+    np.testing.assert_array_equal(got.numpy(), skimage_published_filter(binary))
+
+
+def test_component_removal_hand_cases():
+    vol = np.zeros((6, 12, 12), dtype=bool)
+    vol[0, 0, :7] = True  # 7 voxels: removed
+    vol[3, 0, :8] = True  # 8 voxels: kept
+    vol[0, 5:7, 5:7] = True  # 4 voxels ...
+    vol[1, 7:9, 7:9] = True  # ... + 4 touching only at a corner: one 26-connected component of 8: kept
+    vol[5, 10, 10] = True  # a single voxel: removed
+    got = remove_small_components(torch.from_numpy(vol)).numpy()
+    want = vol.copy()
+    want[0, 0, :7] = False
+    want[5, 10, 10] = False
+    np.testing.assert_array_equal(got, want)
+    assert not remove_small_components(torch.zeros(3, 3, 3, dtype=torch.bool)).any()
