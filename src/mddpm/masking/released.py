@@ -65,7 +65,8 @@ def released_patch_mask(fg: Tensor, generator: torch.Generator) -> tuple[Tensor,
     cols = torch.arange(width, device=device)[None, None]
     in_rows = (rows >= top[..., None]) & (rows < (top + row_len)[..., None]) & active[..., None]  # [B, P, H]
     in_cols = (cols >= left[..., None]) & (cols < (left + col_len)[..., None])  # [B, P, W]
-    mask = (in_rows[..., :, None] & in_cols[..., None, :]).any(1)  # [B, H, W]
+    # union over patches of the outer products rows x cols, as one batched matmul of 0/1 matrices
+    mask = torch.bmm(in_rows.transpose(1, 2).float(), in_cols.float()) > 0  # [B, H, W]
     return mask[:, None], n > 0
 
 

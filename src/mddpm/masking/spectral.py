@@ -18,14 +18,19 @@ SPECTRAL_MASKS = ("centre-square", "random-patches")
 def fpm(x: Tensor, keep: Tensor) -> Tensor:
     """Frequency patch-masking, Eq. 7: ``z_F = Re(IDFT(M_F ⊙ DFT(z0)))``, per image and channel.
 
-    x [B, C, H, W]; keep [B, 1, H, W] (or broadcastable), in fftshifted layout. The product is
-    taken in float32 / complex64 (the released code uses numpy complex128; the difference is about
-    1e-7 of the image range). A mask that is not Hermitian-symmetric gives a complex image, of which
-    the real part is kept, as the released code does. Output has x's dtype.
+    x [B, C, H, W] real; keep [B, 1, H, W] (or broadcastable), in fftshifted layout. A mask that is
+    not Hermitian-symmetric gives a complex image, of which the real part is kept, as the released
+    code does. For real x that real part equals the inverse transform with the mask's Hermitian part
+    ``(M(f) + M(−f)) / 2``, so it is computed with real FFTs (``rfft2``/``irfft2``, half the work).
+    Float32 / complex64 arithmetic (the released code uses numpy complex128; the difference is about
+    1e-7 of the image range). Output has x's dtype.
     """
-    spectrum = torch.fft.fft2(x.float())
-    keep_unshifted = torch.fft.ifftshift(keep.to(spectrum.real.dtype), dim=(-2, -1))
-    return torch.fft.ifft2(spectrum * keep_unshifted).real.to(x.dtype)
+    height, width = x.shape[-2:]
+    k = torch.fft.ifftshift(keep.float(), dim=(-2, -1))
+    k_mirrored = torch.roll(k.flip(-2, -1), shifts=(1, 1), dims=(-2, -1))  # k(-f): index (-i mod H, -j mod W)
+    k_hermitian = 0.5 * (k + k_mirrored)
+    spectrum = torch.fft.rfft2(x.float())
+    return torch.fft.irfft2(spectrum * k_hermitian[..., : width // 2 + 1], s=(height, width)).to(x.dtype)
 
 
 def centre_square_mask(half_width: Tensor, low_pass: Tensor, height: int, width: int) -> Tensor:
