@@ -174,3 +174,13 @@ def test_noise_follows_the_device(kind):
 def test_make_noise_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown noise kind 'perlin'"):
         make_noise("perlin", 1, 8, 8, torch.Generator(), "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_noise_matches_cpu_for_the_same_tables():
+    perm = random_permutations(8, torch.Generator().manual_seed(0), "cpu")
+    torch.testing.assert_close(fractal_noise_2d(perm.cuda(), 96, 96).cpu(), fractal_noise_2d(perm, 96, 96),
+                               rtol=0, atol=1e-5)
+    out = make_noise("simplex", 4, 96, 96, torch.Generator("cuda").manual_seed(0), "cuda", shared=False)
+    assert out.is_cuda and out.shape == (4, 1, 96, 96)

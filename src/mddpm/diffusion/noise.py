@@ -11,11 +11,13 @@ sum (0.7 ms for one 96x96 field, 0.3 ms per field in a batch of 32, one CPU thre
 (``noise2(10, 10)`` with the seed-1234 table = 0.580279369186297, as published for lmas/opensimplex).
 
 Difference from the published code: its permutation table is shuffled by OpenSimplex's 64-bit LCG
-seeded from ``np.random``; here each field gets a uniform random permutation drawn from the given
-``torch.Generator`` (:func:`random_permutations`). Given that table, :func:`fractal_noise_2d` gives
-the published field; with a fresh table per field, the fields have the same law but not the same
-values. (Checked: 400 fields with LCG tables vs 400 with uniform ones: per-field mean 0.020 ± 0.207
-vs 0.017 ± 0.216, per-field std 0.542 vs 0.542.)
+seeded from ``np.random.randint(−1e10, 1e10)`` on every call; here each field gets a uniform random
+permutation drawn from the given ``torch.Generator`` (:func:`random_permutations`). Given the
+published table, :func:`fractal_noise_2d` reproduces the published field to float32 rounding (its
+``rand_2d_octaves`` fills ``[row, col]`` with ``noise2(col / f, row / f)``, as here); with a fresh
+table per field, the fields have the same law but not the same values. (Checked: 400 fields with
+LCG tables vs 400 with uniform ones: per-field mean 0.020 ± 0.207 vs 0.017 ± 0.216, per-field std
+0.542 vs 0.542.)
 
 Measured here (200 fields of 96x96, defaults, seed 0) next to protocol.md §2.3: per-field std
 0.532 on average, 5–95 % range 0.446–0.616, extremes 0.388–0.711 (published ≈ 0.53, range
