@@ -81,6 +81,20 @@ def test_ranked_counts_match_direct_counts():
         assert (n, k) == (int((s >= v).sum()), int((s[g] >= v).sum()))
 
 
+def test_pooled_ranking_equals_ranking_of_the_concatenation():
+    rng = np.random.default_rng(8)
+    parts = [random_case(rng, 300, ties=True, zeros=True) for _ in range(3)]
+    parts.append((np.round(rng.normal(0, 1, 200), 1).astype(np.float32), rng.random(200) < 0.3))  # lower minimum
+    parts.append((np.full(50, 0.5, np.float32), np.zeros(50, bool)))  # one value only, no positives
+    pooled = RankedScores.pool([ranked(s, g) for s, g in parts])
+    whole = ranked(np.concatenate([s for s, _ in parts]), np.concatenate([g for _, g in parts]))
+    assert pooled.lowest == whole.lowest and pooled.n_lowest == whole.n_lowest
+    assert torch.equal(pooled.values, whole.values) and torch.equal(pooled.positives, whole.positives)
+    assert average_precision(pooled) == average_precision(whole) and auroc(pooled) == auroc(whole)
+    with pytest.raises(ValueError):
+        RankedScores.pool([])
+
+
 def test_threshold_compares_in_float32():
     scores = torch.tensor([1.0, np.nextafter(np.float32(1), np.float32(2))], dtype=torch.float32)
     t = 1.00000005  # between the two float32 values, rounds to 1.0 in float32

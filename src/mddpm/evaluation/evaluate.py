@@ -44,13 +44,12 @@ from mddpm.evaluation.metrics import (
 from mddpm.evaluation.postprocess import (
     CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, published_erosion_iterations, remove_small_components)
 from mddpm.evaluation.threshold import (
-    BISECTION_STEPS, ThresholdResult, bisection_search, exact_search, fpr_thresholds, pooled_dice)
+    BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
 from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json
 from mddpm.viz.cases import render_case_figure
 
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
-FPR_RATES = (0.01, 0.05, 0.10)
 CASE_METRICS = ("auprc", "auroc")
 
 
@@ -146,33 +145,33 @@ def _protocol(width: int, rules: list[str], fpr_rates: tuple[float, ...] | None)
 
 
 def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]) -> RankedScores:
-    """Post-process every lesion validation map and rank the pooled voxels (preallocated pool)."""
-    z, h, w = maps.prepared.masks.shape[1:]
-    per_volume = z * h * w
-    scores = torch.empty(len(maps.case_ids) * per_volume, dtype=torch.float32, device=device)
-    labels = torch.empty(len(maps.case_ids) * per_volume, dtype=torch.bool, device=device)
-    for i, cid in enumerate(maps.case_ids):
+    """Post-process every lesion validation map and rank all their voxels together.
+
+    Each volume is ranked as it streams past and the rankings are merged at the end (the
+    published code concatenated the flat maps with repeated ``np.append``)."""
+    parts = []
+    for cid in maps.case_ids:
         score, mask, label = maps.load(cid, device)
-        scores[i * per_volume:(i + 1) * per_volume] = postprocess_map(score, mask).reshape(-1)
-        labels[i * per_volume:(i + 1) * per_volume] = label.reshape(-1)
-    if not bool(labels.any()):
+        parts.append(RankedScores.from_scores(postprocess_map(score, mask), label))
+    pooled = RankedScores.pool(parts)
+    if pooled.n_positive == 0:
         raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
                          f"a threshold needs a lesion validation split")
     log(f"val: pooled {len(maps.case_ids)} volumes of split {maps.split!r}")
-    return RankedScores.from_scores(scores, labels)
+    return pooled
 
 
-def _pool_healthy(maps: MapsFolder, device: torch.device) -> torch.Tensor:
-    """In-brain voxels of every post-processed healthy map, pooled into one preallocated tensor."""
-    z, h, w = maps.prepared.masks.shape[1:]
-    pool = torch.empty(len(maps.case_ids) * z * h * w, dtype=torch.float32, device=device)
-    filled = 0
+def _pool_healthy(maps: MapsFolder, device: torch.device) -> RankedScores:
+    """The in-brain voxels of every post-processed healthy map, ranked together."""
+    parts = []
     for cid in maps.case_ids:
         score, mask, _ = maps.load(cid, device)
         inside = postprocess_map(score, mask)[mask]
-        pool[filled:filled + inside.numel()] = inside
-        filled += inside.numel()
-    return pool[:filled]
+        if inside.numel():
+            parts.append(RankedScores.from_scores(inside, torch.zeros_like(inside, dtype=torch.bool)))
+    if not parts:
+        raise MddpmError(f"{maps.folder}: the healthy maps have no in-brain voxels (empty brain masks)")
+    return RankedScores.pool(parts)
 
 
 def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str, ThresholdResult],
@@ -307,7 +306,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         if "exact" in rules:
             thresholds["exact"] = exact_search(val_ranked)
         if healthy is not None:
-            for result in fpr_thresholds(_pool_healthy(healthy, dev), FPR_RATES):
+            for result in fpr_search(_pool_healthy(healthy, dev), FPR_RATES):
                 result.dice = pooled_dice(val_ranked, result.threshold)
                 thresholds[result.rule] = result
                 rules.append(result.rule)

@@ -39,6 +39,15 @@ def _sort(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x).values
 
 
+def _merge_sorted(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Ascending sort of the concatenation of sorted 1-D tensors (on the CPU numpy's stable sort,
+    a timsort that merges the sorted runs: ~4× a fresh sort)."""
+    joined = torch.cat(parts)
+    if joined.device.type == "cpu":
+        return torch.from_numpy(np.sort(joined.numpy(), kind="stable"))
+    return torch.sort(joined).values
+
+
 def round_to_dtype(t: float, dtype: torch.dtype) -> float:
     """``t`` rounded to ``dtype`` (the value a comparison with a ``dtype`` map really uses)."""
     return torch.tensor(t, dtype=torch.float64).to(dtype).item()
@@ -72,6 +81,21 @@ class RankedScores:
         above = s > lowest
         return cls(values=_sort(s[above]), positives=_sort(s[g]), lowest=lowest.item(),
                    n_lowest=int(s.numel() - above.sum().item()), dtype=s.dtype)
+
+    @classmethod
+    def pool(cls, parts: list["RankedScores"]) -> "RankedScores":
+        """The ranking of all voxels of ``parts`` together (as if their scores were concatenated),
+        by merging their sorted arrays: ranking volume by volume and pooling is cheaper than
+        sorting a pooled array, and needs no pooled copy of the voxels at the minimum."""
+        if not parts:
+            raise ValueError("nothing to pool")
+        if len({p.dtype for p in parts}) != 1:
+            raise ValueError("cannot pool scores of different dtypes")
+        lowest = min(p.lowest for p in parts)
+        values = [p.values for p in parts]
+        values += [p.values.new_full((p.n_lowest,), p.lowest) for p in parts if p.lowest > lowest]
+        return cls(values=_merge_sorted(values), positives=_merge_sorted([p.positives for p in parts]), lowest=lowest,
+                   n_lowest=sum(p.n_lowest for p in parts if p.lowest == lowest), dtype=parts[0].dtype)
 
     @property
     def n_voxels(self) -> int:

@@ -24,6 +24,7 @@ import torch
 from mddpm.evaluation.metrics import RankedScores
 
 BISECTION_STEPS = 10
+FPR_RATES = (0.01, 0.05, 0.10)
 
 
 @dataclass
@@ -117,32 +118,35 @@ def fpr_rule(rate: float) -> str:
     return f"fpr-{rate:g}"
 
 
-def fpr_thresholds(healthy_scores: torch.Tensor, rates: tuple[float, ...] = (0.01, 0.05, 0.10)) -> list[ThresholdResult]:
-    """Thresholds at target voxel false-positive rates on healthy voxels.
+def fpr_search(healthy: RankedScores, rates: tuple[float, ...] = FPR_RATES) -> list[ThresholdResult]:
+    """Thresholds at target voxel false-positive rates on ranked healthy voxels (labels unused).
 
-    ``healthy_scores`` are the pooled scores of healthy volumes (any shape; the caller chooses the
-    voxels: :func:`mddpm.evaluation.evaluate.evaluate` passes the in-brain voxels). For each rate
-    r, τ is the smallest score with at most ``floor(r · n)`` voxels above it, i.e. the lowest
-    threshold whose false-positive rate ``#(A > τ) / n`` is ≤ r. The published code pooled all
-    voxels of the maps (background included) and read τ off scikit-learn's ``roc_curve``, whose
-    dropped collinear points can move τ past the target; here τ is exact.
+    For each rate r, τ is the smallest score with at most ``floor(r · n)`` of the ``n`` voxels
+    above it, i.e. the lowest threshold whose false-positive rate ``#(A > τ) / n`` is ≤ r. The
+    published code pooled all voxels of the maps (background included) and read τ off
+    scikit-learn's ``roc_curve``, whose dropped collinear points can move τ past the target; here
+    the caller chooses the voxels (``evaluate`` passes the in-brain ones) and τ is exact.
     """
-    if healthy_scores.numel() == 0:
-        raise ValueError("no healthy voxels to choose a false-positive-rate threshold from")
-    ranked = RankedScores.from_scores(healthy_scores, torch.zeros_like(healthy_scores, dtype=torch.bool))
-    n, above_lowest = ranked.n_voxels, ranked.values.numel()
+    n, above_lowest = healthy.n_voxels, healthy.values.numel()
     results = []
     for rate in rates:
         if not 0 <= rate <= 1:
             raise ValueError(f"false-positive rate must be in [0, 1], got {rate}")
         allowed = math.floor(Fraction(str(rate)) * n)
         if allowed < above_lowest:
-            threshold = ranked.values[above_lowest - 1 - allowed].item()
+            threshold = healthy.values[above_lowest - 1 - allowed].item()
         elif allowed < n:
-            threshold = ranked.lowest
+            threshold = healthy.lowest
         else:
-            threshold = _below(ranked.lowest, ranked.dtype)
-        predicted, _ = ranked.count_above(threshold)
+            threshold = _below(healthy.lowest, healthy.dtype)
+        predicted, _ = healthy.count_above(threshold)
         results.append(ThresholdResult(fpr_rule(rate), threshold, math.nan,
                                        details={"target_fpr": rate, "healthy_fpr": predicted / n, "healthy_voxels": n}))
     return results
+
+
+def fpr_thresholds(healthy_scores: torch.Tensor, rates: tuple[float, ...] = FPR_RATES) -> list[ThresholdResult]:
+    """:func:`fpr_search` on the scores of healthy voxels (any shape, all used)."""
+    if healthy_scores.numel() == 0:
+        raise ValueError("no healthy voxels to choose a false-positive-rate threshold from")
+    return fpr_search(RankedScores.from_scores(healthy_scores, torch.zeros_like(healthy_scores, dtype=torch.bool)), rates)
