@@ -12,6 +12,7 @@ from torch import nn
 
 from conftest import make_phantom_dataset
 from mddpm.cli.main import main
+from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import read_json
 from mddpm.methods.base import AnomalyMethod
@@ -23,24 +24,27 @@ TINY_TRAIN = {"batch_size": 4, "max_steps": 4, "val_every": 2, "val_batches": 2,
 
 
 class TinyMethod(AnomalyMethod):
-    """Two 3x3 convs; noisy-input L1 loss; noisy reconstruction (so generators matter)."""
+    """Two 3x3 convs; noisy-input L1 loss; noisy reconstruction whose noise std scales with ``t_fix``
+    and is one field per volume or per slice (``noise_shared``), like a diffusion method's."""
 
     def __init__(self, channels: int = 4, noise: float = 0.1):
         super().__init__()
         self.noise = noise
+        self.t_fix = 500
+        self.noise_shared = True
         self.net = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1))
 
-    def _noisy(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return x + self.noise * torch.randn(x.shape, generator=generator, device=x.device)
-
     def training_loss(self, batch, generator, step=0):
-        return (self.net(self._noisy(batch["image"], generator)) - batch["image"]).abs().mean()
+        x = batch["image"]
+        return (self.net(x + self.noise * torch.randn(x.shape, generator=generator, device=x.device)) - x).abs().mean()
 
     def validation_loss(self, batch, generator):
         return (self.net(batch["image"]) - batch["image"]).abs().mean()
 
     def reconstruct(self, image, mask, generator):
-        return self.net(self._noisy(image, generator))
+        shape = (1, *image.shape[1:]) if self.noise_shared else image.shape
+        noise = torch.randn(shape, generator=generator, device=image.device)
+        return self.net(image + self.noise * self.t_fix / 500 * noise)
 
 
 class TwoGroupMethod(AnomalyMethod):
@@ -84,7 +88,9 @@ _register("twogroup", lambda cfg: TwoGroupMethod(**cfg), {"options": None, "scal
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """One phantom dataset (prepared once on first use) for every test of this module."""
-    return make_phantom_dataset(tmp_path_factory.mktemp("train") / "phantom")
+    dataset = make_phantom_dataset(tmp_path_factory.mktemp("train") / "phantom")
+    prepare_dataset(dataset, "demo", workers=1, progress=False)  # in-process: faster than a pool for 10 cases
+    return dataset
 
 
 def _state(path: Path) -> dict:

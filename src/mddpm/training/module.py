@@ -79,7 +79,8 @@ class AnomalyModule(L.LightningModule):
         return self.device if self.config["train"]["bank_device"] == "auto" else torch.device("cpu")
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(StepIndices(self.config["train"]["max_steps"]), batch_size=1)
+        # one "epoch" = max_steps steps on every rank (Lightning shards the indices over the ranks)
+        return DataLoader(StepIndices(self.config["train"]["max_steps"] * self.trainer.world_size), batch_size=1)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(StepIndices(self.config["train"]["val_batches"]), batch_size=1)

@@ -1,0 +1,30 @@
+"""``mddpm detect``: anomaly map and lesion segmentation of one new scan with a trained run."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect", help="detect anomalies in one scan with a trained run",
+        description="SCAN must be in the template space of the run's training data, with its brain mask. Writes "
+                    "DIR/anomaly_map.nii.gz, DIR/segmentation.nii.gz (in the scan's own geometry), DIR/overlay.png "
+                    "and DIR/detect.json.")
+    p.add_argument("scan", metavar="SCAN", help="NIfTI scan (3-D)")
+    p.add_argument("--model", required=True, metavar="RUN", help="run folder written by `mddpm train`")
+    p.add_argument("--mask", metavar="MASK", help="brain mask of SCAN (same shape and affine); required")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--threshold", metavar="VALUE|threshold.json",
+                   help="a number or a threshold.json from `mddpm evaluate` (default: RUN/threshold.json)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
+    p.add_argument("--precision", default="32", choices=["32", "bf16"], help="default: 32")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mddpm.inference.detect import detect
+
+    out = detect(args.scan, args.model, args.out, mask=args.mask, threshold=args.threshold, force=args.force,
+                 device=args.device, precision=args.precision)
+    print(f"wrote {out}/anomaly_map.nii.gz, segmentation.nii.gz, overlay.png, detect.json")
+    return 0

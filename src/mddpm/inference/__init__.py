@@ -1,0 +1,1 @@
+"""Inference: anomaly maps of dataset splits (``predict``), scores (``scores``), one new scan (``detect``)."""

@@ -1,0 +1,151 @@
+"""``detect``: one new scan + a trained run -> anomaly map and lesion segmentation in the scan's geometry.
+
+The scan must already be in the template space of the run's training data (same orientation and
+resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans) and comes
+with its brain mask. Steps: read and check the scan and mask; bring them onto the run's prepared grid
+(:func:`mddpm.data.prepare.prepare_volume`); score (the run's method and defaults, one generator seeded
+from ``train.seed``); post-process as published (eroded-mask multiply, 3-D median); threshold; remove
+small components; resample map (linear) and segmentation (nearest) back to the scan's own voxel grid
+with its affine.
+
+Outputs in ``out``: ``anomaly_map.nii.gz`` (float32, post-processed score), ``segmentation.nii.gz``
+(uint8 0/1), ``overlay.png`` (axial slices: scan, map, segmentation outline) and ``detect.json``.
+The threshold is ``RUN/threshold.json`` (written by ``mddpm evaluate``) unless given as a number or
+another ``threshold.json``; that file's ``postprocess`` settings are used too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mddpm import __version__
+from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
+from mddpm.errors import MddpmError
+from mddpm.evaluation.postprocess import CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, remove_small_components
+from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
+from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json, write_nifti
+from mddpm.training import derive_seed
+from mddpm.training.checkpoint import build_from_weights
+
+NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
+
+
+def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None) -> tuple[float, str, dict]:
+    """``(threshold, where it came from, postprocess settings)`` from a number, a ``threshold.json``
+    path, or (``None``) ``RUN/threshold.json``."""
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        return float(threshold), "--threshold", {}
+    if isinstance(threshold, str):
+        try:
+            return float(threshold), "--threshold", {}
+        except ValueError:
+            pass
+    path = Path(threshold) if threshold is not None else run / "threshold.json"
+    if threshold is None and not path.is_file():
+        raise MddpmError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
+                         "there, or pass --threshold VALUE or --threshold PATH/threshold.json)")
+    meta = read_json(path)
+    value = meta.get("threshold")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise MddpmError(f"{path}: no numeric \"threshold\"")
+    return float(value), str(path), meta.get("postprocess", {}) or {}
+
+
+def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read and check a scan and its brain mask: ``(image [X, Y, Z], mask [X, Y, Z] bool, affine)``."""
+    if mask is None:
+        raise MddpmError(NO_MASK)
+    image, affine = read_nifti(scan)  # 3-D and finite, or a one-line error naming the file
+    brain, mask_affine = read_nifti(mask)
+    if brain.shape != image.shape:
+        raise MddpmError(f"{mask}: shape {brain.shape} differs from the scan {scan} {image.shape}")
+    if not np.allclose(mask_affine, affine, atol=1e-3):
+        raise MddpmError(f"{mask}: affine differs from the scan {scan} (mask and scan must share one voxel grid)")
+    brain = brain > 0
+    if not brain.any():
+        raise MddpmError(f"{mask}: brain mask is empty")
+    return image, brain, affine
+
+
+def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike,
+           mask: str | os.PathLike | None = None, threshold: float | str | os.PathLike | None = None,
+           force: bool = False, device: str = "auto", precision: str = "32") -> Path:
+    """Detect anomalies in one scan with a trained run (see module docstring); returns ``out``."""
+    scan, run, out = Path(scan).resolve(), Path(run).resolve(), Path(out).resolve()
+    if precision not in PRECISIONS:
+        raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    image, brain, affine = read_scan(scan, mask)
+    method, payload = build_from_weights(run / "best.pt")
+    value, source, postprocess = resolve_threshold(run, threshold)
+    check_new_output(out, force)
+    cfg = payload["config"]
+    device = resolve_device(device)
+
+    vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
+    x = torch.from_numpy(vol.image).unsqueeze(1).to(device)  # [Z, 1, H, W]
+    m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(device)
+    generator = torch.Generator(device=device).manual_seed(derive_seed(cfg["train"]["seed"]))
+    amap, _ = score_volume(method.to(device), x, m, generator, precision=precision)
+
+    erosion = postprocess.get("erosion_iterations")  # None: W // 25, as published
+    kernel = postprocess.get("median_filter", {}).get("kernel", MEDIAN_KERNEL)
+    max_size = postprocess.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE)
+    score = postprocess_map(amap[:, 0], m[:, 0], erosion_iterations=erosion, median_kernel=kernel)
+    segmentation = remove_small_components(score > value, max_size=max_size)
+    score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
+
+    map_scan = to_original_space(score, vol.affine, image.shape, affine, order=1)
+    seg_scan = (to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5)
+    seg_scan &= brain
+    voxel_ml = float(np.prod(voxel_sizes(affine))) / 1000.0
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
+    write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
+    save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)
+    write_json(out / "detect.json", {
+        "scan": str(scan), "mask": str(Path(mask).resolve()), "run": str(run), "method": payload["method"],
+        "weights_step": payload["step"], "grid": cfg["data"]["grid"],
+        "threshold": value, "threshold_source": source,
+        "postprocess": {"erosion_iterations": erosion, "median_kernel": kernel, "components_removed_if_at_most": max_size},
+        "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": float(seg_scan.sum() * voxel_ml),
+        "max_score": float(map_scan.max()), "device": str(device), "precision": precision,
+        "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
+    })
+    return out
+
+
+def overlay_slices(brain: np.ndarray, segmentation: np.ndarray, count: int = 5) -> list[int]:
+    """Axial slice indices to show: those with the most segmented voxels (in slice order), or, without
+    a segmentation, ``count`` slices evenly spread over the brain's extent."""
+    per_slice = segmentation.sum(axis=(0, 1))
+    if per_slice.any():
+        best = np.argsort(per_slice, kind="stable")[::-1][:count]
+        return sorted(int(k) for k in best if per_slice[k] > 0)
+    zs = np.flatnonzero(brain.any(axis=(0, 1)))
+    return sorted({int(k) for k in np.linspace(zs[0], zs[-1], count + 2)[1:-1].round()})
+
+
+def save_overlay(path: Path, image: np.ndarray, brain: np.ndarray, score: np.ndarray, segmentation: np.ndarray) -> None:
+    """PNG: per chosen axial slice, the scan in grey, the anomaly map in colour on top, the segmentation outline."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    slices = overlay_slices(brain, segmentation)
+    vmax = float(score.max()) or 1.0
+    fig = Figure(figsize=(2.6 * len(slices), 3.0))
+    axes = fig.subplots(1, len(slices), squeeze=False)
+    for ax, k in zip(axes[0], slices):
+        ax.imshow(image[:, :, k].T, cmap="gray", origin="lower")
+        ax.imshow(np.ma.masked_less_equal(score[:, :, k].T, 0), cmap="hot", alpha=0.6, vmin=0, vmax=vmax,
+                  origin="lower")
+        if segmentation[:, :, k].any():
+            ax.contour(segmentation[:, :, k].T.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(f"z = {k}", fontsize=8)
+        ax.axis("off")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.02)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")

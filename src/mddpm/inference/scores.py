@@ -1,0 +1,58 @@
+"""Anomaly scores from an input and its reconstruction (slices ``[B, 1, H, W]`` in [0, 1] units).
+
+- ``"l1"`` (the published score): ``|x − x̂|``.
+- ``"ssim-l1"`` (pDDPM-IQA's fused score, an option): ``α·(1 − SSIM(x, x̂)) + (1 − α)·|x − x̂|`` with
+  ``α = 0.84``, where SSIM is the local SSIM map (Wang et al. 2004: Gaussian window σ = 1.5 px,
+  11 × 11, K1 = 0.01, K2 = 0.03, data range 1). The window is applied with reflect padding, so the
+  map has the input's size. ``1 − SSIM`` lies in [0, 2].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SCORES = ("l1", "ssim-l1")
+SSIM_L1_ALPHA = 0.84
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, device=None,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian ``[size]`` centred on the middle tap."""
+    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    w = torch.exp(-(x**2) / (2 * sigma**2))
+    return w / w.sum()
+
+
+def _blur(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of ``[B, C, H, W]`` per channel, reflect padding (same size)."""
+    c, k = x.shape[1], window.numel()
+    x = F.pad(x, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    x = F.conv2d(x, window.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(x, window.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window_size: int = SSIM_WINDOW,
+             sigma: float = SSIM_SIGMA, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """Local SSIM of ``x`` and ``y`` ``[B, C, H, W]`` (computed in float32): same shape, values in [−1, 1]."""
+    x, y = x.float(), y.float()
+    window = gaussian_window(window_size, sigma, device=x.device)
+    mu_x, mu_y = _blur(x, window), _blur(y, window)
+    var_x = _blur(x * x, window) - mu_x**2
+    var_y = _blur(y * y, window) - mu_y**2
+    cov = _blur(x * y, window) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def anomaly_score(image: torch.Tensor, reconstruction: torch.Tensor, score: str = "l1",
+                  alpha: float = SSIM_L1_ALPHA) -> torch.Tensor:
+    """Score map ``[B, 1, H, W]`` float32 of ``image`` against ``reconstruction`` (see module docstring)."""
+    l1 = (image.float() - reconstruction.float()).abs()
+    if score == "l1":
+        return l1
+    if score == "ssim-l1":
+        return alpha * (1 - ssim_map(image, reconstruction)) + (1 - alpha) * l1
+    raise ValueError(f"unknown score {score!r} (known: {', '.join(SCORES)})")

@@ -1,0 +1,143 @@
+"""`detect` / `mddpm detect`: one scan in, map + segmentation out in the scan's geometry; bad input refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import make_phantom_dataset
+from mddpm.cli.main import main
+from mddpm.errors import MddpmError
+from mddpm.inference.detect import NO_MASK, detect, overlay_slices
+from mddpm.io import read_json, write_json, write_nifti
+from test_predict import make_run
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The phantom dataset and an `intensity` run (no training needed) with a threshold.json."""
+    root = tmp_path_factory.mktemp("detect")
+    dataset = make_phantom_dataset(root / "phantom")
+    run = make_run(root / "run", "intensity")
+    write_json(run / "threshold.json", {"threshold": 0.6, "rule": "bisection", "val_split": "lesion_val",
+                                        "postprocess": {"erosion_iterations": 1, "median_filter": {"kernel": 3},
+                                                        "components": {"removed_if_voxels_at_most": 7}}})
+    return dataset, run
+
+
+def _case(dataset: Path, case_id: str = "case006") -> tuple[Path, Path, Path]:
+    return (dataset / "images" / f"{case_id}_0000.nii.gz", dataset / "masks" / f"{case_id}.nii.gz",
+            dataset / "labels" / f"{case_id}.nii.gz")
+
+
+def _load(path: Path):
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), img.affine
+
+
+def test_detect_writes_outputs_in_the_scan_geometry(setup, tmp_path):
+    dataset, run = setup
+    scan, mask, label = _case(dataset)
+    out = detect(scan, run, tmp_path / "out", mask=mask)
+    scan_img = nib.load(str(scan))
+    amap, map_affine = _load(out / "anomaly_map.nii.gz")
+    seg, seg_affine = _load(out / "segmentation.nii.gz")
+    assert amap.shape == seg.shape == scan_img.shape == (32, 32, 16)
+    np.testing.assert_allclose(map_affine, scan_img.affine)
+    np.testing.assert_allclose(seg_affine, scan_img.affine)
+    assert seg.dtype == np.uint8 and set(np.unique(seg)) <= {0, 1} and amap.dtype == np.float32
+    truth = np.asarray(nib.load(str(label)).dataobj) > 0
+    hits = (seg.astype(bool) & truth).sum()
+    # the bright phantom lesion is found where it is, in the scan's own voxels (~3 % of the brain)
+    assert hits / seg.sum() > 0.8 and 2 * hits / (seg.sum() + truth.sum()) > 0.5
+    meta = read_json(out / "detect.json")
+    assert meta["threshold"] == 0.6 and meta["threshold_source"] == str(run.resolve() / "threshold.json")
+    assert meta["postprocess"] == {"erosion_iterations": 1, "median_kernel": 3, "components_removed_if_at_most": 7}
+    assert meta["lesion_voxels"] == int(seg.sum()) and meta["lesion_volume_ml"] == pytest.approx(seg.sum() * 8 / 1000)
+    assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_threshold_sources(setup, tmp_path):
+    dataset, run = setup
+    scan, mask, _ = _case(dataset)
+    high = detect(scan, run, tmp_path / "high", mask=mask, threshold=5.0)
+    assert read_json(high / "detect.json")["lesion_voxels"] == 0  # no score reaches 5
+    other = tmp_path / "t.json"
+    write_json(other, {"threshold": 0.3})
+    low = detect(scan, run, tmp_path / "low", mask=mask, threshold=str(other))
+    meta = read_json(low / "detect.json")
+    assert meta["threshold_source"] == str(other) and meta["postprocess"]["median_kernel"] == 5  # published default
+    assert meta["lesion_voxels"] > read_json(detect(scan, run, tmp_path / "std", mask=mask) / "detect.json")["lesion_voxels"]
+    no_threshold_run = make_run(tmp_path / "bare", "intensity")
+    with pytest.raises(MddpmError, match="no threshold for this run"):
+        detect(scan, no_threshold_run, tmp_path / "x", mask=mask)
+    write_json(other, {"rule": "bisection"})
+    with pytest.raises(MddpmError, match="no numeric"):
+        detect(scan, run, tmp_path / "y", mask=mask, threshold=other)
+
+
+def test_bad_input_is_refused_with_one_line_and_nothing_written(setup, tmp_path):
+    dataset, run = setup
+    scan, mask, _ = _case(dataset)
+    image = nib.load(str(scan))
+    data, affine = np.asarray(image.dataobj), image.affine
+    write_nifti(tmp_path / "flat.nii.gz", data[:, :, 8], affine)
+    nan = data.copy()
+    nan[3, 3, 3] = np.nan
+    write_nifti(tmp_path / "nan.nii.gz", nan, affine)
+    write_nifti(tmp_path / "small_mask.nii.gz", np.ones((32, 32, 15), np.uint8), affine)
+    shifted = affine.copy()
+    shifted[0, 3] += 10
+    write_nifti(tmp_path / "shifted_mask.nii.gz", np.ones((32, 32, 16), np.uint8), shifted)
+    write_nifti(tmp_path / "empty_mask.nii.gz", np.zeros((32, 32, 16), np.uint8), affine)
+    cases = [
+        (tmp_path / "flat.nii.gz", mask, "not a 3-D image"),
+        (tmp_path / "nan.nii.gz", mask, "NaN"),
+        (scan, tmp_path / "small_mask.nii.gz", "differs from the scan"),
+        (scan, tmp_path / "shifted_mask.nii.gz", "affine differs"),
+        (scan, tmp_path / "empty_mask.nii.gz", "brain mask is empty"),
+        (scan, None, "no brain mask given"),
+        (tmp_path / "missing.nii.gz", mask, "file not found"),
+    ]
+    for bad_scan, bad_mask, message in cases:
+        with pytest.raises(MddpmError, match=message) as info:
+            detect(bad_scan, run, tmp_path / "out", mask=bad_mask)
+        assert "\n" not in str(info.value)
+        assert not (tmp_path / "out").exists()
+    assert str(MddpmError(NO_MASK)) == "no brain mask given (use --mask; `mddpm preprocess` can make one)"
+
+
+def test_existing_output_needs_force(setup, tmp_path):
+    dataset, run = setup
+    scan, mask, _ = _case(dataset)
+    out = detect(scan, run, tmp_path / "out", mask=mask)
+    with pytest.raises(MddpmError, match="already exists"):
+        detect(scan, run, out, mask=mask)
+    detect(scan, run, out, mask=mask, threshold=5.0, force=True)
+    assert read_json(out / "detect.json")["threshold"] == 5.0
+
+
+def test_overlay_slices_follow_the_segmentation():
+    brain = np.zeros((8, 8, 20), bool)
+    brain[2:6, 2:6, 4:16] = True
+    seg = np.zeros_like(brain)
+    seg[3:5, 3:5, 9] = True
+    seg[3, 3, 12] = True
+    assert overlay_slices(brain, seg) == [9, 12]
+    spread = overlay_slices(brain, np.zeros_like(brain))
+    assert len(spread) == 5 and 4 < spread[0] and spread[-1] < 15 and spread == sorted(spread)
+
+
+def test_cli_detect(setup, tmp_path, capsys):
+    dataset, run = setup
+    scan, mask, _ = _case(dataset)
+    args = ["detect", str(scan), "--model", str(run), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == f"mddpm detect: error: {NO_MASK}"
+    assert main(args + ["--mask", str(mask)]) == 0
+    assert (tmp_path / "out" / "segmentation.nii.gz").is_file()
+    assert main(args + ["--mask", str(mask), "--threshold", "0.5", "--force"]) == 0
+    assert read_json(tmp_path / "out" / "detect.json")["threshold"] == 0.5
