@@ -135,8 +135,10 @@ def test_evaluate_is_deterministic(maps, tmp_path):
 def test_cli_refuses_to_overwrite_and_reports_bad_input(maps, tmp_path, capsys):
     out = tmp_path / "eval"
     args = ["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out)]
-    assert main(args) == 0
-    assert "Dice (bisection" in capsys.readouterr().out
+    assert main(args + ["--threshold", "exact", "--figures", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Dice (bisection" in printed and "Dice (exact" in printed
+    assert len(list((out / "figures").glob("*.png"))) == 1
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0

@@ -14,7 +14,8 @@ from mddpm.evaluation.metrics import (
 
 
 def ranked(scores, gt) -> RankedScores:
-    return RankedScores.from_scores(torch.as_tensor(np.asarray(scores, dtype=np.float32)), torch.as_tensor(np.asarray(gt)))
+    scores = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    return RankedScores.from_scores(scores, torch.as_tensor(np.asarray(gt)))
 
 
 def random_case(rng, n, ties: bool, zeros: bool):

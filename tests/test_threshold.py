@@ -20,10 +20,10 @@ LESION = np.array([0, 0, 0, 0, 1, 1, 1, 0], dtype=bool)
 def test_bisection_reproduces_the_published_steps_by_hand():
     """Worked by hand (G = 3 lesion voxels, Dice = 2 TP / (P + 3), A > q):
 
-    step 0: [0, 1]       q1=.25  (P5 TP3: 6/8=.75)  q3=.75 (P2 TP1: 2/5=.4)   .75 >= .4  -> best q1=.25,   go [0, .5]
-    step 1: [0, .5]      q1=.125 (P6 TP3: 6/9)      q3=.375 (P4 TP3: 6/7)     6/9 < 6/7  -> best q3=.375,  go [.25, .5]
-    step 2: [.25, .5]    q1=.3125 (A > 5/16: P4: 6/7) q3=.4375 (6/7)          tie >=     -> best q1=.3125, go [.25, .375]
-    step 3: [.25, .375]  q1=.28125 (P5: .75)         q3=.34375 (6/7)           q3 better, 6/7 >= 6/7 -> best q3, go [.3125, .375]
+    step 0: [0, 1]      q1=.25 (P5 TP3: 6/8)    q3=.75 (P2 TP1: 2/5)  .75 >= .4 -> best q1=.25, go [0, .5]
+    step 1: [0, .5]     q1=.125 (P6 TP3: 6/9)   q3=.375 (P4 TP3: 6/7) 6/9 < 6/7 -> best q3=.375, go [.25, .5]
+    step 2: [.25, .5]   q1=.3125 (A > 5/16, P4: 6/7)  q3=.4375 (6/7)  tie, >= -> best q1=.3125, go [.25, .375]
+    step 3: [.25, .375] q1=.28125 (P5: 6/8)  q3=.34375 (6/7)  q3 wins, 6/7 >= 6/7 -> best q3, go [.3125, .375]
     step k = 4..9: [.3125, .3125 + .0625 / 2**(k-4)]: both quartiles 6/7, q1 recorded (>=), interval halves.
     """
     result = bisection_threshold(torch.from_numpy(SCORES), torch.from_numpy(LESION))
@@ -122,7 +122,7 @@ def test_exact_hand_case_and_edge_cases():
 def test_fpr_thresholds_are_the_lowest_meeting_the_rate():
     rng = np.random.default_rng(9)
     healthy = np.round(rng.random(1000), 2).astype(np.float32)  # ties
-    results = fpr_thresholds(torch.from_numpy(healthy), (0.01, 0.05, 0.1))
+    results = fpr_thresholds(torch.from_numpy(healthy), rates=(0.01, 0.05, 0.1))
     assert [r.rule for r in results] == ["fpr-0.01", "fpr-0.05", "fpr-0.1"]
     for rate, r in zip((0.01, 0.05, 0.1), results):
         assert (healthy > np.float32(r.threshold)).mean() <= rate
@@ -133,9 +133,20 @@ def test_fpr_thresholds_are_the_lowest_meeting_the_rate():
 
 def test_fpr_thresholds_edge_rates():
     healthy = torch.tensor([0.0, 0.0, 0.0, 0.4, 0.8])
-    zero, half, one = fpr_thresholds(healthy, (0.0, 0.5, 1.0))
+    zero, half, one = fpr_thresholds(healthy, rates=(0.0, 0.5, 1.0))
     assert zero.threshold == pytest.approx(0.8) and zero.details["healthy_fpr"] == 0.0
     assert half.threshold == pytest.approx(0.0) and half.details["healthy_fpr"] == 0.4
     assert one.threshold < 0.0 and one.details["healthy_fpr"] == 1.0
     with pytest.raises(ValueError):
         fpr_thresholds(torch.tensor([]))
+
+
+def test_fpr_thresholds_use_only_in_brain_voxels():
+    scores = torch.tensor([[0.0, 0.9, 0.1, 0.2], [0.3, 0.4, 0.0, 0.0]])
+    brain = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]])
+    (in_brain,) = fpr_thresholds(scores, brain, rates=(0.2,))  # 5 in-brain voxels: 1 may be above
+    assert in_brain.threshold == pytest.approx(0.4) and in_brain.details["healthy_voxels"] == 5
+    (everything,) = fpr_thresholds(scores, rates=(0.2,))  # 8 voxels: 1 may be above
+    assert everything.threshold == pytest.approx(0.4) and everything.details["healthy_voxels"] == 8
+    (quarter,) = fpr_thresholds(scores, rates=(0.25,))  # 8 voxels: 2 may be above
+    assert quarter.threshold == pytest.approx(0.3)

@@ -68,7 +68,7 @@ class MapsFolder:
 
     def describe(self) -> dict:
         return {"maps": str(self.folder), "split": self.split, "prepared": str(self.prepared.folder),
-                "dataset": self.meta.get("dataset"), "cases": len(self.case_ids)}
+                "dataset": self.meta.get("dataset"), "run": self.meta.get("run"), "cases": len(self.case_ids)}
 
     def load(self, case_id: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(anomaly map float32, brain mask bool, lesion label bool), each [Z, H, W] on ``device``."""
@@ -111,7 +111,8 @@ def open_maps(folder: str | Path, what: str) -> MapsFolder:
         except Exception as e:  # nibabel raises many types for broken files
             raise MddpmError(f"{path}: cannot read as NIfTI ({type(e).__name__})") from None
         if shape[:3] != expected or any(s != 1 for s in shape[3:]):
-            raise MddpmError(f"{path}: map shape {shape} does not match the prepared grid {expected} of {prepared.folder}")
+            raise MddpmError(f"{path}: map shape {shape} does not match the prepared grid {expected} "
+                             f"of {prepared.folder}")
     return MapsFolder(folder, meta, prepared, [str(c) for c in case_ids])
 
 
@@ -133,7 +134,8 @@ def _protocol(width: int, rules: list[str], fpr_rates: tuple[float, ...] | None)
                       "bisection_steps": BISECTION_STEPS, "binarise": "A > threshold (compared in float32)",
                       "fpr_rates": list(fpr_rates) if fpr_rates else None,
                       "fpr_pool": "in-brain voxels (mask > 0) of the healthy validation maps" if fpr_rates else None},
-        "threshold_free": "AUPRC = average precision (step-wise), AUROC (trapezoidal); all voxels; ground truth = label > 0",
+        "threshold_free": "AUPRC = average precision (step-wise), AUROC (trapezoidal); all voxels; "
+                          "ground truth = label > 0",
         "oracle": "per-volume best Dice using the volume's own labels (ORACLE: not a valid test result)",
         "aggregate": "nanmean and population nanstd over volumes; pooled = from summed voxel counts",
         "conventions": {"dice_both_empty": "NaN (skipped by nanmean), as published",
@@ -247,7 +249,8 @@ def _markdown(report: dict) -> str:
     agg, rules = report["aggregate"], report["protocol"]["threshold"]["rules"]
     test, val = report["test"], report["val"]
     lines = [f"# Evaluation of `{test['split']}` ({test['cases']} volumes)", "",
-             f"- maps: `{test['maps']}`", f"- thresholds chosen on: `{val['split']}` ({val['cases']} volumes, `{val['maps']}`)"]
+             f"- maps: `{test['maps']}`",
+             f"- thresholds chosen on: `{val['split']}` ({val['cases']} volumes, `{val['maps']}`)"]
     config = report.get("config") or {}
     if config.get("method"):
         lines.append(f"- method: `{config['method']}` (preset `{config.get('preset')}`)")
@@ -263,9 +266,11 @@ def _markdown(report: dict) -> str:
     for rule in rules:
         th, a, p = report["thresholds"][rule], agg["rules"][rule], report["pooled"][rule]
         label = f"**{rule}** (default)" if rule == report["default_rule"] else rule
-        lines.append(f"| {label} | {_fmt(th['threshold'], 6)} | {_fmt(th['dice'])} | {_pm(a['dice'])} | {_fmt(p['dice'])} "
-                     f"| {_pm(a['precision'])} | {_pm(a['recall'])} | {_pm(a['fpr'])} | {_pm(a['fdr'])} |")
-    lines += ["", "## Per case", "", "| case | lesion voxels | AUPRC | AUROC | " + " | ".join(f"Dice ({r})" for r in rules) + " |",
+        lines.append(f"| {label} | {_fmt(th['threshold'], 6)} | {_fmt(th['dice'])} | {_pm(a['dice'])} "
+                     f"| {_fmt(p['dice'])} | {_pm(a['precision'])} | {_pm(a['recall'])} | {_pm(a['fpr'])} "
+                     f"| {_pm(a['fdr'])} |")
+    dice_columns = " | ".join(f"Dice ({r})" for r in rules)
+    lines += ["", "## Per case", "", f"| case | lesion voxels | AUPRC | AUROC | {dice_columns} |",
               "|---|---|---|---|" + "---|" * len(rules)]
     for c in report["cases"]:
         dices = " | ".join(_fmt(c["rules"][r]["dice"]) for r in rules)
@@ -298,7 +303,12 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
     grids = {m.folder: tuple(m.prepared.masks.shape[1:]) for m in (test, val, healthy) if m is not None}
     if len(set(grids.values())) != 1:
-        raise MddpmError(f"{test.folder}: maps folders are on different grids {dict((str(k), v) for k, v in grids.items())}")
+        shapes = ", ".join(f"{k}: {v}" for k, v in grids.items())
+        raise MddpmError(f"{test.folder}: the maps folders are on different grids ({shapes})")
+
+    if val.meta.get("run") != test.meta.get("run"):
+        log(f"warning: test maps come from run {test.meta.get('run')} but the threshold is chosen on maps of run "
+            f"{val.meta.get('run')}")
 
     with torch.inference_mode():
         val_ranked = _pool_val(val, dev, log)
@@ -322,9 +332,10 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             rows.append({"case_id": cid, **row})
             if i < figures:
                 image = np.asarray(test.prepared.volume(cid)[0])
+                title = f"{cid}: Dice {_fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})"
                 pictures[cid] = render_case_figure(
                     image, test.reconstruction(cid), score.cpu().numpy(), predictions[DEFAULT_RULE].cpu().numpy(),
-                    label.cpu().numpy(), title=f"{cid}: Dice {_fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})")
+                    label.cpu().numpy(), title=title)
         log(f"test: {len(rows)} volumes of split {test.split!r} scored")
 
     exact_oracle = "exact" in rules

@@ -70,7 +70,7 @@ class RankedScores:
 
     @classmethod
     def from_scores(cls, scores: torch.Tensor, gt: torch.Tensor) -> "RankedScores":
-        """From ``scores`` and ``gt`` of the same shape (any; flattened). Needs at least one voxel."""
+        """From finite float ``scores`` and ``gt`` of the same shape (any; flattened), at least one voxel."""
         if scores.shape != gt.shape:
             raise ValueError(f"scores {tuple(scores.shape)} and ground truth {tuple(gt.shape)} differ in shape")
         if scores.numel() == 0:

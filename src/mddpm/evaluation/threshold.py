@@ -145,8 +145,16 @@ def fpr_search(healthy: RankedScores, rates: tuple[float, ...] = FPR_RATES) -> l
     return results
 
 
-def fpr_thresholds(healthy_scores: torch.Tensor, rates: tuple[float, ...] = FPR_RATES) -> list[ThresholdResult]:
-    """:func:`fpr_search` on the scores of healthy voxels (any shape, all used)."""
+def fpr_thresholds(healthy_scores: torch.Tensor, brain_mask: torch.Tensor | None = None,
+                   rates: tuple[float, ...] = FPR_RATES) -> list[ThresholdResult]:
+    """:func:`fpr_search` on healthy scores: the voxels inside ``brain_mask`` (> 0, same shape),
+    or all voxels without a mask."""
+    if brain_mask is not None:
+        if brain_mask.shape != healthy_scores.shape:
+            raise ValueError(f"scores {tuple(healthy_scores.shape)} and brain mask {tuple(brain_mask.shape)} "
+                             "differ in shape")
+        healthy_scores = healthy_scores[brain_mask > 0]
     if healthy_scores.numel() == 0:
         raise ValueError("no healthy voxels to choose a false-positive-rate threshold from")
-    return fpr_search(RankedScores.from_scores(healthy_scores, torch.zeros_like(healthy_scores, dtype=torch.bool)), rates)
+    no_lesion = torch.zeros_like(healthy_scores, dtype=torch.bool)
+    return fpr_search(RankedScores.from_scores(healthy_scores, no_lesion), rates)
