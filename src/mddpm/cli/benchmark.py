@@ -1,0 +1,61 @@
+"""``mddpm benchmark GRID``: train, predict and evaluate every method × run of a grid; Table 1 with p-values."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "benchmark", help="run a grid of methods x runs x test sets and build Table 1 (mean ± std, p-values)",
+        description="For every dataset x method x run (fold or seed) of GRID: train (skipped when RUN/best.pt exists "
+                    "with the same config), predict the validation and test splits, evaluate each test set (skipped "
+                    "when done from the same inputs); then write OUT/table.{md,csv,json} and OUT/report.html. "
+                    "GRID is a JSON file or a shipped grid: paper, synthetic.")
+    p.add_argument("grid", metavar="GRID", help="grid file, or a shipped grid name (paper, synthetic)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: benchmarks/<grid name>)")
+    p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
+                   help="folder of the grid's dataset NAME (repeatable); e.g. --data ixi=PATH for the paper grid, "
+                        "PATH written by `mddpm import-pddpm`")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip finished stages (default); --no-resume runs every stage again (needs --force when "
+                        "the output folder is not empty)")
+    p.add_argument("--dry-run", action="store_true", help="list every stage and whether it would run; change nothing")
+    p.add_argument("--only", action="append", metavar="METHOD",
+                   help="run only this method (repeatable); the table still includes every finished method")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where training, prediction and evaluation run (default: auto)")
+    p.add_argument("--force", action="store_true",
+                   help="retrain runs whose saved config differs from the grid; with --no-resume, overwrite")
+    p.add_argument("--no-report", action="store_true", help="write the table files but not report.html")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mddpm.benchmark import format_p, parse_data_args, run_benchmark
+
+    result = run_benchmark(args.grid, out=args.out, data=parse_data_args(args.data), resume=args.resume,
+                           dry_run=args.dry_run, only=args.only, device=args.device, force=args.force,
+                           progress=not args.no_progress, report=not args.no_report)
+    table = result["table"]
+    if table is None:
+        return 0
+    for col in table["columns"]:
+        print(f"{col['dataset']} / {col['test_set']}")
+        for row in table["rows"]:
+            cell = row["cells"].get(col["key"])
+            if not cell:
+                continue
+            dice, auprc = cell["dice"], cell["auprc"]
+            text = "  ".join(f"{name} {_pm(stat)}" for name, stat in (("DICE", dice), ("AUPRC", auprc)))
+            p = f"  p(DICE) {format_p(cell['p_dice'])}" if cell["p_dice"] else ""
+            print(f"  {row['label']:<34s} {text}{p}  ({dice['n_runs']} runs)")
+    print(f"written to {result['out']}")
+    return 0
+
+
+def _pm(stat: dict) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    return f"{100 * stat['mean']:.2f}" + (f" ± {100 * stat['std']:.2f}" if stat["n_runs"] > 1 else "")
