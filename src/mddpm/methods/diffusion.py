@@ -174,7 +174,7 @@ class DiffusionAnomalyMethod(AnomalyMethod):
         stitched = predictions[0]
         for k in range(1, boxes.shape[0]):
             stitched = torch.where(boxes[k], predictions[k], stitched)
-        return from_model_range(stitched)
+        return from_model_range(stitched.float())
 
 
 def _check_choice(key: str, value: str, known: tuple[str, ...]) -> None:
@@ -205,7 +205,7 @@ def _presets(model: dict, paper_steps: int, paper_val_every: int, paper_val_batc
                             "val_batches": paper_val_batches},
                   "data": {"grid": "paper"}},
         "demo": {"model": demo_model,
-                 "train": {"batch_size": 16, "lr": 2e-4, "max_steps": 600, "val_every": 200, "val_batches": 2},
+                 "train": {"batch_size": 16, "lr": 2e-4, "max_steps": 400, "val_every": 100, "val_batches": 2},
                  "data": {"grid": "demo"}},
     }
 
