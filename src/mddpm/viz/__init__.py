@@ -1,0 +1,1 @@
+"""Pictures: synthetic-data previews, per-case evaluation figures and the HTML report."""
