@@ -217,7 +217,8 @@ class UNet(nn.Module):
             raise ValueError(f"U-Net input {tuple(x.shape[-2:])} not divisible by {self.downsample_factor}")
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(t.to(x.device), self.model_channels).to(self.time_embed[0].weight.dtype))
+        features = timestep_embedding(t.to(x.device), self.model_channels)
+        emb = self.time_embed(features.to(self.time_embed[0].weight.dtype))
         h = x
         skips = []
         for stage in self.input_blocks:
