@@ -62,7 +62,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
                      generator: torch.Generator) -> torch.Tensor:
     """WGAN-GP penalty ``mean_b (‖∇_x̃ critic(x̃_b)‖₂ − 1)²`` (without λ).
 
-    ``x̃ = real + α(fake − real)`` with α ~ U(0, 1) per image; ``critic`` maps ``[B, ...]`` to scores ``[B]``; the result keeps the graph (create_graph) so it trains the critic.
+    ``x̃ = real + α(fake − real)`` with α ~ U(0, 1) per image; ``critic`` maps ``[B, ...]`` to scores
+    ``[B]``. The result keeps the graph (``create_graph``), so it trains the critic.
     """
     alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=generator, device=real.device)
     mixed = (real + alpha.to(real.dtype) * (fake - real)).detach().requires_grad_(True)

@@ -2,8 +2,9 @@
 
 - :class:`ConvEncoder` / :class:`ConvDecoder`: the "unified" 2-D encoder and decoder of Baur et al.
   2021 (MedIA 69:101952; layer plan as in their published code): ``n`` stages of 5×5 stride-2 conv,
-  norm, LeakyReLU with ``min(max_channels, base·2^i)`` channels, mirrored by 5×5 stride-2 transposed
-  convs with ``max(base, max_channels/2^i)`` channels and a final 1×1 conv (identity activation).
+  batch norm (PyTorch defaults), LeakyReLU (slope 0.3, the Keras default they used) with
+  ``min(max_channels, base·2^i)`` channels, mirrored by 5×5 stride-2 transposed convs with
+  ``max(base, max_channels/2^i)`` channels and a final 1×1 conv (identity activation).
 - :class:`SliceVAE`: Baur's dense-bottleneck VAE on ``[B, 1, H, W]`` slices (1×1 conv to ``C/8``
   channels, flatten, dense ``mu``/``log σ²``; dense back, 1×1 conv to ``C``, decoder).
 - :class:`SequenceVAE`: the SVAE of Behrendt et al. 2022: the same slice encoder, with the per-slice
@@ -33,6 +34,9 @@ def generator_dropout(x: torch.Tensor, p: float, generator: torch.Generator | No
     return x * keep / (1.0 - p)
 
 
+LEAKY_SLOPE = 0.3  # the Keras LeakyReLU default, which Baur et al.'s encoder and decoder use
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -56,7 +60,7 @@ class ConvEncoder(nn.Module):
         super().__init__()
         layers, prev = [], in_channels
         for ch in encoder_channels(num_down, base_channels, max_channels):
-            layers += [nn.Conv2d(prev, ch, 5, stride=2, padding=2), _norm(norm, ch), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(prev, ch, 5, stride=2, padding=2), _norm(norm, ch), nn.LeakyReLU(LEAKY_SLOPE)]
             prev = ch
         self.layers = nn.Sequential(*layers)
         self.out_channels = prev
@@ -77,7 +81,7 @@ class ConvDecoder(nn.Module):
         for i in range(num_up):
             ch = max(base_channels, max_channels // 2**i)
             layers += [nn.ConvTranspose2d(prev, ch, 5, stride=2, padding=2, output_padding=1), _norm(norm, ch),
-                       nn.LeakyReLU(0.2)]
+                       nn.LeakyReLU(LEAKY_SLOPE)]
             prev = ch
         layers.append(nn.Conv2d(prev, 1, 1))
         self.layers = nn.Sequential(*layers)
