@@ -43,6 +43,7 @@ import json
 import math
 import os
 import re
+import resource
 import sys
 import time
 import warnings
@@ -522,9 +523,15 @@ def run_stage(stage: Stage, status: str, grid: Grid, dataset_root: Path, device:
                  figures=_figures_for(stage, grid), device=device, force=True, log=log)
 
 
-def _record(stage: Stage, grid: Grid, seconds: float) -> None:
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _record(stage: Stage, grid: Grid, seconds: float, cpu_seconds: float) -> None:
     records = _read_records(stage.paths)
-    entry = {"seconds": seconds, "finished": _now()}
+    entry = {"seconds": seconds, "cpu_seconds": cpu_seconds, "finished": _now()}
     if stage.kind != "train":
         entry["key"] = _stage_key(stage, grid)
     records[stage.name] = entry
@@ -585,10 +592,10 @@ def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = 
             rows.append(_stage_row(stage, "skipped", _read_records(stage.paths).get(stage.name, {}).get("seconds")))
             continue
         log(f"[{i}/{len(statuses)}] {stage.describe()}{f' ({why})' if why else ''}")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         run_stage(stage, status, grid, roots[stage.dataset.name], predict_device, force, progress, log)
         seconds = time.perf_counter() - start
-        _record(stage, grid, seconds)
+        _record(stage, grid, seconds, _cpu_seconds() - cpu_start)
         rows.append(_stage_row(stage, "ran", seconds))
         log(f"[{i}/{len(statuses)}] {stage.describe()}: {seconds:.1f} s")
 
@@ -765,21 +772,23 @@ def collect_evaluations(grid: Grid, out: Path) -> list[Evaluation]:
 
 
 def stage_seconds(grid: Grid, out: Path) -> dict:
-    """Recorded wall time per method: {method: {"train", "predict", "evaluate": seconds summed over
-    runs and datasets, "runs": trained runs}}."""
+    """Recorded time per method, summed over runs and datasets: {method: {"runs": trained runs,
+    "wall": {"train", "predict", "evaluate": seconds}, "cpu": {...: CPU seconds, None if not recorded}}}."""
+    stages = ("train", "predict", "evaluate")
     totals = {}
-    for d in grid.datasets:
-        for m in grid.methods:
-            entry = {"train": 0.0, "predict": 0.0, "evaluate": 0.0, "runs": 0}
+    for m in grid.methods:
+        entry = {"runs": 0, "wall": dict.fromkeys(stages, 0.0), "cpu": dict.fromkeys(stages, 0.0)}
+        for d in grid.datasets:
             for r in grid.runs:
                 records = _read_records(RunPaths(out / "runs" / d.name / m / r.tag))
-                for name, rec in records.items():
-                    entry[name.split("/")[0]] += rec.get("seconds") or 0.0
                 entry["runs"] += "train" in records
-            if entry["runs"]:
-                totals.setdefault(m, {"train": 0.0, "predict": 0.0, "evaluate": 0.0, "runs": 0})
-                for k in entry:
-                    totals[m][k] += entry[k]
+                for name, rec in records.items():
+                    kind = name.split("/")[0]
+                    entry["wall"][kind] += rec.get("seconds") or 0.0
+                    cpu = rec.get("cpu_seconds")
+                    entry["cpu"][kind] = None if cpu is None or entry["cpu"][kind] is None else entry["cpu"][kind] + cpu
+        if entry["runs"]:
+            totals[m] = entry
     return totals
 
 
@@ -903,12 +912,14 @@ def table_markdown(table: dict) -> str:
 
     seconds = table.get("seconds")
     if seconds:
-        lines += ["## Wall time", "", "Seconds summed over the runs that ran (recorded per stage).", "",
-                  "| Model | runs | train s | predict s | evaluate s |", "|---|---|---|---|---|"]
+        lines += ["## Time", "", "Wall-clock seconds (CPU seconds of the process and its workers in brackets) summed over "
+                  "runs, as recorded when each stage ran.", "",
+                  "| Model | runs | train | predict | evaluate |", "|---|---|---|---|---|"]
         for r in rows:
             s = seconds.get(r["method"])
             if s:
-                lines.append(f"| {r['label']} | {s['runs']} | {s['train']:.0f} | {s['predict']:.0f} | {s['evaluate']:.0f} |")
+                lines.append(f"| {r['label']} | {s['runs']} | " + " | ".join(
+                    format_seconds(s["wall"][k], s["cpu"][k]) for k in ("train", "predict", "evaluate")) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -932,6 +943,11 @@ def table_csv(table: dict) -> str:
                                  _num(test["p"]) if test else "", test["n_pairs"] if test else "",
                                  _num(test["mean_difference"]) if test else ""])
     return buf.getvalue()
+
+
+def format_seconds(wall: float, cpu: float | None) -> str:
+    """``"123 s (240 s CPU)"``; without CPU time ``"123 s"``."""
+    return f"{wall:.0f} s" + ("" if cpu is None else f" ({cpu:.0f} s CPU)")
 
 
 def _num(v) -> str:

@@ -54,7 +54,7 @@ _COLOURS = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#5f3dc4", "#0b7285", "#
 def sortable_half_key(x: torch.Tensor) -> torch.Tensor:
     """Codes 0..65535 (int64, same shape) that order like the values of ``x`` rounded to float16
     (−0 counts as +0). Equal codes = equal float16 values."""
-    bits = ((x.float() + 0.0).half().view(torch.int16).to(torch.int32)) & 0xFFFF
+    bits = ((x.half() + 0.0).view(torch.int16).to(torch.int32)) & 0xFFFF  # + 0.0: -0 becomes +0
     return torch.where(bits >= 0x8000, 0xFFFF - bits, bits + 0x8000).long()
 
 
@@ -427,14 +427,18 @@ def _published(table: dict) -> str:
 
 
 def _seconds(table: dict) -> str:
+    from mddpm.benchmark import format_seconds
+
     seconds = table.get("seconds")
     if not seconds:
         return ""
-    body = "".join(f"<tr><td>{_e(r['label'])}</td><td>{s['runs']}</td><td>{s['train']:.0f}</td><td>{s['predict']:.0f}</td>"
-                   f"<td>{s['evaluate']:.0f}</td></tr>" for r in table["rows"] if (s := seconds.get(r["method"])))
-    return ('<h2 id="time">Wall time</h2><table class="summary"><thead><tr><th>Model</th><th>runs</th><th>train s</th>'
-            f"<th>predict s</th><th>evaluate s</th></tr></thead><tbody>{body}</tbody></table>"
-            "<p class=note>Seconds summed over runs, as recorded when each stage ran.</p>")
+    body = "".join(f"<tr><td>{_e(r['label'])}</td><td>{s['runs']}</td>"
+                   + "".join(f"<td>{_e(format_seconds(s['wall'][k], s['cpu'][k]))}</td>" for k in ("train", "predict", "evaluate"))
+                   + "</tr>" for r in table["rows"] if (s := seconds.get(r["method"])))
+    return ('<h2 id="time">Time</h2><table class="summary"><thead><tr><th>Model</th><th>runs</th><th>train</th>'
+            f"<th>predict</th><th>evaluate</th></tr></thead><tbody>{body}</tbody></table>"
+            "<p class=note>Wall-clock seconds (CPU seconds of the process and its workers in brackets), summed over "
+            "runs, as recorded when each stage ran.</p>")
 
 
 def _json_details(summary: str, obj) -> str:
@@ -545,7 +549,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
     nav = ['<a href="#results">Results</a>', '<a href="#pr">Precision–recall</a>']
     nav += [f'<a href="#{_anchor(m)}">{_e(labels.get(m, m))}</a>' for m in methods]
     if table and table.get("seconds"):
-        nav.append('<a href="#time">Wall time</a>')
+        nav.append('<a href="#time">Time</a>')
     nav.append('<a href="#protocol">Protocol</a>')
     parts.append(f"<nav>{''.join(nav)}</nav></header>")
 

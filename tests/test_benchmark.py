@@ -1,0 +1,292 @@
+"""mddpm benchmark: grid files, Table 1 statistics and p-values, resume, the CLI, and one real run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+import mddpm.benchmark as bm
+from mddpm.benchmark import (Evaluation, across_runs, build_table, expected_run_config, load_grid, paired_wilcoxon,
+                             parse_data_args, plan, run_benchmark, table_csv, table_markdown)
+from mddpm.cli.main import main
+from mddpm.errors import MddpmError
+from mddpm.io import write_json
+
+TABLE1_ROWS = ["vae", "svae", "dae", "fanogan", "ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm"]
+
+
+def metrics(dice: dict[str, float], auprc: dict[str, float], split: str = "lesion_test") -> dict:
+    """A minimal metrics.json (as mddpm evaluate writes it) with per-case Dice and AUPRC."""
+    cases = [{"case_id": cid, "lesion_voxels": 10, "auprc": auprc[cid], "auroc": 0.9, "oracle_dice_bisection": 0.9,
+              "rules": {"bisection": {"dice": d}}} for cid, d in dice.items()]
+
+    def stat(values):
+        arr = np.asarray(list(values), dtype=np.float64)
+        return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(arr.size)}
+
+    return {"format": "mddpm-metrics", "format_version": 1, "default_rule": "bisection",
+            "test": {"split": split, "cases": len(cases), "maps": "/nonexistent"},
+            "thresholds": {"bisection": {"threshold": 0.3, "dice": 0.5}},
+            "aggregate": {"auprc": stat(auprc.values()), "auroc": stat([0.9] * len(cases)),
+                          "oracle_dice_bisection": stat([0.9] * len(cases)),
+                          "rules": {"bisection": {"dice": stat(dice.values())}}},
+            "cases": cases, "config": {"method": "x"}}
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+def test_across_runs_mean_and_std():
+    stat = across_runs([0.2, 0.4, None, 0.9, float("nan")])
+    assert stat["mean"] == pytest.approx(0.5)
+    assert stat["std"] == pytest.approx(np.std([0.2, 0.4, 0.9]))
+    assert stat["std_sample"] == pytest.approx(np.std([0.2, 0.4, 0.9], ddof=1))
+    assert stat["n_runs"] == 3
+    assert across_runs([None])["mean"] is None and across_runs([0.3])["std_sample"] is None
+
+
+def test_table_statistics_and_p_values_equal_scipy():
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(12)]
+    evaluations, pooled = [], {"a": {"dice": [], "auprc": []}, "ref": {"dice": [], "auprc": []}}
+    per_run_means = {"a": [], "ref": []}
+    for run in ("seed1", "seed2", "seed3"):
+        for method, offset in (("a", 0.05), ("ref", 0.0)):
+            dice = {c: float(np.clip(rng.normal(0.5 + offset, 0.1), 0, 1)) for c in ids}
+            auprc = {c: float(np.clip(rng.normal(0.4 + offset, 0.1), 0, 1)) for c in ids}
+            order = ids[::-1] if method == "a" else ids  # pairing is by case id, not position
+            m = metrics({c: dice[c] for c in order}, {c: auprc[c] for c in order})
+            evaluations.append(Evaluation("d", "t", method, run, m))
+            pooled[method]["dice"] += [dice[c] for c in ids]
+            pooled[method]["auprc"] += [auprc[c] for c in ids]
+            per_run_means[method].append(np.mean(list(dice.values())))
+    table = build_table(evaluations, ["a", "ref"], reference="ref")
+    cell = table["rows"][0]["cells"]["d/t"]
+    assert cell["dice"]["mean"] == pytest.approx(np.mean(per_run_means["a"]))
+    assert cell["dice"]["std"] == pytest.approx(np.std(per_run_means["a"]))
+    assert cell["dice"]["n_runs"] == 3
+    assert cell["p_dice"]["p"] == pytest.approx(wilcoxon(pooled["a"]["dice"], pooled["ref"]["dice"]).pvalue, rel=1e-12)
+    assert cell["p_auprc"]["p"] == pytest.approx(wilcoxon(pooled["a"]["auprc"], pooled["ref"]["auprc"]).pvalue, rel=1e-12)
+    assert cell["p_dice"]["n_pairs"] == 36
+    assert cell["p_dice"]["mean_difference"] == pytest.approx(np.mean(pooled["a"]["dice"]) - np.mean(pooled["ref"]["dice"]))
+    ref_row = table["rows"][1]
+    assert ref_row["reference"] and ref_row["cells"]["d/t"]["p_dice"] is None
+
+
+def test_wilcoxon_pairs_only_matching_runs_and_cases():
+    a = {"r1": metrics({"x": 0.5, "y": 0.6, "z": 0.1}, {"x": 0.1, "y": 0.2, "z": 0.3}),
+         "r2": metrics({"x": 0.9}, {"x": 0.9})}
+    ref = {"r1": metrics({"y": 0.4, "x": 0.2, "w": 0.0}, {"y": 0.1, "x": 0.3, "w": 0.0})}
+    test = paired_wilcoxon(a, ref, "dice", "bisection")
+    assert test["n_pairs"] == 2  # x and y of run r1
+    assert test["p"] == pytest.approx(wilcoxon([0.5, 0.6], [0.2, 0.4]).pvalue)
+    assert paired_wilcoxon(a, {"r9": ref["r1"]}, "dice", "bisection")["p"] is None
+
+
+def test_table_files_markdown_and_csv():
+    evs = [Evaluation("d", "BraTS21", m, r, metrics({"c1": v, "c2": v + 0.1, "c3": v / 2}, {"c1": v, "c2": v, "c3": v}))
+           for m, base in (("vae", 0.2), ("mddpm-fpmcm", 0.5), ("intensity", 0.3))
+           for r, v in (("fold0", base), ("fold1", base + 0.1))]
+    table = build_table(evs, ["vae", "mddpm-fpmcm", "intensity"], reference="mddpm-fpmcm",
+                        labels={"mddpm-fpmcm": "mDDPM (FPM-CM)"}, extra_rows=["intensity"],
+                        published={"source": "paper", "values": {"vae": {"BraTS21": {"dice": [30.57, 1.67]}}}})
+    md = table_markdown(table)
+    dice = table["rows"][0]["cells"]["d/BraTS21"]["dice"]
+    assert f"| vae | {100 * dice['mean']:.2f} ± {100 * dice['std']:.2f} |" in md
+    assert "mDDPM (FPM-CM) (reference)" in md and "intensity (no" not in md and "| intensity ‡ |" in md
+    assert "30.57 ± 1.67" in md and "p-values against mDDPM (FPM-CM)" in md
+    rows = list(csv.DictReader(io.StringIO(table_csv(table))))
+    vae_dice = [r for r in rows if r["method"] == "vae" and r["metric"] == "dice"][0]
+    assert float(vae_dice["mean"]) == pytest.approx(dice["mean"]) and vae_dice["n_runs"] == "2"
+    assert float(vae_dice["p_value"]) == pytest.approx(table["rows"][0]["cells"]["d/BraTS21"]["p_dice"]["p"])
+    assert {r["metric"] for r in rows} >= {"dice", "auprc", "auroc", "oracle_dice", "dice[bisection]"}
+
+
+# ---- grids --------------------------------------------------------------------------------------
+
+def test_shipped_grids_have_every_table1_row():
+    for name, kind, preset in (("paper", "folds", "paper"), ("synthetic", "seeds", "demo")):
+        grid = load_grid(name)
+        assert grid.methods[:9] == TABLE1_ROWS and set(grid.extra_rows) == {"mddpm-released", "intensity"}
+        assert grid.run_kind == kind and grid.preset == preset and grid.reference == "mddpm-fpmcm"
+        assert len(grid.datasets) == 1 and len(grid.datasets[0].test_sets) == 2
+    assert [r.fold for r in load_grid("paper").runs] == [0, 1, 2, 3, 4]
+    assert [t.test for t in load_grid("paper").datasets[0].test_sets] == ["brats21_test", "mslub_test"]
+    assert [t.test for t in load_grid("synthetic").datasets[0].test_sets] == ["tumour_test", "ms_test"]
+
+
+def _grid_dict(**changes) -> dict:
+    grid = {"name": "tiny", "preset": "demo", "methods": ["intensity", "vae"], "reference": "intensity",
+            "runs": {"seeds": [1, 2]}, "thresholds": ["bisection"], "figures": 0,
+            "datasets": [{"name": "phantom", "path": None, "healthy_val": "val",
+                          "test_sets": [{"name": "blob", "test": "lesion_test", "val": "lesion_val"}]}]}
+    grid.update(changes)
+    return grid
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"methods": ["intensity", "nope"]}, "unknown method 'nope'"),
+    ({"runs": {"folds": [0], "seeds": [1]}}, "runs must be"),
+    ({"runs": {"seeds": [1, 1]}}, "twice"),
+    ({"colour": "red"}, "unknown key"),
+    ({"reference": "dae"}, "reference 'dae'"),
+    ({"overrides": {"vae": ["train.nope=1"]}}, "overrides of 'vae'"),
+    ({"thresholds": ["median"]}, "unknown threshold rule"),
+    ({"runs": {"folds": [0]}}, "healthy_val needs seed runs"),
+])
+def test_bad_grids_name_the_file_and_problem(tmp_path, changes, message):
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(_grid_dict(**changes)))
+    with pytest.raises(MddpmError, match=message) as err:
+        load_grid(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_unknown_grid_and_bad_data_arguments(tmp_path):
+    with pytest.raises(MddpmError, match="shipped grids: paper, synthetic"):
+        load_grid("no-such-grid")
+    assert parse_data_args(["ixi=/data/x=y"]) == {"ixi": "/data/x=y"}
+    with pytest.raises(MddpmError, match="NAME=PATH"):
+        parse_data_args(["ixi"])
+    with pytest.raises(MddpmError, match="--data ixi"):  # the paper grid needs its data
+        run_benchmark("paper", out=tmp_path / "out")
+    with pytest.raises(MddpmError, match="no dataset of that name"):
+        run_benchmark("paper", out=tmp_path / "out", data={"brats": str(tmp_path)})
+
+
+def test_plan_lists_every_stage_in_order(tmp_path):
+    grid = load_grid("paper")
+    stages = plan(grid, tmp_path)
+    # per run: train, predict 4 splits (2 val + 2 test), evaluate 2 test sets
+    assert len(stages) == 11 * 5 * 7
+    assert [s.name for s in stages[:7]] == ["train", "predict/brats21_val", "predict/brats21_test", "predict/mslub_val",
+                                           "predict/mslub_test", "evaluate/BraTS21", "evaluate/MSLUB"]
+    assert {s.method for s in plan(grid, tmp_path, only=["dae"])} == {"dae"}
+
+
+# ---- resume (stages mocked) ---------------------------------------------------------------------
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Replace the real train/predict/evaluate by stand-ins that write the files the benchmark checks."""
+    calls = []
+
+    def fake_run_stage(stage, status, grid, dataset_root, device, force, progress, log):
+        calls.append((stage.method, stage.run.tag, stage.name, status))
+        p = stage.paths
+        if stage.kind == "train":
+            cfg = expected_run_config(grid, stage, dataset_root)
+            write_json(p.train / "config.json", {**cfg, "mddpm_version": "0", "prepared": "/cache"})
+            (p.train / "best.pt").write_bytes(f"weights {stage.method} {stage.run.tag}".encode())
+        elif stage.kind == "predict":
+            write_json(p.maps(stage.split) / "predict.json", {"split": stage.split, "call": len(calls)})
+        else:
+            value = 0.6 if stage.method == "intensity" else 0.4
+            write_json(p.eval(stage.test_set) / "metrics.json",
+                       metrics({"c1": value, "c2": value + 0.1}, {"c1": value, "c2": value}))
+
+    monkeypatch.setattr(bm, "run_stage", fake_run_stage)
+    return calls
+
+
+def _write_grid(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(_grid_dict(**changes)))
+    return path
+
+
+def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_dataset, fake_stages):
+    grid, out, data = _write_grid(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
+    first = run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    assert len(fake_stages) == 2 * 2 * 5 and {r["status"] for r in first["stages"]} == {"ran"}
+    assert (out / "table.md").is_file() and (out / "table.csv").is_file() and (out / "benchmark.json").is_file()
+    cell = first["table"]["rows"][1]["cells"]["phantom/blob"]
+    assert cell["dice"]["mean"] == pytest.approx(0.45) and cell["p_dice"]["n_pairs"] == 4
+
+    fake_stages.clear()
+    second = run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    assert fake_stages == [] and {r["status"] for r in second["stages"]} == {"skipped"}
+
+    # new weights for one run: its predictions and evaluation run again, nothing else
+    (out / "runs/phantom/vae/seed1/train/best.pt").write_bytes(b"other weights")
+    run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    assert sorted(c[2] for c in fake_stages) == ["evaluate/blob", "predict/lesion_test", "predict/lesion_val",
+                                                  "predict/val"]
+    assert {(c[0], c[1]) for c in fake_stages} == {("vae", "seed1")}
+
+    # an interrupted training continues from its last checkpoint
+    fake_stages.clear()
+    run = out / "runs/phantom/intensity/seed2/train"
+    (run / "best.pt").unlink()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    assert fake_stages[0] == ("intensity", "seed2", "train", "resume") and len(fake_stages) == 5
+
+
+def test_changed_grid_config_needs_force(tmp_path, phantom_dataset, fake_stages):
+    out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
+    run_benchmark(_write_grid(tmp_path), out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    fake_stages.clear()
+    changed = _write_grid(tmp_path, overrides={"vae": ["train.max_steps=7"]})
+    with pytest.raises(MddpmError, match=r"config.json: train.max_steps: \d+ \(saved\) != 7 \(grid\)"):
+        run_benchmark(changed, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    assert fake_stages == []
+    run_benchmark(changed, out=out, data=data, report=False, device="cpu", force=True, log=lambda m: None)
+    assert [c[:3] for c in fake_stages if c[2] == "train"] == [("vae", "seed1", "train"), ("vae", "seed2", "train")]
+    assert len(fake_stages) == 10
+
+    with pytest.raises(MddpmError, match="already exists"):
+        run_benchmark(changed, out=out, data=data, resume=False, report=False, device="cpu", log=lambda m: None)
+
+
+def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
+    out, data, grid = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_grid(tmp_path)
+    dry = run_benchmark(grid, out=out, data=data, dry_run=True)
+    assert fake_stages == [] and not out.exists() and len(dry["stages"]) == 20
+    assert "20 stages: 0 done, 20 to run" in capsys.readouterr().out
+    result = run_benchmark(grid, out=out, data=data, only=["vae"], report=False, device="cpu", log=lambda m: None)
+    assert {c[0] for c in fake_stages} == {"vae"} and len(fake_stages) == 10
+    assert [r["method"] for r in result["table"]["rows"] if r["cells"]] == ["vae"]
+    with pytest.raises(MddpmError, match="--only dae"):
+        run_benchmark(grid, out=out, data=data, only=["dae"])
+
+
+def test_cli_dry_run_and_bad_grid(tmp_path, phantom_dataset, capsys):
+    grid = _write_grid(tmp_path)
+    assert main(["benchmark", str(grid), "--out", str(tmp_path / "o"), "--data", f"phantom={phantom_dataset}",
+                 "--dry-run"]) == 0
+    assert "todo    phantom intensity seed1 train" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["benchmark", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mddpm benchmark: error: ") and str(bad) in err and "\n" not in err
+
+
+# ---- end to end ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_intensity_grid_end_to_end_then_resumed(tmp_path, phantom_dataset):
+    """The real stages on the phantom dataset: the intensity method needs no training (slow: ~8 s of CPU,
+    mostly preparing the dataset's cache in worker processes)."""
+    grid = _write_grid(tmp_path, methods=["intensity"], runs={"seeds": [5]}, figures=1, thresholds=["bisection", "exact"])
+    out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
+    first = run_benchmark(grid, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
+    assert [r["status"] for r in first["stages"]] == ["ran"] * 5
+    run = out / "runs/phantom/intensity/seed5"
+    assert json.loads((run / "train/config.json").read_text())["train"]["seed"] == 5
+    saved = json.loads((run / "eval/blob/metrics.json").read_text())
+    cell = first["table"]["rows"][0]["cells"]["phantom/blob"]
+    assert cell["dice"]["mean"] == pytest.approx(saved["aggregate"]["rules"]["bisection"]["dice"]["mean"])
+    assert set(cell["dice_by_rule"]) >= {"bisection", "exact", "fpr-0.05"}
+    html = (out / "report.html").read_text()
+    assert 'alt="precision-recall phantom/blob"' in html and html.count("<img") >= 2  # curve + example cases
+    assert any((out / "cache").rglob("pr.json"))
+    second = run_benchmark(grid, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
+    assert [r["status"] for r in second["stages"]] == ["skipped"] * 5
