@@ -92,11 +92,11 @@ class SynthSettings:
     tumour_core_level: tuple[float, float] = (0.46, 0.54)
     tumour_oedema_level: tuple[float, float] = (0.66, 0.78)
     tumour_heterogeneity: float = 0.10
-    tumour_mass_effect: tuple[float, float] = (0.25, 0.45)  # fraction k of radial expansion at the centre
+    tumour_mass_effect: tuple[float, float] = (0.35, 0.65)  # fraction k of radial expansion at the centre
     tumour_oedema_label_weight: float = 0.25  # oedema voxels with at least this blend weight are labelled
     # multiple sclerosis
     ms_count: tuple[int, int] = (3, 12)
-    ms_major_semi_axis_mm: tuple[float, float] = (3.0, 7.0)
+    ms_major_semi_axis_mm: tuple[float, float] = (3.5, 8.0)
     ms_minor_ratio: tuple[float, float] = (0.5, 0.8)
     ms_level: tuple[float, float] = (0.65, 0.85)
     ms_periventricular_fraction: float = 0.5
@@ -272,7 +272,7 @@ def _add_tumour(anat: Anatomy, tissue: dict, rng: np.random.Generator, s: SynthS
     image = image * (1 - w_core) + core_level * w_core
     label = ((w_mass >= 0.5) | (w_oed >= s.tumour_oedema_label_weight)) & anat.mask
     components, _ = ndimage.label(label)
-    label = components == components[tuple(centre_vox)]  # one connected whole tumour
+    label = ndimage.binary_fill_holes(components == components[tuple(centre_vox)]) & anat.mask  # one solid tumour
     info = {"centre_mm": centre.round(1).tolist(), "mass_radius_mm": round(r_mass, 1),
             "core_radius_mm": round(r_core, 1), "oedema_radius_mm": round(r_oed, 1), "mass_effect_k": round(k, 3)}
     return image * anat.mask, label, info

@@ -18,7 +18,7 @@ from mddpm.io import atomic_write, check_new_output, read_nifti
 
 def _pick_slices(mask: np.ndarray, label: np.ndarray | None, count: int) -> list[int]:
     """Axial indices to show: the slices with most lesion voxels (at least 2 apart) for a labelled case,
-    else evenly spaced through the central part of the brain (30-75 % of its height)."""
+    else evenly spaced through the central part of the brain (35-80 % of its height)."""
     if label is not None and label.any():
         area = label.reshape(-1, label.shape[2]).sum(0)
         chosen: list[int] = []
@@ -30,7 +30,7 @@ def _pick_slices(mask: np.ndarray, label: np.ndarray | None, count: int) -> list
         return sorted(chosen)
     zs = np.flatnonzero(mask.reshape(-1, mask.shape[2]).any(0))
     lo, hi = (zs[0], zs[-1]) if zs.size else (0, mask.shape[2] - 1)
-    return [int(round(lo + f * (hi - lo))) for f in np.linspace(0.3, 0.75, count)]
+    return [int(round(lo + f * (hi - lo))) for f in np.linspace(0.35, 0.8, count)]
 
 
 def _select_cases(cases: list[Case], n: int) -> list[Case]:
@@ -69,7 +69,7 @@ def preview_montage(dataset_root: str | Path, png_path: str | Path, n: int = 3, 
             ax.imshow(image[:, :, zs[col]].T, origin="lower", cmap="gray", vmin=0, vmax=top,
                       interpolation="nearest")
             if label is not None and label[:, :, zs[col]].any():
-                ax.contour(label[:, :, zs[col]].T.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+                ax.contour(label[:, :, zs[col]].T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
             ax.set_title(f"z={zs[col]}", color="white", fontsize=7, pad=2)
         kind = "healthy" if case.role == "healthy" else (case.group or "anomalous")
         row[0].text(-0.04, 0.5, f"{case.id}\n{kind}", transform=row[0].transAxes, rotation=90, ha="right",
