@@ -585,7 +585,10 @@ def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = 
         print(f"{len(statuses)} stages: {len(statuses) - todo} done, {todo} to run; output folder {out}")
         return {"out": str(out), "stages": [_stage_row(s, st, None) for s, st, _ in statuses], "table": None}
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
     rows = []
     for i, (stage, status, why) in enumerate(statuses, 1):
         if status == "done":
@@ -604,7 +607,7 @@ def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = 
     write_json(out / "benchmark.json", {"format": "mddpm-benchmark", "mddpm_version": __version__, "updated": _now(),
                                         "grid": grid.to_json(), "data": {k: str(v) for k, v in roots.items()},
                                         "device": predict_device, "only": only, "stages": rows})
-    if report:
+    if report and table["evaluations"]:
         from mddpm.viz.report import write_report
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
@@ -837,9 +840,11 @@ def table_markdown(table: dict) -> str:
     lines = [f"# {title}: Table 1", ""]
     if grid.get("description"):
         lines += [grid["description"], ""]
-    lines += [f"DICE and AUPRC in %, mean ± std across runs (up to {n_runs}) of each run's per-volume mean on the test "
-              f"split; DICE at the threshold chosen on the validation split (rule `{table['rule']}`); std is the "
-              "population std (ddof 0). A cell without ± comes from one run.", ""]
+    spread = (f"mean ± std across runs (up to {n_runs}) of each run's per-volume mean on the test split; std is the "
+              "population std (ddof 0); a cell without ± comes from one run" if n_runs > 1
+              else "per-volume mean on the test split of a single run (no spread across runs)")
+    lines += [f"DICE and AUPRC in %, {spread}. DICE at the threshold chosen on the validation split (rule "
+              f"`{table['rule']}`).", ""]
     main = [r for r in rows if not r["extra"]]
     extra = [r for r in rows if r["extra"]]
 

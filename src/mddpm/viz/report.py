@@ -222,7 +222,7 @@ def _render_examples(ev: _Eval, n: int, device: str) -> list[tuple[str, bytes]] 
 def _examples(ev: _Eval, n: int, cache_dir: Path | None, device: str) -> list[tuple[str, bytes]]:
     """Example pictures (caption, PNG bytes): from the maps (cached), else the evaluation's figures."""
     cache = _cache_folder(cache_dir, ev)
-    index = cache / "examples.json" if cache is not None else None
+    index = cache / f"examples{n}.json" if cache is not None else None
     if index is not None and index.is_file():
         return [(caption, (cache / name).read_bytes()) for caption, name in read_json(index)["examples"]]
     pictures = _render_examples(ev, n, device)
@@ -232,9 +232,9 @@ def _examples(ev: _Eval, n: int, cache_dir: Path | None, device: str) -> list[tu
     if cache is not None:
         names = []
         for i, (caption, png) in enumerate(pictures):
-            with atomic_write(cache / f"example{i}.png") as tmp:
+            with atomic_write(cache / f"example{n}-{i}.png") as tmp:
                 tmp.write_bytes(png)
-            names.append((caption, f"example{i}.png"))
+            names.append((caption, f"example{n}-{i}.png"))
         write_json(index, {"examples": names})
     return pictures
 
@@ -332,7 +332,7 @@ def _summary_from_evaluations(evals: list[_Eval]) -> str:
 def _best_rows(rows: list[dict], key: str, metric: str) -> set[str]:
     values = [(r["cells"][key][metric]["mean"], r["method"]) for r in rows
               if key in r["cells"] and r["cells"][key][metric]["mean"] is not None]
-    if not values:
+    if len(values) < 2:
         return set()
     top = max(v for v, _ in values)
     return {m for v, m in values if v == top}
@@ -372,8 +372,10 @@ def _table1(table: dict) -> str:
         body.append(f"<tr{cls}><td>{name}</td>{''.join(cells)}</tr>")
     runs = max((c["dice"]["n_runs"] for r in rows for c in r["cells"].values()), default=0)
     ref = table.get("reference_label")
-    note = (f"In %, mean ± std across runs (up to {runs}) of each run's per-volume mean (population std). DICE at the "
-            f"threshold chosen on the validation split (rule <code>{_e(table['rule'])}</code>). Bold: best in the column.")
+    spread = (f"mean ± std across runs (up to {runs}) of each run's per-volume mean (population std)" if runs > 1
+              else "per-volume mean of a single run (no spread across runs)")
+    note = (f"In %, {spread}. DICE at the threshold chosen on the validation split (rule "
+            f"<code>{_e(table['rule'])}</code>).{' Bold: best in the column.' if len(rows) > 1 else ''}")
     if ref:
         note += (f" p: paired Wilcoxon signed-rank test against {_e(ref)} on per-volume scores, pairs by (run, case) "
                  "pooled over runs (repeated cases make it optimistic); Δ: mean difference in points.")
