@@ -167,7 +167,7 @@ def synthetic_volumes(n: int, shape: tuple[int, int, int], generator: torch.Gene
     brain = ((gz / 0.85) ** 2 + (gh / 0.8) ** 2 + (gw / 0.75) ** 2) <= 1
     base = 0.5 + 0.1 * torch.sin(3 * gh) * torch.cos(2 * gw) + 0.05 * torch.cos(4 * gz)
     centres = (torch.rand(n, 3, generator=generator, device=device) - 0.5) * 0.8
-    radius = 0.1 + 0.15 * torch.rand(n, 1, 1, 1, generator=generator, device=device)
+    radius = 0.15 + 0.15 * torch.rand(n, 1, 1, 1, generator=generator, device=device)
     dist2 = ((gz - centres[:, 0, None, None, None]) ** 2 + (gh - centres[:, 1, None, None, None]) ** 2
              + (gw - centres[:, 2, None, None, None]) ** 2)
     label = (dist2 <= radius ** 2) & brain
