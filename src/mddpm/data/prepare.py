@@ -42,6 +42,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from mddpm.data.dataset import load_dataset
+from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.errors import MddpmError
 from mddpm.io import read_json, read_nifti, write_json
 
@@ -303,11 +304,14 @@ def _file_fingerprint(paths: list[Path]) -> str:
 def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, grid: GridSpec):
     """Worker: read one case's files and prepare them; errors name the file."""
     image, affine = read_nifti(image_path)
-    mask, _ = read_nifti(mask_path)
-    label = read_nifti(label_path)[0] if label_path is not None else None
-    for path, arr in ((mask_path, mask), (label_path, label)):
+    mask, mask_affine = read_nifti(mask_path)
+    label, label_affine = read_nifti(label_path) if label_path is not None else (None, None)
+    for path, arr, arr_affine in ((mask_path, mask, mask_affine), (label_path, label, label_affine)):
         if arr is not None and arr.shape != image.shape:
             raise MddpmError(f"{path}: shape {arr.shape} differs from its image {image_path} {image.shape}")
+        if arr is not None and np.abs(arr_affine - affine).max() > AFFINE_TOLERANCE_MM:
+            raise MddpmError(f"{path}: affine differs from its image {image_path}'s by up to "
+                             f"{np.abs(arr_affine - affine).max():.4g} mm")
     try:
         vol = prepare_volume(image, mask, affine, grid, label)
     except MddpmError as e:
@@ -353,7 +357,10 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
             return out
         _say(f"{out}: cache is stale (settings or source files changed); rebuilding")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MddpmError(f"{out.parent}: cannot create the cache folder ({e.strerror})") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{grid.tag}.", suffix=".tmp", dir=out.parent))
     try:
         affines = _build(tmp, cases, grid, workers, progress)

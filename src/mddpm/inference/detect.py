@@ -85,7 +85,10 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
     cfg = payload["config"]
     device = resolve_device(device)
 
-    vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
+    try:
+        vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
+    except MddpmError as e:
+        raise MddpmError(f"{scan}: {e}") from None
     x = torch.from_numpy(vol.image).unsqueeze(1).to(device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(device)
     generator = torch.Generator(device=device).manual_seed(derive_seed(cfg["train"]["seed"]))
@@ -103,7 +106,10 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
     seg_scan &= brain
     voxel_ml = float(np.prod(voxel_sizes(affine))) / 1000.0
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
     write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
     write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
     save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)

@@ -1,0 +1,394 @@
+"""The bad-input corpus: each input is one defect written into a copy of the phantom dataset (or of a
+good maps folder, or of a scan), run through every command that reads data.
+
+:func:`build_base` makes the good material once (dataset, demo-grid cache, an ``intensity`` run, maps
+of lesion_val / lesion_test and a threshold.json). :func:`run_cell` applies one defect for one command
+in a fresh folder, calls ``mddpm.cli.main.main`` in-process and returns an :class:`Outcome`.
+:func:`markdown_table` renders input × command -> outcome for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import shutil
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+
+from mddpm.cli.main import main
+from mddpm.data.prepare import prepare_dataset
+
+COMMANDS = ("verify", "prepare", "train", "predict", "evaluate", "detect", "preprocess", "benchmark")
+BAD_CASE = "case000"  # a train case: every dataset command reads it
+BAD_LABEL_CASE = "case008"  # a lesion_test case (has a label)
+
+
+@dataclass
+class Outcome:
+    """What a command did with one input: exit code, its stderr lines, and whether outputs changed."""
+
+    code: int
+    stderr: list[str]
+    stdout: list[str]
+    traceback: bool
+    outputs_changed: bool
+    bad_name: str  # the file (or folder, or case id) the message must name
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr if line.startswith("mddpm ") and ": error: " in line]
+
+    @property
+    def first_line(self) -> str:
+        """The message: the error line on stderr (progress notes before it aside); verify, a report
+        tool, prints its findings on stdout."""
+        if self.error_lines:
+            return self.error_lines[0]
+        if self.stderr:
+            return self.stderr[-1]
+        return self.stdout[0] if self.code and self.stdout else ""
+
+    def cell(self) -> str:
+        if self.code == 0:
+            return "accepted (exit 0)"
+        # details in parentheses are cut: they can hold tmp paths whose length varies between runs
+        head, cut, _ = self.first_line.partition(" (")
+        text = (head + (" (…)" if cut else "")).replace("|", "\\|")
+        return f"exit {self.code}: `{text}`"
+
+
+# ---------------------------------------------------------------- defects written into a NIfTI file
+
+def _rewrite(path: Path, fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+    img = nib.load(str(path))
+    data, affine = fn(np.asarray(img.dataobj).astype(np.float32), img.affine)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+
+
+def truncate(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def not_nifti(path: Path) -> None:
+    path.write_bytes(gzip.compress(b"this is a text file, not a NIfTI image\n"))
+
+
+def two_d(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (a[:, :, a.shape[2] // 2], aff))
+
+
+def four_d(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (np.stack([a, a], axis=-1), aff))
+
+
+def non_finite(path: Path) -> None:
+    def fn(a, aff):
+        c = tuple(s // 2 for s in a.shape)
+        a[c] = np.nan
+        a[c[0] + 1, c[1], c[2]] = np.inf
+        return a, aff
+    _rewrite(path, fn)
+
+
+def other_shape(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (a[:-2], aff))
+
+
+def other_affine(path: Path) -> None:
+    def fn(a, aff):
+        aff = aff.copy()
+        aff[:3, 3] += 10.0
+        return a, aff
+    _rewrite(path, fn)
+
+
+def all_zero(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (np.zeros_like(a), aff))
+
+
+def non_binary(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (a * 3.0 + (a > 0) * 0.5, aff))
+
+
+def negative(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (a - 1.0, aff))
+
+
+def constant(path: Path) -> None:
+    _rewrite(path, lambda a, aff: (np.full_like(a, 0.5), aff))
+
+
+# ---------------------------------------------------------------- the corpus
+
+@dataclass(frozen=True)
+class Defect:
+    """One bad input. ``target`` is "image", "mask", "label" (of the bad case), "splits", or "output"."""
+
+    name: str
+    description: str
+    target: str
+    apply: Callable[[Path], None] | None = None
+
+
+CORPUS: tuple[Defect, ...] = (
+    Defect("truncated", "truncated .nii.gz (half the bytes)", "image", truncate),
+    Defect("not-nifti", "a gzip file that is not NIfTI", "image", not_nifti),
+    Defect("2d", "2-D image", "image", two_d),
+    Defect("4d", "4-D image", "image", four_d),
+    Defect("nan-inf", "NaN and Inf voxels", "image", non_finite),
+    Defect("shape-mismatch", "mask shape differs from the image", "mask", other_shape),
+    Defect("affine-mismatch", "mask affine differs from the image (10 mm shift)", "mask", other_affine),
+    Defect("empty-mask", "empty brain mask", "mask", all_zero),
+    Defect("non-binary-label", "label with values other than 0/1", "label", non_binary),
+    Defect("negative", "image shifted to negative values", "image", negative),
+    Defect("constant", "constant image", "image", constant),
+    Defect("missing-case", "a split names a case not in the dataset", "splits"),
+    Defect("unwritable-out", "output folder cannot be written", "output"),
+    Defect("existing-out", "output folder exists, no --force", "output"),
+)
+
+# (defect, command) pairs that are legitimately accepted (exit 0), with the reason shown in the docs
+ACCEPTED: dict[tuple[str, str], str] = {
+    ("negative", "verify"): "verify reports negative intensities as a warning",
+    ("unwritable-out", "verify"): "verify writes nothing",
+    ("existing-out", "verify"): "verify writes nothing",
+    ("existing-out", "prepare"): "an up-to-date cache is reused, not rewritten",
+    ("existing-out", "benchmark"): "benchmark resumes into its folder by design (--no-resume to refuse)",
+    ("missing-case", "prepare"): "prepare reads the case list, not the splits",
+    ("negative", "prepare"): "intensities are percentile-normalised inside the brain",
+    ("negative", "train"): "intensities are percentile-normalised inside the brain",
+    ("negative", "predict"): "intensities are percentile-normalised inside the brain",
+    ("negative", "detect"): "intensities are percentile-normalised inside the brain",
+    ("negative", "benchmark"): "intensities are percentile-normalised inside the brain",
+    ("negative", "evaluate"): "a map of any real scores can be thresholded",
+    ("negative", "preprocess"): "raw intensities may be negative",
+    ("shape-mismatch", "preprocess"): "raw masks are resampled onto the scan's grid",
+    ("affine-mismatch", "preprocess"): "raw masks are resampled onto the scan's grid",
+    ("constant", "evaluate"): "a constant map is a valid (useless) prediction",
+}
+
+# (defect, command) pairs whose behaviour falls short of the standard, reported to the owners
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("non-binary-label", "prepare"): "GAP: binarised (> 0) silently; verify calls it an error",
+    ("non-binary-label", "train"): "GAP: binarised (> 0) silently; verify calls it an error",
+    ("non-binary-label", "predict"): "GAP: binarised (> 0) silently; verify calls it an error",
+    ("non-binary-label", "benchmark"): "GAP: binarised (> 0) silently; verify calls it an error",
+    ("affine-mismatch", "evaluate"): "GAP: the map's affine is not compared with the prepared grid's",
+    ("truncated", "preprocess"): "GAP: SimpleITK reads the truncated file without complaint",
+    ("nan-inf", "preprocess"): "GAP: NaN/Inf pass into the dataset (verify and prepare refuse them later)",
+    ("non-binary-label", "preprocess"): "GAP: copied as is (verify refuses it later)",
+    ("constant", "preprocess"): "GAP: accepted (verify and prepare refuse it later)",
+    **{(d, "preprocess"): "GAP: per-case failure reported (exit 2), but OUT/.preprocess state is left for resume"
+       for d in ("not-nifti", "2d", "4d", "empty-mask")},
+}
+
+# (defect, command) pairs where the command does not read the defective file
+NOT_APPLICABLE: dict[tuple[str, str], str] = {
+    ("non-binary-label", "detect"): "detect reads no label",
+    ("missing-case", "detect"): "detect reads no dataset.json",
+    ("missing-case", "preprocess"): "preprocess reads raw scans, no splits",
+    ("non-binary-label", "evaluate"): "labels come from the prepared cache (refused by prepare)",
+    ("empty-mask", "evaluate"): "masks come from the prepared cache (refused by prepare)",
+}
+
+
+@dataclass
+class Base:
+    """Good material the cells copy from."""
+
+    root: Path
+    dataset: Path
+    run: Path
+    val_maps: Path
+    test_maps: Path
+    threshold: Path
+
+
+def build_base(root: Path, make_dataset: Callable[[Path], Path]) -> Base:
+    """Dataset, demo cache, an ``intensity`` run, lesion_val/lesion_test maps and a threshold.json."""
+    dataset = make_dataset(root / "phantom")
+    run, val_maps, test_maps, ev = root / "run", root / "maps_val", root / "maps_test", root / "eval"
+    for argv in (["train", "--data", str(dataset), "--method", "intensity", "--out", str(run), "--no-progress"],
+                 ["predict", str(run), "--data", str(dataset), "--split", "lesion_val", "--out", str(val_maps),
+                  "--no-progress", "--device", "cpu"],
+                 ["predict", str(run), "--data", str(dataset), "--split", "lesion_test", "--out", str(test_maps),
+                  "--no-progress", "--device", "cpu"],
+                 ["evaluate", str(test_maps), "--val", str(val_maps), "--out", str(ev)]):
+        code, err, _ = _call(argv)
+        if code != 0:
+            raise RuntimeError(f"building the corpus base failed: mddpm {' '.join(argv)}: {err}")
+    return Base(root, dataset, run, val_maps, test_maps, ev / "threshold.json")
+
+
+@contextlib.contextmanager
+def _in_process_prepare():
+    """Commands that prepare a cache on the way (train, predict, benchmark) do it in-process: a pool of
+    spawned workers would cost more than the 10 tiny cases."""
+    defaults = prepare_dataset.__defaults__
+    prepare_dataset.__defaults__ = (False, 1, False)  # force, workers, progress
+    try:
+        yield
+    finally:
+        prepare_dataset.__defaults__ = defaults
+
+
+def _call(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _in_process_prepare():
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse
+            code = int(e.code or 0)
+        except Exception:  # an unhandled exception is what the corpus hunts for: keep the traceback
+            traceback.print_exc(file=err)
+            code = 1
+    return code, err.getvalue(), out.getvalue()
+
+
+def _snapshot(path: Path) -> dict[str, bytes] | None:
+    """Every file under ``path`` with its bytes (None when absent or holding no file)."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    files = {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return files or None
+
+
+def _benchmark_grid(folder: Path, dataset: Path) -> Path:
+    grid = {"name": "corpus", "preset": "demo",
+            "datasets": [{"name": "phantom", "path": str(dataset), "healthy_val": "val",
+                          "test_sets": [{"name": "blob", "test": "lesion_test", "val": "lesion_val"}]}],
+            "methods": ["intensity"], "runs": {"seeds": [0]}, "reference": "intensity",
+            "thresholds": ["bisection"], "figures": 0}
+    path = folder / "grid.json"
+    path.write_text(json.dumps(grid))
+    return path
+
+
+def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome | None:
+    """Apply ``defect`` in ``folder`` (fresh), run ``command`` on it; None when not applicable."""
+    if (defect.name, command) in NOT_APPLICABLE:
+        return None
+    folder.mkdir(parents=True)
+    dataset = folder / "phantom"
+    out = folder / "out"
+    bad: Path
+    needs_dataset = command not in ("evaluate", "detect")
+    if needs_dataset or defect.target in ("image", "mask", "label"):
+        shutil.copytree(base.dataset, dataset, ignore=shutil.ignore_patterns("prepared"))
+    test_maps = base.test_maps
+    if command == "evaluate":
+        test_maps = folder / "maps_test"
+        shutil.copytree(base.test_maps, test_maps)
+
+    # where the defect goes
+    case = BAD_LABEL_CASE if defect.target == "label" else BAD_CASE
+    if command == "evaluate" and defect.target in ("image", "mask"):
+        meta = json.loads((test_maps / "predict.json").read_text())
+        bad = test_maps / f"{meta['case_ids'][0]}.nii.gz"  # the map stands in for the image and the mask
+        defect.apply(bad)
+    elif defect.target in ("image", "mask", "label"):
+        rel = {"image": f"images/{case}_0000.nii.gz", "mask": f"masks/{case}.nii.gz",
+               "label": f"labels/{case}.nii.gz"}[defect.target]
+        bad = dataset / rel
+        defect.apply(bad)
+    elif defect.target == "splits":
+        if command == "evaluate":
+            bad = test_maps / "predict.json"
+            meta = json.loads(bad.read_text())
+            meta["case_ids"].append("case999")
+            bad.write_text(json.dumps(meta))
+        else:
+            bad = dataset / "dataset.json"
+            meta = json.loads(bad.read_text())
+            meta["splits"]["train"].append("case999")
+            meta["splits"]["lesion_test"].append("case999")
+            bad.write_text(json.dumps(meta))
+    else:
+        bad = out
+    if defect.name == "unwritable-out":
+        blocker = folder / "blocker"
+        blocker.write_text("a regular file: nothing can be created under it\n")
+        out = bad = blocker / "out"
+        if command == "prepare":  # prepare writes DATASET/prepared/
+            bad = dataset / "prepared"
+            bad.write_text("a regular file where the cache folder goes\n")
+    elif defect.name == "existing-out":
+        if command == "prepare":
+            _call(["prepare", str(dataset), "--grid", "demo", "--workers", "1"])
+            bad = dataset / "prepared"
+        else:
+            out.mkdir()
+            (out / "earlier.txt").write_text("an earlier result\n")
+    watched = dataset / "prepared" if command == "prepare" else out
+    before = _snapshot(watched)
+
+    argv = _argv(command, dataset, out, base, test_maps, folder)
+    code, err, out_text = _call(argv)
+    err, out_text = (t.replace(str(folder), "CELL").replace(str(base.root), "BASE") for t in (err, out_text))
+    named = case if defect.target in ("image", "mask", "label") and command != "evaluate" else bad.name
+    named = "case999" if defect.target == "splits" else named
+    return Outcome(code=code, stderr=err.strip().splitlines(), stdout=out_text.strip().splitlines(),
+                   traceback="Traceback" in err, outputs_changed=_snapshot(watched) != before, bad_name=named)
+
+
+def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, folder: Path) -> list[str]:
+    if command == "verify":
+        return ["verify", str(dataset)]
+    if command == "prepare":
+        return ["prepare", str(dataset), "--grid", "demo", "--workers", "1"]
+    if command == "train":
+        return ["train", "--data", str(dataset), "--method", "intensity", "--out", str(out), "--no-progress"]
+    if command == "predict":
+        return ["predict", str(base.run), "--data", str(dataset), "--split", "lesion_test", "--out", str(out),
+                "--no-progress", "--device", "cpu"]
+    if command == "evaluate":
+        return ["evaluate", str(test_maps), "--val", str(base.val_maps), "--out", str(out)]
+    if command == "detect":
+        src = dataset if dataset.exists() else base.dataset
+        return ["detect", str(src / f"images/{BAD_CASE}_0000.nii.gz"), "--model", str(base.run),
+                "--mask", str(src / f"masks/{BAD_CASE}.nii.gz"), "--out", str(out), "--threshold",
+                str(base.threshold), "--device", "cpu"]
+    if command == "preprocess":  # raw scans named <case id>.nii.gz, masks and labels beside them
+        raw = folder / "raw"
+        for kind in ("images", "masks", "labels"):
+            (raw / kind).mkdir(parents=True)
+        shutil.copy(dataset / f"images/{BAD_CASE}_0000.nii.gz", raw / f"images/{BAD_CASE}.nii.gz")
+        shutil.copy(dataset / f"masks/{BAD_CASE}.nii.gz", raw / f"masks/{BAD_CASE}.nii.gz")
+        shutil.copy(dataset / f"labels/{BAD_LABEL_CASE}.nii.gz", raw / f"labels/{BAD_CASE}.nii.gz")
+        return ["preprocess", str(raw / "images"), str(out), "--masks", str(raw / "masks"),
+                "--labels", str(raw / "labels"), "--skip-registration", "--skip-n4", "--no-progress"]
+    if command == "benchmark":
+        return ["benchmark", str(_benchmark_grid(folder, dataset)), "--out", str(out), "--device", "cpu",
+                "--no-report", "--no-progress"]
+    raise ValueError(command)
+
+
+def markdown_table(outcomes: dict[tuple[str, str], Outcome | None]) -> str:
+    """Input × command -> outcome, one row per (input, command), grouped by input."""
+    lines = ["| input | command | outcome |", "|---|---|---|"]
+    for defect in CORPUS:
+        for command in COMMANDS:
+            key = (defect.name, command)
+            o = outcomes.get(key)
+            if key in NOT_APPLICABLE:
+                cell = f"n/a: {NOT_APPLICABLE[key]}"
+            elif o is None:
+                continue
+            else:
+                cell = o.cell()
+                if key in ACCEPTED:
+                    cell += f" ({ACCEPTED[key]})"
+                elif key in KNOWN_GAPS:
+                    cell += f" ({KNOWN_GAPS[key]})"
+            lines.append(f"| {defect.name}: {defect.description} | {command} | {cell} |")
+    return "\n".join(lines) + "\n"
