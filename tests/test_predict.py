@@ -174,3 +174,27 @@ def test_cli_predict(setup, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(args + ["--force", "--t-fix", "100", "300"]) == 0
     assert read_json(tmp_path / "maps" / "predict.json")["settings"]["t_fix"] == [100, 300]
+
+
+@pytest.mark.slow  # a tiny U-Net still takes seconds per step and per volume on 2 busy CPU cores
+def test_registered_diffusion_method_train_predict_detect(setup, tmp_path):
+    from mddpm.inference.detect import detect
+    from mddpm.training.train import train
+
+    dataset, _, _ = setup
+    small = ["model.net.model_channels=8", "model.net.groups=4", "model.net.head_channels=8",
+             "model.net.channel_mult=[1,2]", "train.batch_size=2", "train.max_steps=2", "train.val_every=2",
+             "train.val_batches=1"]
+    run = train(dataset, "mddpm-released", out=tmp_path / "run", overrides=small, progress=False)
+    shared = predict(run, dataset, "test", tmp_path / "shared", progress=False)
+    single = predict(run, dataset, "test", tmp_path / "single", noise_per="slice", t_fix=[250], progress=False)
+    assert read_json(shared / "predict.json")["settings"]["noise_per"] == "volume"
+    settings = read_json(single / "predict.json")["settings"]
+    assert settings["noise_per"] == "slice" and settings["t_fix"] == [250]
+    a, b = _load(shared / "case005.nii.gz")[0], _load(single / "case005.nii.gz")[0]
+    assert a.shape == b.shape == (48, 48, 25) and not np.allclose(a, b)
+    with pytest.raises(MddpmError, match="outside"):
+        predict(run, dataset, "test", tmp_path / "bad", t_fix=[1000], progress=False)
+    out = detect(dataset / "images" / "case006_0000.nii.gz", run, tmp_path / "detect",
+                 mask=dataset / "masks" / "case006.nii.gz", threshold=0.2)
+    assert _load(out / "anomaly_map.nii.gz")[0].shape == (32, 32, 16)

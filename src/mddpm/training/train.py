@@ -16,6 +16,7 @@ this function; only global rank 0 checks and writes the run folder. ``train.batc
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import time
 import warnings
@@ -107,7 +108,10 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
     if rank_zero:
         if force:
             _remove_run_files(run)
-        run.mkdir(parents=True, exist_ok=True)
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MddpmError(f"{run}: cannot create the run folder ({e.strerror})") from None
         write_json(run / "config.json", {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
 
     with torch.random.fork_rng(devices=[]):
@@ -140,13 +144,16 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
 
 
 def export_weights(run: Path) -> None:
-    """Write ``RUN/best.pt`` and ``RUN/last.pt`` from the Lightning checkpoints (our own files)."""
+    """Write ``RUN/best.pt`` and ``RUN/last.pt`` from the Lightning checkpoints (read with weights_only)."""
     cfg = {k: v for k, v in read_json(run / "config.json").items() if k not in RUN_EXTRA_KEYS}
     for name in ("best", "last"):
         ckpt_path = run / "checkpoints" / f"{name}.ckpt"
         if not ckpt_path.is_file():
             raise MddpmError(f"{ckpt_path}: missing after training")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # written by this run
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise MddpmError(f"{ckpt_path}: refused to load: holds objects other than plain data and tensors") from None
         state = {k[len("method."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
         save_weights(run / f"{name}.pt", cfg["method"], cfg, state, ckpt["global_step"],
                      ckpt.get("mddpm", {}).get("val_loss"))
