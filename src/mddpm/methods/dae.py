@@ -44,7 +44,7 @@ PRESETS = {
     "demo": {
         "model": {"depth": 3, "base_channels": 16, "noise_res": 8, "noise_std": 0.2, "cosine_steps": 0,
                   "amsgrad": True, "weight_decay": 1e-5},
-        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 300, "val_every": 100, "val_batches": 2},
+        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 400, "val_every": 100, "val_batches": 2},
         "data": {"grid": "demo"},
     },
 }

@@ -51,8 +51,8 @@ PRESETS = {
     "demo": {
         "model": {"image_size": 48, "latent_dim": 32, "num_stages": 3, "base_channels": 16, "max_channels": 64,
                   "encoder_base_channels": 16, "encoder_max_channels": 32, "encoder_tanh": True, "n_critic": 5,
-                  "gp_weight": 10.0, "kappa": 1.0, "gan_steps": 480, "adam_betas": [0.0, 0.9], "score": "image"},
-        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 600, "val_every": 100, "val_batches": 2},
+                  "gp_weight": 10.0, "kappa": 1.0, "gan_steps": 1200, "adam_betas": [0.0, 0.9], "score": "image"},
+        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 200, "val_batches": 2},
         "data": {"grid": "demo"},
     },
 }

@@ -45,7 +45,7 @@ PRESETS = {
         "model": {"image_size": 48, "latent_dim": 32, "num_down": 3, "base_channels": 16, "max_channels": 32,
                   "bottleneck_reduction": 4, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1", "d_model": 64,
                   "num_heads": 4, "num_layers": 1, "ff_dim": 128},
-        "train": {"batch_size": 2, "lr": 1e-3, "max_steps": 200, "val_every": 100, "val_batches": 2},
+        "train": {"batch_size": 2, "lr": 1e-3, "max_steps": 300, "val_every": 100, "val_batches": 2},
         "data": {"grid": "demo"},
     },
 }

@@ -42,7 +42,7 @@ PRESETS = {
     "demo": {
         "model": {"image_size": 48, "latent_dim": 32, "num_down": 3, "base_channels": 16, "max_channels": 32,
                   "bottleneck_reduction": 4, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1"},
-        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 300, "val_every": 100, "val_batches": 2},
+        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 800, "val_every": 200, "val_batches": 2},
         "data": {"grid": "demo"},
     },
 }
