@@ -123,6 +123,8 @@ def test_bad_requests_are_refused_with_one_line(tmp_path):
         synth.synthesize(tmp_path / "a", **{**COUNTS, "n_ms_test": -1})
     with pytest.raises(MddpmError, match="at least one train"):
         synth.synthesize(tmp_path / "a", **{**COUNTS, "n_train": 0})
+    with pytest.raises(MddpmError, match="seed=-2"):
+        synth.synthesize(tmp_path / "a", **COUNTS, seed=-2)
     with pytest.raises(MddpmError, match="spacing_mm"):
         synth.synthesize(tmp_path / "a", **COUNTS, spacing_mm=10.0, workers=1)
     (tmp_path / "notes").mkdir()
@@ -185,3 +187,18 @@ def test_parallel_workers_write_the_same_files(synth_dataset, tmp_path):
     for case_id in load_dataset(synth_dataset).cases:
         for a, b in zip(_arrays(synth_dataset, case_id), _arrays(parallel, case_id)):
             np.testing.assert_array_equal(a, b)
+
+
+def test_warp_reads_the_voxel_it_is_told_to():
+    rng = np.random.default_rng(0)
+    volumes = rng.random((2, 5, 6, 7), dtype=np.float32)
+    where = np.indices((5, 6, 7), dtype=np.float32)
+    np.testing.assert_allclose(synth._warp(volumes, where), volumes, atol=1e-6)
+    shifted = where.copy()
+    shifted[1] += 1  # read y + 1: the last y row falls outside and reads 0
+    out = synth._warp(volumes, shifted)
+    np.testing.assert_allclose(out[:, :, :-1], volumes[:, :, 1:], atol=1e-6)
+    assert (out[:, :, -1] == 0).all()
+    shifted[2] += 0.5  # halfway between two z voxels: their mean
+    np.testing.assert_allclose(synth._warp(volumes, shifted)[:, :, :-1, :-1],
+                               (volumes[:, :, 1:, :-1] + volumes[:, :, 1:, 1:]) / 2, atol=1e-6)

@@ -509,6 +509,8 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
     for name, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise MddpmError(f"{name}={n}: must be a non-negative integer")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MddpmError(f"seed={seed}: must be a non-negative integer")
     if n_train < 1 or n_val < 1:
         raise MddpmError(f"{out}: need at least one train and one val case (n_train={n_train}, n_val={n_val})")
     check_new_output(out, force)
