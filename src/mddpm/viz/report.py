@@ -300,14 +300,15 @@ def _rule_header(rule: str, default: str) -> str:
     return f"DICE<br><small>{_e(name)}{' · default' if rule == default else ''}</small>"
 
 
-_ORACLE_TH = 'ORACLE best DICE <span class="badge" title="best threshold per volume on its own labels">oracle</span>'
+_ORACLE_TH = 'best DICE <span class="badge" title="best threshold per volume on its own test labels">ORACLE</span>'
 
 
 def _summary_from_evaluations(evals: list[_Eval]) -> str:
     """Per evaluation: metrics mean ± std over its volumes."""
     rules = list(dict.fromkeys(r for ev in evals for r in ev.rules))
     default = evals[0].default_rule if evals else "bisection"
-    head = ("<tr><th>Method</th><th>Test set</th><th>Run</th><th>volumes</th>"
+    show_run = len({(ev.method, ev.column) for ev in evals}) < len(evals)  # several runs of one method and test set
+    head = ("<tr><th>Method</th><th class=l>Test set</th>" + ("<th class=l>Run</th>" if show_run else "") + "<th>volumes</th>"
             + "".join(f"<th>{_rule_header(r, default)}</th>" for r in rules)
             + f"<th>AUPRC</th><th>AUROC</th><th class=oracle>{_ORACLE_TH}</th></tr>")
     body = []
@@ -319,14 +320,15 @@ def _summary_from_evaluations(evals: list[_Eval]) -> str:
                 cells.append(f"<td>{_stat_pct(agg['rules'][r]['dice'])}<span class=sub>τ = {th[r]['threshold']:.4g}</span></td>")
             else:
                 cells.append("<td>–</td>")
-        body.append(f"<tr><td>{_e(ev.label)}</td><td class=l>{_e(ev.test_set)}</td><td class=l>{_e(ev.run)}</td>"
+        run = f"<td class=l>{_e(ev.run)}</td>" if show_run else ""
+        body.append(f"<tr><td>{_e(ev.label)}</td><td class=l>{_e(ev.test_set)}</td>{run}"
                     f"<td>{ev.metrics['test']['cases']}</td>{''.join(cells)}<td>{_stat_pct(agg.get('auprc'))}</td>"
                     f"<td>{_stat_pct(agg.get('auroc'))}</td><td class=oracle>{_stat_pct(agg.get('oracle_dice_bisection'))}</td></tr>")
     return (f'<div class=scroll><table class="summary"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></div>'
             '<p class=note>In %, mean ± std over the volumes of each test split (population std). DICE: per-volume Dice '
             'after thresholding at τ (chosen on the validation split by the named rule) and removing components of '
-            '≤ 7 voxels. AUPRC: per-volume average precision. ORACLE best DICE picks each volume\'s own best threshold '
-            'from its test labels: an upper bound, not a result.</p>')
+            '≤ 7 voxels. AUPRC: per-volume average precision. The ORACLE best DICE picks each volume\'s own best '
+            'threshold from its test labels: an upper bound, not a result.</p>')
 
 
 def _best_rows(rows: list[dict], key: str, metric: str) -> set[str]:
@@ -477,8 +479,8 @@ nav a{color:var(--accent);text-decoration:none}
 nav a:hover{text-decoration:underline}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:13px;margin:6px 0}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;vertical-align:top;white-space:nowrap}
-th:first-child,td:first-child,td.l{text-align:left}
-thead th{background:var(--soft);font-weight:600;vertical-align:bottom;border-bottom:2px solid #d5d9e2}
+th:first-child,td:first-child,td.l,th.l{text-align:left}
+thead th{background:var(--soft);font-weight:600;vertical-align:bottom;border-bottom:2px solid #d5d9e2;white-space:normal}
 th.c{text-align:center}
 th small{font-weight:400;color:var(--muted)}
 tbody tr:hover td{background:#f9fafc}
