@@ -1,0 +1,513 @@
+"""``mddpm preprocess``: raw scans -> a dataset folder (docs/preprocess.md).
+
+Per case, in the published order (protocol §1.3): read -> reorient -> resample to isotropic
+voxels -> brain mask -> affine registration to a template -> crop to the brain -> N4 inside the
+brain. The image is interpolated once (B-spline) from the raw grid straight onto the output grid
+(the resampling and the registration are composed); masks and labels once, nearest neighbour.
+The 1 mm copy of the scan is only used to estimate the registration (and as HD-BET's input).
+
+Dataset level: cases run in parallel processes; each finished case leaves a marker
+``OUT/.preprocess/<id>.json`` (settings hash, input fingerprints, timings, QC), so a rerun with
+the same settings skips it; failures are collected and reported, one line each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mddpm import __version__
+from mddpm.data.dataset import save_dataset_json
+from mddpm.errors import MddpmError
+from mddpm.io import read_json, write_json, write_nifti
+from mddpm.preprocess import steps
+from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
+from mddpm.preprocess.steps import N4Settings, RegistrationSettings
+from mddpm.preprocess.template import load_template, template_fingerprint
+
+PIPELINE_VERSION = 1  # bump when the algorithm changes: finished cases of older versions are redone
+STATE_DIR = ".preprocess"
+MASK_SOURCES = ("files", "nonzero", "hd-bet")
+MIN_TEMPLATE_DICE = 0.6  # a registered brain mask overlapping the template's less than this is a failure
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """Everything that determines the output of one case (hashed for resume)."""
+
+    orientation: str = "LPS"  # sitk.DICOMOrient code; "LPS" is ANTs' "RAI", the published orientation
+    spacing_mm: float = 1.0
+    mask_source: str = "files"  # "files" (--masks), "nonzero" (already skull-stripped), "hd-bet"
+    hdbet_device: str = "cpu"
+    register: bool = True
+    template: str | None = None  # None: nilearn's MNI152 2009a T1 brain
+    template_mask: str | None = None
+    registration: RegistrationSettings = field(default_factory=RegistrationSettings)
+    bias_correction: bool = True
+    n4: N4Settings = field(default_factory=N4Settings)
+
+    def __post_init__(self):
+        if self.mask_source not in MASK_SOURCES:
+            raise MddpmError(f"mask source {self.mask_source!r}: expected one of {', '.join(MASK_SOURCES)}")
+        if not self.spacing_mm > 0:
+            raise MddpmError(f"spacing {self.spacing_mm}: must be > 0 mm")
+        if len(self.orientation) != 3 or set(self.orientation.upper()) - set("LRPAIS"):
+            raise MddpmError(f"orientation {self.orientation!r}: expected a code like LPS or RAS")
+        if self.n4.shrink < 1:
+            raise MddpmError(f"N4 shrink factor {self.n4.shrink}: must be >= 1")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def settings_hash(settings: PreprocessSettings) -> tuple[str, dict]:
+    """(sha256, record) of the settings, the template's identity and the pipeline version."""
+    record = {"pipeline_version": PIPELINE_VERSION, "settings": settings.as_dict(),
+              "template": template_fingerprint(settings.template, settings.template_mask) if settings.register else None}
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return digest, record
+
+
+@dataclass(frozen=True)
+class CaseInputs:
+    id: str
+    image: Path
+    mask: Path | None = None
+    label: Path | None = None
+
+
+class _Timer:
+    """Times named steps and turns their errors into one line naming the scan and the step."""
+
+    def __init__(self, case: CaseInputs):
+        self.case, self.seconds, self.cpu_seconds = case, {}, {}
+
+    def __call__(self, name: str):
+        self.name = name
+        return self
+
+    def __enter__(self):
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, kind, err, tb):
+        self.seconds[self.name] = round(time.perf_counter() - self.start, 3)
+        self.cpu_seconds[self.name] = round(time.process_time() - self.cpu_start, 3)
+        if err is None or not isinstance(err, Exception):
+            return False
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, MddpmError) and self.name == "read":
+            raise err  # read errors already name their file
+        detail = msg if isinstance(err, MddpmError) else f"{type(err).__name__}: {msg[:200]}"
+        raise MddpmError(f"{self.case.image}: {self.name}: {detail}") from None
+
+
+def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dict[str, sitk.Image | None], dict]:
+    """Run the pipeline on one scan. Returns ``({"image", "mask", "label"}, info)``: float32
+    image (0 outside the brain), uint8 {0, 1} mask, label with its original values (or None), all
+    on the cropped output grid; ``info`` has per-step seconds and QC numbers."""
+    step, info = _Timer(case), {}
+    with step("read"):
+        raw = steps.read_volume(case.image)
+        mask_src = steps.read_volume(case.mask, label=True) if case.mask is not None else None
+        label_src = steps.read_volume(case.label, label=True) if case.label is not None else None
+    with step("reorient"):
+        raw = steps.reorient(raw, settings.orientation)
+    with step("resample"):
+        grid_iso = steps.isotropic_grid(raw, settings.spacing_mm)
+        iso = steps.resample(raw, grid_iso, interpolator=sitk.sitkBSpline)
+    with step("brain_mask"):
+        if settings.mask_source == "nonzero":
+            mask_src = steps.binary_mask(raw)
+        elif settings.mask_source == "hd-bet":
+            mask_src = hdbet_mask(iso, case.id, settings.hdbet_device)
+        elif mask_src is None:
+            raise MddpmError(f"no brain mask for this scan: {HOW_TO_PROVIDE_MASKS}")
+        mask_iso = steps.binary_mask(steps.resample(mask_src, grid_iso, interpolator=sitk.sitkNearestNeighbor))
+        if not sitk.GetArrayViewFromImage(mask_iso).any():
+            raise MddpmError(f"brain mask {case.mask or ''} is empty on the scan's grid (wrong file or geometry?)")
+    transform, grid_out = None, grid_iso
+    if settings.register:
+        with step("registration"):
+            template = load_template(settings.template, settings.template_mask, settings.orientation, settings.spacing_mm)
+            moving = sitk.Mask(sitk.Maximum(iso, 0.0), mask_iso)
+            transform, info["registration"] = steps.register_affine(template.image, moving, settings.registration)
+            info["registration"]["matrix_lps"] = steps.affine_matrix(transform).round(6).tolist()
+            grid_out = template.grid
+    with step("warp"):
+        image = steps.resample(raw, grid_out, transform, interpolator=sitk.sitkBSpline, pixel_type=sitk.sitkFloat32)
+        mask = steps.binary_mask(steps.resample(mask_src, grid_out, transform, interpolator=sitk.sitkNearestNeighbor))
+        label = (steps.resample(label_src, grid_out, transform, interpolator=sitk.sitkNearestNeighbor)
+                 if label_src is not None else None)
+        image = sitk.Mask(sitk.Maximum(image, 0.0), mask)  # background 0; B-spline undershoot clipped
+        if settings.register:
+            info["qc"] = {"template_dice": round(_dice(mask, template.mask), 4)}
+            if info["qc"]["template_dice"] < MIN_TEMPLATE_DICE:
+                raise MddpmError(f"registered brain overlaps the template's brain by Dice {info['qc']['template_dice']:.2f} "
+                                 f"(< {MIN_TEMPLATE_DICE}): registration failed or the mask is wrong")
+    with step("crop"):
+        start, size = steps.bounding_box(mask)
+        image, mask = steps.crop(image, start, size), steps.crop(mask, start, size)
+        label = steps.crop(label, start, size) if label is not None else None
+    if settings.bias_correction:
+        with step("n4"):
+            image, info["n4"] = steps.n4_correct(image, mask, settings.n4)
+            image = sitk.Mask(image, mask)
+    info["seconds"], info["cpu_seconds"] = step.seconds, step.cpu_seconds  # wall; CPU of all threads
+    info["shape"] = list(image.GetSize())
+    info["brain_volume_ml"] = round(float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / 1000, 1)
+    return {"image": image, "mask": mask, "label": label}, info
+
+
+def _dice(a: sitk.Image, b: sitk.Image) -> float:
+    x, y = sitk.GetArrayViewFromImage(a) > 0, sitk.GetArrayViewFromImage(b) > 0
+    return float(2 * (x & y).sum() / max(1, x.sum() + y.sum()))
+
+
+def _label_array(label: sitk.Image) -> tuple[np.ndarray, np.ndarray, list]:
+    arr, affine = steps.to_nifti_array(label)
+    values = np.unique(arr)
+    if arr.dtype.kind in "iu" and values.min() >= 0 and values.max() <= 255:
+        arr = arr.astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        arr = arr.astype(np.float32)
+    return arr, affine, [v.item() for v in values[:32]]
+
+
+def output_paths(case_id: str, has_label: bool) -> dict[str, str | None]:
+    """Paths relative to the dataset folder (nnU-Net-like naming)."""
+    return {"image": f"images/{case_id}_0000.nii.gz", "mask": f"masks/{case_id}.nii.gz",
+            "label": f"labels/{case_id}.nii.gz" if has_label else None}
+
+
+def _fingerprint(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    st = path.stat()
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def input_fingerprint(case: CaseInputs) -> dict:
+    return {k: _fingerprint(getattr(case, k)) for k in ("image", "mask", "label")}
+
+
+def run_case(case: CaseInputs, out: Path, settings: PreprocessSettings, digest: str) -> dict:
+    """Preprocess one case and write its files and done-marker; returns the marker."""
+    volumes, info = preprocess_case(case, settings)
+    rel = output_paths(case.id, volumes["label"] is not None)
+    image, affine = steps.to_nifti_array(volumes["image"])
+    write_nifti(out / rel["image"], image.astype(np.float32), affine)
+    mask, affine = steps.to_nifti_array(volumes["mask"])
+    write_nifti(out / rel["mask"], mask.astype(np.uint8), affine)
+    label_values = None
+    if volumes["label"] is not None:
+        label, affine, label_values = _label_array(volumes["label"])
+        write_nifti(out / rel["label"], label, affine)
+    marker = {"id": case.id, "settings_hash": digest, "inputs": input_fingerprint(case), "outputs": rel,
+              "label_values": label_values, "mddpm": __version__, **info}
+    write_json(out / STATE_DIR / f"{case.id}.json", marker)
+    return marker
+
+
+def finished_marker(case: CaseInputs, out: Path, digest: str) -> dict | None:
+    """The case's marker when its outputs exist and were made with these settings and inputs."""
+    path = out / STATE_DIR / f"{case.id}.json"
+    if not path.is_file():
+        return None
+    try:
+        marker = read_json(path)
+    except MddpmError:
+        return None
+    if marker.get("settings_hash") != digest or marker.get("inputs") != input_fingerprint(case):
+        return None
+    outputs = [p for p in marker.get("outputs", {}).values() if p]
+    if not outputs or not all((out / p).is_file() for p in outputs):
+        return None
+    return marker
+
+
+def _index_dir(folder: Path, what: str) -> dict[str, list[Path]]:
+    if not folder.is_dir():
+        raise MddpmError(f"{folder}: {what} folder not found")
+    found: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        cid = steps.case_id(p)
+        if cid is not None and p.is_file():
+            found.setdefault(cid, []).append(p)
+    return found
+
+
+def find_cases(input_dir: str | Path, pattern: str | None = None, masks_dir: str | Path | None = None,
+               labels_dir: str | Path | None = None) -> tuple[list[CaseInputs], list[str]]:
+    """Scans in ``input_dir`` (matching ``pattern``, any supported format), each with the mask
+    and label of the same case id. Returns ``(cases, problems)``: a problem is a case that
+    cannot run (its mask file missing, an id used twice), one line each naming the file."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise MddpmError(f"{input_dir}: input folder not found")
+    scans = _index_dir(input_dir, "input")
+    if pattern:
+        scans = {cid: [p for p in ps if p.match(pattern)] for cid, ps in scans.items()}
+        scans = {cid: ps for cid, ps in scans.items() if ps}
+    if not scans:
+        raise MddpmError(f"{input_dir}: no scans found (looked for {pattern or ', '.join('*' + s for s in steps.SUPPORTED_SUFFIXES)})")
+    masks = _index_dir(Path(masks_dir), "masks") if masks_dir else None
+    labels = _index_dir(Path(labels_dir), "labels") if labels_dir else {}
+    cases, problems = [], []
+    for cid, paths in scans.items():
+        if len(paths) > 1:
+            problems.append(f"{paths[0]}: case id {cid!r} is used by {len(paths)} files ({', '.join(p.name for p in paths)})")
+            continue
+        mask = label = None
+        if masks is not None:
+            if cid not in masks:
+                problems.append(f"{paths[0]}: no brain mask {Path(masks_dir) / (cid + '.nii.gz')} (or .nii/.nrrd/.mha)")
+                continue
+            if len(masks[cid]) > 1:
+                problems.append(f"{masks[cid][0]}: several mask files for case {cid!r}")
+                continue
+            mask = masks[cid][0]
+        if cid in labels:
+            if len(labels[cid]) > 1:
+                problems.append(f"{labels[cid][0]}: several label files for case {cid!r}")
+                continue
+            label = labels[cid][0]
+        cases.append(CaseInputs(cid, paths[0], mask, label))
+    return cases, problems
+
+
+@dataclass
+class PreprocessReport:
+    out: Path
+    processed: list[str] = field(default_factory=list)  # ids processed in this run
+    skipped: list[str] = field(default_factory=list)  # ids already finished (resume)
+    failures: list[str] = field(default_factory=list)  # one line each: "path: problem"
+    markers: dict[str, dict] = field(default_factory=dict)  # id -> marker of every finished case
+    dataset_json: Path | None = None
+
+
+def _worker_init(threads: int) -> None:
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _run_job(job: tuple) -> dict:
+    return run_case(*job)
+
+
+def _check_output_folder(out: Path, digest: str, force: bool) -> None:
+    if not out.exists() or not any(out.iterdir()):
+        return
+    record = out / STATE_DIR / "settings.json"
+    if record.is_file():
+        try:
+            if read_json(record).get("settings_hash") == digest:
+                return  # same settings: resume
+        except MddpmError:
+            pass
+        what = "preprocessed data made with other settings"
+    else:
+        what = "files that mddpm preprocess did not write"
+    if not force:
+        raise MddpmError(f"{out}: already holds {what} (use --force to overwrite)")
+
+
+def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: PreprocessSettings = PreprocessSettings(), *,
+                       masks_dir: str | Path | None = None, labels_dir: str | Path | None = None,
+                       pattern: str | None = None, role: str | None = None, split_name: str | None = None,
+                       modality: str = "T2", workers: int = 1, force: bool = False,
+                       progress: bool = True) -> PreprocessReport:
+    """Preprocess every scan of ``input_dir`` into the dataset folder ``out``.
+
+    Finished cases (marker with the same settings hash and input fingerprints, outputs present)
+    are skipped unless ``force``; a folder holding other data is refused unless ``force``. One
+    failing case does not stop the others: failures are returned in the report, and
+    ``out/dataset.json`` lists every finished case. ``workers > 1`` uses spawned processes
+    (a calling script needs the ``if __name__ == "__main__":`` guard).
+    """
+    out = Path(out)
+    if role not in (None, "healthy", "anomalous"):
+        raise MddpmError(f"role {role!r}: expected healthy or anomalous")
+    if settings.mask_source == "files" and masks_dir is None:
+        raise MddpmError(f"no brain masks: {HOW_TO_PROVIDE_MASKS}")
+    if settings.mask_source == "hd-bet" and hdbet_command() is None:
+        raise MddpmError(f"HD-BET is not installed ('hd-bet' is not on PATH): {HOW_TO_PROVIDE_MASKS}")
+    if role == "anomalous" and labels_dir is None:
+        raise MddpmError("--role anomalous needs --labels DIR (anomalous cases need a lesion label)")
+    cases, problems = find_cases(input_dir, pattern, masks_dir if settings.mask_source == "files" else None, labels_dir)
+    if role == "anomalous":
+        problems += [f"{c.image}: no label for this case in {labels_dir} (role anomalous)" for c in cases if c.label is None]
+        cases = [c for c in cases if c.label is not None]
+    digest, record = settings_hash(settings)
+    _check_output_folder(out, digest, force)
+    write_json(out / STATE_DIR / "settings.json", {"settings_hash": digest, **record})
+
+    report = PreprocessReport(out=out, failures=list(problems))
+    todo = []
+    for c in cases:
+        marker = None if force else finished_marker(c, out, digest)
+        if marker is None:
+            todo.append(c)
+        else:
+            report.skipped.append(c.id)
+            report.markers[c.id] = marker
+    _run_cases(todo, out, settings, digest, workers, progress, report)
+    finished = [c for c in cases if c.id in report.markers]
+    if finished:
+        report.dataset_json = write_dataset_json(out, finished, report.markers, settings, record, role=role,
+                                                 split_name=split_name, modality=modality,
+                                                 sources={"input": input_dir, "masks": masks_dir, "labels": labels_dir,
+                                                          "pattern": pattern})
+    return report
+
+
+def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, digest: str, workers: int,
+               progress: bool, report: PreprocessReport) -> None:
+    workers = max(1, min(workers, len(todo)))
+
+    def done(case: CaseInputs, marker: dict | None, error: BaseException | None) -> None:
+        if error is None:
+            report.processed.append(case.id)
+            report.markers[case.id] = marker
+        elif isinstance(error, MddpmError):
+            report.failures.append(str(error))
+        else:
+            report.failures.append(f"{case.image}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+    with _progress_bar(progress, len(todo)) as advance:
+        if workers == 1:
+            for c in todo:
+                try:
+                    done(c, run_case(c, out, settings, digest), None)
+                except Exception as e:  # one bad case must not stop the others
+                    done(c, None, e)
+                advance(c.id)
+            return
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = {pool.submit(_run_job, (c, out, settings, digest)): c for c in todo}
+            try:
+                for fut in as_completed(futures):
+                    c = futures[fut]
+                    err = fut.exception()
+                    done(c, None if err else fut.result(), err)
+                    advance(c.id)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+
+def write_dataset_json(out: Path, cases: list[CaseInputs], markers: dict[str, dict], settings: PreprocessSettings,
+                       record: dict, *, role: str | None, split_name: str | None, modality: str,
+                       sources: dict) -> Path:
+    """Write ``out/dataset.json`` for the finished ``cases`` (see docs/dataset-format.md)."""
+    entries, healthy, anomalous, non_binary = [], [], [], False
+    for c in cases:
+        m = markers[c.id]
+        rel = m["outputs"]
+        case_role = role or ("anomalous" if rel.get("label") else "healthy")
+        (anomalous if case_role == "anomalous" else healthy).append(c.id)
+        non_binary |= bool(m.get("label_values")) and any(v not in (0, 1) for v in m["label_values"])
+        entries.append({"id": c.id, "role": case_role, "group": None, "image": rel["image"], "mask": rel["mask"],
+                        "label": rel.get("label")})
+    splits = {split_name: [e["id"] for e in entries]} if split_name else {
+        k: v for k, v in (("train", healthy), ("test", anomalous)) if v}
+    if settings.register:
+        space = "MNI152" if settings.template is None else Path(settings.template).name.split(".")[0]
+    else:
+        space = "native"
+    meta = {
+        "name": out.resolve().name, "modality": modality,
+        "geometry": {"space": space, "spacing_mm": [settings.spacing_mm] * 3, "shape": None},
+        "cases": entries, "splits": splits,
+        "label_encoding": "gt0" if non_binary else "binary",
+        "provenance": provenance(settings, record, {k: str(Path(v).resolve()) if k != "pattern" and v else v
+                                                    for k, v in sources.items()}),
+    }
+    save_dataset_json(out, meta)
+    return out / "dataset.json"
+
+
+def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> list[dict]:
+    """One entry per step with its settings, oldest first (the published choice noted where ours differs)."""
+    tool = f"mddpm {__version__} preprocess, SimpleITK {sitk.Version.VersionString()}"
+    s = settings
+    entries = [
+        {"step": "inputs", "tool": tool, "settings": {**sources, "settings_hash": hashlib.sha256(
+            json.dumps(record, sort_keys=True).encode()).hexdigest(), "pipeline_version": PIPELINE_VERSION}},
+        {"step": "reorient", "tool": "sitk.DICOMOrient", "settings": {"orientation": s.orientation,
+                                                                      "note": "DICOMOrient 'LPS' = ANTs 'RAI' (published)"}},
+        {"step": "resample", "tool": "sitk.Resample", "settings": {
+            "spacing_mm": s.spacing_mm, "image": "cubic B-spline", "mask_label": "nearest neighbour",
+            "note": "the image is interpolated once, from the raw grid to the output grid (resampling and "
+                    "registration composed); published: B-spline to 1 mm, then linear in the registration"}},
+        {"step": "brain_mask", "tool": {"files": "given mask files", "nonzero": "image > 0",
+                                        "hd-bet": "HD-BET"}[s.mask_source],
+         "settings": {"source": s.mask_source, **({"device": s.hdbet_device} if s.mask_source == "hd-bet" else {})}},
+    ]
+    if s.register:
+        entries.append({"step": "registration", "tool": "sitk.ImageRegistrationMethod (affine)", "settings": {
+            **asdict(s.registration), "template": record["template"], "estimated_on": "brain-masked images",
+            "initialisation": "centres of mass", "metric": "Mattes mutual information",
+            "optimizer": "regular step gradient descent, scales from physical shift",
+            "published": "ANTsPy registration 'Affine' to SRI24 T1_brain (RAI): Mattes MI 32 bins, 20 % regular "
+                         "sampling, shrink 6,4,2,1, smoothing 3,2,1,0 vox, 2100,1200,1200,10 iterations, "
+                         "centre-of-mass init; masks and segs warped linearly"}})
+    entries.append({"step": "crop", "tool": "mddpm", "settings": {
+        "box": "inclusive bounding box of the brain mask",
+        "published": "cut.py drops the last brain index on each axis (exclusive upper bound) and keeps the "
+                     "uncropped affine; here every brain voxel is kept and the affine follows the crop"}})
+    if s.bias_correction:
+        entries.append({"step": "n4", "tool": "sitk.N4BiasFieldCorrectionImageFilter", "settings": {
+            **asdict(s.n4), "mask": "brain mask (and intensity > 0)",
+            "published": "ANTsPy n4_bias_field_correction: iterations [200]*4, tol 5e-4, shrink 4 and spline "
+                         "distance 200 mm (ANTsPy defaults), mask = ants.get_mask(image), weight = brain mask "
+                         "smoothed with sigma 1; SimpleITK has no weight image, so the binary mask is used"}})
+    return entries
+
+
+class _progress_bar:
+    """Context manager yielding ``advance(case_id)``; a rich progress bar on stderr when enabled."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled and total > 0, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda case_id: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.description}"), console=Console(stderr=True))
+        self.bar.start()
+        task = self.bar.add_task("", total=self.total)
+        return lambda case_id: self.bar.update(task, advance=1, description=case_id)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
+
+
+def print_report(report: PreprocessReport) -> None:
+    """Failures one line each on stderr, then a summary line on stdout."""
+    for line in report.failures:
+        print(line, file=sys.stderr)
+    total = len(report.processed) + len(report.skipped)
+    secs = [m["seconds"] for cid, m in report.markers.items() if cid in report.processed]
+    mean = f", {np.mean([sum(s.values()) for s in secs]):.1f} s per case" if secs else ""
+    print(f"{report.out}: {total} case(s) ready ({len(report.processed)} processed{mean}, "
+          f"{len(report.skipped)} already done), {len(report.failures)} failed"
+          + (f"; wrote {report.dataset_json}" if report.dataset_json else "; no dataset.json (no case finished)"))
