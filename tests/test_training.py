@@ -169,6 +169,10 @@ def test_bad_train_settings_are_refused_before_writing(dataset, tmp_path):
         assert not (tmp_path / "run" / "config.json").exists()
     with pytest.raises(MddpmError, match="no fold 3"):
         train(dataset, "tiny", out=tmp_path / "run", fold=3, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(MddpmError, match="--accelerator gpu"):
+            train(dataset, "tiny", out=tmp_path / "run", accelerator="gpu", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_optimizer_index_options_and_lr_scale(dataset, tmp_path):

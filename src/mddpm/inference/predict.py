@@ -170,8 +170,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     seconds = []
     for case_id in _progress(case_ids, progress, f"predict {split}"):
         image, mask, _ = prepared.volume(case_id)
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(1).to(device)
-        m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).unsqueeze(1).to(device)
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)  # a copy: the cache is read-only
+        m = torch.from_numpy(np.array(mask, dtype=np.float32)).unsqueeze(1).to(device)
         start = time.perf_counter()
         amap, recon = score_volume(method, x, m, case_generator(cfg["train"]["seed"], case_id, device),
                                    score, t_values, precision)

@@ -105,6 +105,13 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
                              f"{'' if fold is None else f' of fold {fold}'} is empty")
     prepared = Path(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress)).resolve()
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["train"]["seed"])  # parameter initialisation is reproducible too
+        model = build_method(cfg)
+    trainable = any(p.requires_grad for group in model.param_groups() for p in group) and cfg["train"]["max_steps"] > 0
+    if trainable:  # made before anything is written: a bad --accelerator/--devices leaves no half run
+        trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress)
+
     if rank_zero:
         if force:
             _remove_run_files(run)
@@ -114,17 +121,12 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
             raise MddpmError(f"{run}: cannot create the run folder ({e.strerror})") from None
         write_json(run / "config.json", {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg["train"]["seed"])  # parameter initialisation is reproducible too
-        model = build_method(cfg)
-
-    if not any(p.requires_grad for group in model.param_groups() for p in group) or cfg["train"]["max_steps"] == 0:
+    if not trainable:
         if rank_zero:  # nothing to optimise (e.g. a thresholding baseline): export the built model as is
             for name in ("best.pt", "last.pt"):
                 save_weights(run / name, cfg["method"], cfg, model.state_dict(), 0, None)
         return run
 
-    trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress)
     module = AnomalyModule(model, cfg, str(prepared), train_ids, val_ids)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
