@@ -256,6 +256,14 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
     with pytest.raises(MddpmError, match="--only dae"):
         run_benchmark(grid, out=out, data=data, only=["dae"])
 
+    fake_stages.clear()
+    (out / "table.md").unlink()
+    rebuilt = run_benchmark(grid, out=out, table_only=True, report=False, log=lambda m: None)
+    assert fake_stages == [] and (out / "table.md").is_file()
+    assert rebuilt["table"]["rows"] == result["table"]["rows"]
+    with pytest.raises(MddpmError, match="no finished evaluation"):
+        run_benchmark(grid, out=tmp_path / "empty", table_only=True, log=lambda m: None)
+
 
 def test_cli_dry_run_and_bad_grid(tmp_path, phantom_dataset, capsys):
     grid = _write_grid(tmp_path)

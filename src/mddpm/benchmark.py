@@ -544,9 +544,10 @@ def _now() -> str:
 
 def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = None, data: dict[str, str] | None = None,
                   resume: bool = True, dry_run: bool = False, only: list[str] | None = None, device: str = "auto",
-                  force: bool = False, progress: bool = True, report: bool = True,
+                  force: bool = False, progress: bool = True, report: bool = True, table_only: bool = False,
                   log: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``dry_run``, only list) the grid's stages and build the table; see the module docstring.
+    ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
 
     Returns ``{"out", "stages": [{"dataset", "method", "run", "stage", "status", "seconds"}], "table"}``
     (no table for a dry run).
@@ -558,6 +559,8 @@ def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = 
     for m in only or []:
         if m not in grid.methods:
             raise MddpmError(f"--only {m}: not a method of grid {grid.name!r} (methods: {', '.join(grid.methods)})")
+    if table_only:
+        return _write_outputs(grid, out, [], device, report, log)
     if not resume and not dry_run:
         check_new_output(out, force)
     roots = resolve_datasets(grid, data or {}, out, grid_file, create=not dry_run, progress=progress)
@@ -602,17 +605,26 @@ def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = 
         rows.append(_stage_row(stage, "ran", seconds))
         log(f"[{i}/{len(statuses)}] {stage.describe()}: {seconds:.1f} s")
 
-    table = build_benchmark_table(grid, out)
-    write_table_files(table, out)
     write_json(out / "benchmark.json", {"format": "mddpm-benchmark", "mddpm_version": __version__, "updated": _now(),
                                         "grid": grid.to_json(), "data": {k: str(v) for k, v in roots.items()},
                                         "device": predict_device, "only": only, "stages": rows})
-    if report and table["evaluations"]:
+    return _write_outputs(grid, out, rows, predict_device, report, log)
+
+
+def _write_outputs(grid: Grid, out: Path, rows: list[dict], device: str, report: bool,
+                   log: Callable[[str], None]) -> dict:
+    """Table files and report from every finished evaluation of ``grid`` in ``out``."""
+    table = build_benchmark_table(grid, out)
+    if not table["evaluations"]:
+        raise MddpmError(f"{out}: no finished evaluation of grid {grid.name!r} to tabulate")
+    write_table_files(table, out)
+    if report:
         from mddpm.viz.report import write_report
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
-                     f"Benchmark {grid.name}", table=table, cache_dir=out / "cache", device=predict_device)
-    log(f"table: {out / 'table.md'}; report: {out / 'report.html'}")
+                     f"Benchmark {grid.name}", table=table, cache_dir=out / "cache",
+                     device=_device_choice(device)[1])
+    log(f"table: {out / 'table.md'}" + (f"; report: {out / 'report.html'}" if report else ""))
     return {"out": str(out), "stages": rows, "table": table}
 
 
