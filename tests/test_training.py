@@ -285,3 +285,16 @@ def test_ddp_two_cpu_processes(dataset, tmp_path):
     a, b = _state(single / "last.pt"), _state(ddp / "last.pt")
     assert load_weights(ddp / "last.pt")["step"] == 2 and load_weights(ddp / "best.pt")["val_loss"] is not None
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_with_several_optimisers_tolerates_unused_parameters():
+    # a GAN's critic step leaves the generator without gradients: plain DDP raises on the next step
+    # (measured: fanogan with strategy="ddp_spawn" fails; `mddpm train --devices 2` trains)
+    from mddpm.training.train import _ddp_strategy
+
+    assert _ddp_strategy("auto", 2, 1, "cpu", optimizers=3) == "ddp_find_unused_parameters_true"
+    assert _ddp_strategy("auto", 1, 2, "cpu", optimizers=2) == "ddp_find_unused_parameters_true"
+    assert _ddp_strategy("auto", 2, 1, "cpu", optimizers=1) == "auto"
+    assert _ddp_strategy("auto", 1, 1, "cpu", optimizers=3) == "auto"
+    assert _ddp_strategy("auto", "auto", 1, "cpu", optimizers=3) == "auto"  # "auto" on the CPU is one process
+    assert _ddp_strategy("ddp_spawn", 2, 1, "cpu", optimizers=3) == "ddp_spawn"  # an explicit choice is kept

@@ -11,8 +11,8 @@ and ``lr_scale(step) -> float`` (a multiplier of each group's base lr at that st
 schedule). Each step trains the optimiser ``method.optimizer_index(step)`` names.
 
 Randomness: the generators of training step ``s`` on rank ``r`` are re-seeded from
-``(train.seed, r, s)`` at the start of the step, and those of validation batch ``i`` from
-``(train.seed, i)``. So a resumed run draws exactly what an uninterrupted run draws (the step number
+``(train.seed, 0, r, s)`` at the start of the step, and those of validation batch ``i`` from
+``(train.seed, 1, i)``. So a resumed run draws exactly what an uninterrupted run draws (the step number
 is all the state there is, and it is in every checkpoint), each DDP rank draws its own batches, and
 every validation sees the same batches and noise (validation batches are split over the ranks, so
 the validation loss does not depend on the number of devices).

@@ -26,6 +26,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mddpm.config import apply_overrides, build_method, resolve_config
@@ -110,6 +111,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         model = build_method(cfg)
     trainable = any(p.requires_grad for group in model.param_groups() for p in group) and cfg["train"]["max_steps"] > 0
     if trainable:  # made before anything is written: a bad --accelerator/--devices leaves no half run
+        strategy = _ddp_strategy(strategy, devices, num_nodes, accelerator, len(model.param_groups()))
         trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress)
 
     if rank_zero:
@@ -133,7 +135,11 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
         # batches are drawn from the step number, not the dummy loader, so mid-epoch resume is exact
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
-        trainer.fit(module, ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+        try:
+            trainer.fit(module, ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+        except SIGTERMException:  # a SystemExit with code None (exit 0): last.ckpt is saved by then
+            raise MddpmError(f"{run}: training stopped by SIGTERM at step {trainer.global_step}; "
+                             "continue with --resume") from None
 
     if rank_zero:
         if trainer.interrupted:
@@ -183,6 +189,17 @@ def _remove_run_files(run: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def _ddp_strategy(strategy: str, devices, num_nodes: int, accelerator: str, optimizers: int) -> str:
+    """``"auto"`` with several processes and several optimisers (a GAN's critic step leaves the generator's
+    parameters without gradients) -> DDP that tolerates unused parameters; anything else unchanged."""
+    if strategy != "auto" or optimizers < 2:
+        return strategy
+    if devices == "auto":
+        devices = torch.cuda.device_count() if accelerator != "cpu" and torch.cuda.is_available() else 1
+    world = (devices if isinstance(devices, int) else len(devices)) * num_nodes
+    return "ddp_find_unused_parameters_true" if world > 1 else strategy
 
 
 def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: str, strategy: str, progress: bool):
