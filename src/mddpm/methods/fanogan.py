@@ -160,7 +160,7 @@ class FAnoGANMethod(AnomalyMethod):
 
 @register_method(
     "fanogan",
-    "f-AnoGAN: WGAN-GP then izi_f encoder, image residual score (Schlegl et al. 2019)",
+    "f-AnoGAN: WGAN-GP, then izi_f encoder; image-residual score (Schlegl et al. 2019; 115,200 + 19,200 steps)",
     PRESETS,
     reference="Schlegl, Seeböck, Waldstein, Langs, Schmidt-Erfurth. f-AnoGAN: fast unsupervised anomaly detection "
               "with generative adversarial networks. Medical Image Analysis 54:30-44 (2019)",

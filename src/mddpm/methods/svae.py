@@ -86,7 +86,7 @@ class SVAEMethod(AnomalyMethod):
 
 @register_method(
     "svae",
-    "slice VAE with a transformer over the slices of a volume (Behrendt et al. 2022)",
+    "slice VAE with a transformer over the slices of a volume (Behrendt et al. 2022; 19,200 steps of 4 volumes)",
     PRESETS,
     reference="Behrendt, Bengs, Rogge, Krüger, Opfer, Schlaefer. Capturing inter-slice dependencies of 3D brain "
               "MRI-scans for unsupervised anomaly detection. MIDL 2022 (short paper)",

@@ -94,7 +94,7 @@ class VAEMethod(AnomalyMethod):
 
 @register_method(
     "vae",
-    "2-D slice VAE, dense latent 128, L1 + KL (Baur et al. 2021)",
+    "2-D slice VAE: dense latent 128, L1 + KL (Baur et al. 2021; 19,200 steps)",
     PRESETS,
     reference="Baur, Denner, Wiestler, Navab, Albarqouni. Autoencoders for unsupervised anomaly segmentation "
               "in brain MR images: a comparative study. Medical Image Analysis 69:101952 (2021)",
