@@ -472,9 +472,14 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
     method, cfg = _build(TRAIN_METHODS[0], "demo", settings, device)
     method.eval()
     gen = torch.Generator(device=device).manual_seed(settings.seed + 1)
+    with torch.no_grad():  # the zero-initialised layers would make every prediction constant: no parity test
+        for p in method.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05, generator=gen)
     v = synthetic_volumes(settings.parity_volumes, (25, 48, 48), gen, device)
     vols = [(v["image"][i][:, None], v["mask"][i][:, None], v["label"][i][:, None]) for i in range(v["image"].shape[0])]
-    return method, vols, (f"randomly initialised demo mddpm-released model (no trained run given), "
+    return method, vols, (f"randomly initialised demo mddpm-released model (no trained run given; zero-initialised layers "
+                          f"redrawn from N(0, 0.05²)), "
                           f"{len(vols)} synthetic 25x48x48 volumes")
 
 
