@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import stat
 import sys
@@ -238,6 +239,58 @@ def test_cli_failures_resume_and_force(world, tmp_path, capsys):
     assert _run_cli(*common, "--skip-registration", "--force") == 2
     assert load_dataset(out).meta["geometry"]["space"] == "native"
     assert all(p.stat().st_mtime_ns != mtimes[p] for p in files)
+
+
+def test_parallel_workers_with_n4_and_a_bad_mask(world, tmp_path, capsys):
+    make_raw(world, tmp_path, "a", seed=9)
+    make_raw(world, tmp_path, "b", seed=10)
+    bad = make_raw(world, tmp_path, "c", seed=11)
+    flat = sitk.Image([40, 30], sitk.sitkUInt8)  # a 2-D "mask"
+    sitk.WriteImage(flat, str(bad["mask"]))
+    out = tmp_path / "out"
+    assert _run_cli(tmp_path / "scans", out, "--masks", tmp_path / "masks", "--skip-registration", "--workers", 2,
+                    "--n4-iterations", "20,20", "--n4-shrink", 2) == 2
+    err = capsys.readouterr().err
+    assert f"{bad['mask']}: not a 3-D image" in err
+    ds = load_dataset(out)
+    assert sorted(ds.cases) == ["a", "b"]
+    n4 = next(p for p in ds.meta["provenance"] if p["step"] == "n4")["settings"]
+    assert n4["iterations"] == [20, 20] and n4["shrink"] == 2
+    for cid in ("a", "b"):
+        marker = json.loads((out / ".preprocess" / f"{cid}.json").read_text())
+        assert marker["n4"]["iterations_last_level"] <= 21 and set(marker["seconds"]) >= {"read", "n4", "crop"}
+
+
+def _rewrite(path: Path, fn) -> None:
+    img = nib.load(str(path))
+    nib.save(nib.Nifti1Image(fn(np.asarray(img.dataobj, dtype=np.float32)), img.affine), str(path))
+
+
+def _nan_voxel(a):
+    a[tuple(s // 2 for s in a.shape)] = np.nan
+    return a
+
+
+BAD_INPUTS = {  # defect -> (which file, how, what the error says)
+    "nan": ("image", lambda p: _rewrite(p, _nan_voxel), "NaN or Inf"),
+    "truncated": ("image", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "cannot read as NIfTI"),
+    "constant": ("image", lambda p: _rewrite(p, lambda a: np.full_like(a, 0.5)), "constant (0.5) inside the brain"),
+    "negative": ("image", lambda p: _rewrite(p, lambda a: a - 10.0), "% of the voxels inside the brain are negative"),
+    "empty-mask": ("mask", lambda p: _rewrite(p, np.zeros_like), "is empty on the scan's grid"),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(BAD_INPUTS))
+def test_bad_scan_is_refused_and_a_fresh_output_stays_absent(world, tmp_path, capsys, defect):
+    target, apply, message = BAD_INPUTS[defect]
+    paths = make_raw(world, tmp_path, "c1", seed=12)
+    apply(paths[target])
+    out = tmp_path / "out"
+    assert _run_cli(tmp_path / "scans", out, "--masks", tmp_path / "masks", "--skip-registration", "--skip-n4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mddpm preprocess: error: {paths['image']}")
+    assert message in err[0]
+    assert not out.exists()
 
 
 def test_output_folder_with_foreign_files_is_refused(world, tmp_path, capsys):

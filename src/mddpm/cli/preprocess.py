@@ -46,6 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--n4-shrink", type=int, default=N4Settings.shrink,
                    help=f"N4 shrink factor (default {N4Settings.shrink}, what the published ANTsPy call used; "
                         "1 = estimate at full resolution, slower)")
+    p.add_argument("--n4-iterations", default=",".join(map(str, N4Settings.iterations)),
+                   help="N4 iterations per fitting level, comma-separated (default 200,200,200,200, published)")
     p.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size in mm (default 1, published)")
     p.add_argument("--orientation", default="LPS",
                    help="voxel axis code for sitk.DICOMOrient (default LPS = ANTs 'RAI', the published orientation)")
@@ -64,6 +66,16 @@ def mask_source(args) -> str:
     return "hd-bet" if hdbet_command() else "files"  # "files" without --masks gives the how-to error
 
 
+def _iterations(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise MddpmError(f"--n4-iterations {text!r}: expected positive integers separated by commas, e.g. 200,200")
+    return levels
+
+
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
@@ -73,7 +85,7 @@ def run(args) -> int:
         orientation=args.orientation.upper(), spacing_mm=args.spacing, mask_source=mask_source(args),
         hdbet_device=args.hd_bet_device, register=not args.skip_registration, template=_absolute(args.template),
         template_mask=_absolute(args.template_mask), bias_correction=not args.skip_n4,
-        n4=dataclasses.replace(N4Settings(), shrink=args.n4_shrink))
+        n4=dataclasses.replace(N4Settings(), shrink=args.n4_shrink, iterations=_iterations(args.n4_iterations)))
     report = preprocess_dataset(args.input_dir, args.out, settings, masks_dir=args.masks, labels_dir=args.labels,
                                 pattern=args.pattern, role=args.role, split_name=args.split_name,
                                 modality=args.modality, workers=max(1, args.workers), force=args.force,

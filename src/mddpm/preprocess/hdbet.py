@@ -37,12 +37,14 @@ def _cli_generation(exe: str) -> int:
     return 2 if "save_bet_mask" in out.stdout + out.stderr else 1
 
 
-def hdbet_mask(image: sitk.Image, case: str, device: str = "cpu") -> sitk.Image:
-    """Run HD-BET on ``image`` (written to a temporary NIfTI) and return its brain mask (uint8,
-    same grid). Errors name the case and end with the last line HD-BET printed."""
+def hdbet_mask(image: sitk.Image, device: str = "cpu") -> sitk.Image:
+    """Run HD-BET on ``image`` and return its brain mask (uint8, in world space on a grid that
+    may be a permutation of ``image``'s). HD-BET gets the scan with its voxel axes in the MNI152
+    (FSL standard, "LAS") order it expects; errors end with the last line HD-BET printed."""
     exe = hdbet_command()
     if exe is None:
-        raise MddpmError(f"{case}: no brain mask and HD-BET is not installed: {HOW_TO_PROVIDE_MASKS}")
+        raise MddpmError(f"HD-BET is not installed: {HOW_TO_PROVIDE_MASKS}")
+    image = sitk.DICOMOrient(image, "LAS")
     with tempfile.TemporaryDirectory(prefix="mddpm-hdbet-") as tmp:
         src, out = Path(tmp) / "scan.nii.gz", Path(tmp) / "brain.nii.gz"
         sitk.WriteImage(image, str(src))
@@ -59,7 +61,7 @@ def hdbet_mask(image: sitk.Image, case: str, device: str = "cpu") -> sitk.Image:
         if proc.returncode != 0 or not mask_file.is_file():
             lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
             last = lines[-1][:200] if lines else "no output"
-            raise MddpmError(f"{case}: HD-BET failed (exit {proc.returncode}; {last}); "
+            raise MddpmError(f"HD-BET failed (exit {proc.returncode}; {last}); "
                              "its weights download to ~/hd-bet_params on first use")
         mask = sitk.ReadImage(str(mask_file))
     if mask.GetSize() == image.GetSize():

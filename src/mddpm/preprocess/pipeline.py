@@ -17,6 +17,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,6 +40,7 @@ PIPELINE_VERSION = 1  # bump when the algorithm changes: finished cases of older
 STATE_DIR = ".preprocess"
 MASK_SOURCES = ("files", "nonzero", "hd-bet")
 MIN_TEMPLATE_DICE = 0.6  # a registered brain mask overlapping the template's less than this is a failure
+MAX_NEGATIVE_FRACTION = 0.01  # more negative voxels inside the brain than this: not a raw magnitude image
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,15 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
         if settings.mask_source == "nonzero":
             mask_src = steps.binary_mask(raw)
         elif settings.mask_source == "hd-bet":
-            mask_src = hdbet_mask(iso, case.id, settings.hdbet_device)
+            mask_src = hdbet_mask(iso, settings.hdbet_device)
         elif mask_src is None:
             raise MddpmError(f"no brain mask for this scan: {HOW_TO_PROVIDE_MASKS}")
         mask_iso = steps.binary_mask(steps.resample(mask_src, grid_iso, interpolator=sitk.sitkNearestNeighbor))
-        if not sitk.GetArrayViewFromImage(mask_iso).any():
-            raise MddpmError(f"brain mask {case.mask or ''} is empty on the scan's grid (wrong file or geometry?)")
+        inside = sitk.GetArrayViewFromImage(iso)[sitk.GetArrayViewFromImage(mask_iso) > 0]
+        if inside.size == 0:
+            source = case.mask or {"nonzero": "image > 0", "hd-bet": "HD-BET"}[settings.mask_source]
+            raise MddpmError(f"brain mask ({source}) is empty on the scan's grid (wrong file or geometry?)")
+        _check_intensities(inside)
     transform, grid_out = None, grid_iso
     if settings.register:
         with step("registration"):
@@ -167,6 +172,18 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
     info["shape"] = list(image.GetSize())
     info["brain_volume_ml"] = round(float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / 1000, 1)
     return {"image": image, "mask": mask, "label": label}, info
+
+
+def _check_intensities(inside: np.ndarray) -> None:
+    """Refuse a scan that is constant inside the brain, or mostly negative there (not a raw
+    magnitude image: N4 and the zero background need intensities > 0)."""
+    if float(inside.max()) <= float(inside.min()):
+        raise MddpmError(f"the image is constant ({float(inside.min()):g}) inside the brain mask")
+    scale = float(np.percentile(np.abs(inside), 99))
+    negative = float((inside < -0.05 * scale).mean())  # small undershoot of the B-spline is not counted
+    if negative > MAX_NEGATIVE_FRACTION:
+        raise MddpmError(f"{100 * negative:.0f} % of the voxels inside the brain are negative; raw magnitude images "
+                         "are expected (not z-scored or shifted ones)")
 
 
 def _dice(a: sitk.Image, b: sitk.Image) -> float:
@@ -305,6 +322,8 @@ def _run_job(job: tuple) -> dict:
 
 
 def _check_output_folder(out: Path, digest: str, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise MddpmError(f"{out}: exists and is not a folder")
     if not out.exists() or not any(out.iterdir()):
         return
     record = out / STATE_DIR / "settings.json"
@@ -349,6 +368,8 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
         cases = [c for c in cases if c.label is not None]
     digest, record = settings_hash(settings)
     _check_output_folder(out, digest, force)
+    fresh = not out.exists()
+    created = [] if fresh else [p for p in (STATE_DIR, "images", "masks", "labels") if not (out / p).exists()]
     write_json(out / STATE_DIR / "settings.json", {"settings_hash": digest, **record})
 
     report = PreprocessReport(out=out, failures=list(problems))
@@ -362,11 +383,14 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
             report.markers[c.id] = marker
     _run_cases(todo, out, settings, digest, workers, progress, report)
     finished = [c for c in cases if c.id in report.markers]
-    if finished:
-        report.dataset_json = write_dataset_json(out, finished, report.markers, settings, record, role=role,
-                                                 split_name=split_name, modality=modality,
-                                                 sources={"input": input_dir, "masks": masks_dir, "labels": labels_dir,
-                                                          "pattern": pattern})
+    if not finished:  # leave the output folder as it was: absent, or without what this run created
+        for path in [out] if fresh else [out / p for p in created]:
+            shutil.rmtree(path, ignore_errors=True)
+        return report
+    report.dataset_json = write_dataset_json(out, finished, report.markers, settings, record, role=role,
+                                             split_name=split_name, modality=modality,
+                                             sources={"input": input_dir, "masks": masks_dir, "labels": labels_dir,
+                                                      "pattern": pattern})
     return report
 
 
@@ -501,10 +525,10 @@ class _progress_bar:
         return False
 
 
-def print_report(report: PreprocessReport) -> None:
-    """Failures one line each on stderr, then a summary line on stdout."""
+def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ") -> None:
+    """Failures one line each on stderr (``prefix`` + "file: problem"), then a summary on stdout."""
     for line in report.failures:
-        print(line, file=sys.stderr)
+        print(prefix + line, file=sys.stderr)
     total = len(report.processed) + len(report.skipped)
     secs = [m["seconds"] for cid, m in report.markers.items() if cid in report.processed]
     mean = f", {np.mean([sum(s.values()) for s in secs]):.1f} s per case" if secs else ""

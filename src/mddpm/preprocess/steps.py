@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mddpm.errors import MddpmError
+from mddpm.io import read_nifti
 
 # ITK's world is LPS, NIfTI's is RAS: the two differ by a flip of x and y
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -24,10 +25,14 @@ SUPPORTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 def read_volume(path: str | Path, *, label: bool = False) -> sitk.Image:
     """Read a 3-D NIfTI / NRRD / MHA file; float32 for images, the stored integer/float type
     for masks and labels (``label=True``). A trailing 4th axis of length 1 is dropped.
-    Raises :class:`MddpmError` naming the file for unreadable, non-3-D or non-finite images."""
+    Raises :class:`MddpmError` naming the file for unreadable, truncated, non-3-D or non-finite
+    images. NIfTI voxels are also read with nibabel, because ITK's NIfTI reader silently turns
+    NaN/Inf into 0 and zero-fills a truncated ``.nii.gz``."""
     path = Path(path)
     if not path.is_file():
         raise MddpmError(f"{path}: file not found")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        read_nifti(path)  # integrity only: the geometry below comes from ITK, like every later step
     try:
         img = sitk.ReadImage(str(path)) if label else sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as e:
