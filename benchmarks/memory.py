@@ -1,0 +1,286 @@
+"""Peak memory of ``mddpm predict`` and ``mddpm evaluate`` for 10 and for 100 volumes.
+
+Memory must stay bounded as the number of volumes grows: both commands stream one volume at a
+time, so their peak resident set size (RSS) should be roughly flat from 10 to 100 volumes.
+
+The script builds, in ``--work`` (default: a temporary folder), a phantom dataset of ellipsoid
+"brains" with one bright blob "lesion" each (96x96x50 voxels of 2 mm = the 192x192x100 mm crop,
+so the demo grid is 48x48x25 and the paper grid 96x96x50), with splits ``lesion_test_<N>`` and
+``lesion_val_<N>`` of N volumes each (the smaller splits are subsets of the larger ones, and all
+share one prepared cache). It prepares the cache once, then per method:
+
+- ``intensity`` (0 training steps): isolates the pipeline (I/O, post-processing, metrics);
+- ``tiny-diffusion``: ``mddpm-fpmcm`` with an 8-channel U-Net trained for 1 step: adds a network.
+
+Every measurement is a fresh subprocess running the CLI (``mddpm.cli.main.main``); at exit the
+child reads ``VmHWM`` (peak RSS), ``RssAnon`` and ``RssFile`` from ``/proc/self/status``; the
+parent cross-checks with the child's own ``ru_maxrss`` (``os.wait4``). Results go to a Markdown
+file (default ``benchmarks/results/memory.md``) with the command, machine, commit and date.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/memory.py [--work DIR] [--grid demo|paper]
+        [--volumes 10 100] [--methods intensity tiny-diffusion] [--out benchmarks/results/memory.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (96, 96, 50)  # voxels (x, y, z) of 2 mm: exactly the 192x192x100 mm crop of both grids
+SPACING_MM = 2.0
+N_TRAIN, N_HEALTHY_VAL = 4, 2
+STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
+METHODS = {
+    "intensity": ["--method", "intensity"],
+    "tiny-diffusion": ["--method", "mddpm-fpmcm", "--set", "model.net.model_channels=8",
+                       "--set", "model.net.head_channels=8", "--set", "train.max_steps=1",
+                       "--set", "train.batch_size=2", "--set", "train.val_every=1", "--set", "train.val_batches=1"],
+}
+
+
+def build_dataset(root: Path, n_lesion: int, seed: int = 0) -> dict[str, float]:
+    """Write ``N_TRAIN + N_HEALTHY_VAL`` healthy and ``2 * n_lesion`` lesion phantoms to ``root``.
+
+    Returns the seconds spent. The splits ``lesion_test_<n>``/``lesion_val_<n>`` are filled in by
+    :func:`write_splits`."""
+    from mddpm.data.dataset import save_dataset_json
+    from mddpm.io import write_nifti
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    affine = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
+    xx, yy, zz = np.meshgrid(*(np.linspace(-1, 1, s, dtype=np.float32) for s in SHAPE), indexing="ij")
+    brain = (xx**2 / 0.8 + yy**2 / 0.9 + zz**2 / 0.7) < 1
+    mask_rel = "masks/brain.nii.gz"  # every phantom has the same brain: one mask file
+    write_nifti(root / mask_rel, brain.astype(np.uint8), affine)
+    cases, healthy, lesion = [], [], []
+    for i in range(N_TRAIN + N_HEALTHY_VAL + 2 * n_lesion):
+        cid = f"case{i:04d}"
+        img = np.where(brain, 0.5 + 0.1 * rng.standard_normal(SHAPE, dtype=np.float32), 0).astype(np.float32)
+        img[brain & (zz > 0)] += 0.3
+        case = {"id": cid, "role": "healthy", "group": None, "image": f"images/{cid}_0000.nii.gz",
+                "mask": mask_rel, "label": None}
+        if i >= N_TRAIN + N_HEALTHY_VAL:
+            c = rng.uniform(-0.3, 0.3, 3)
+            blob = brain & (((xx - c[0]) ** 2 + (yy - c[1]) ** 2 + (zz - c[2]) ** 2) < 0.04)
+            img[blob] = 1.2
+            case.update(role="anomalous", group="blob", label=f"labels/{cid}.nii.gz")
+            write_nifti(root / case["label"], blob.astype(np.uint8), affine)
+            lesion.append(cid)
+        else:
+            healthy.append(cid)
+        write_nifti(root / case["image"], img, affine)
+        cases.append(case)
+    save_dataset_json(root, {
+        "name": "memory-phantom", "modality": "T2",
+        "geometry": {"space": "phantom", "spacing_mm": [SPACING_MM] * 3, "shape": list(SHAPE)},
+        "cases": cases,
+        "splits": {"train": healthy[:N_TRAIN], "val": healthy[N_TRAIN:],
+                   "lesion_test": lesion[:n_lesion], "lesion_val": lesion[n_lesion:]},
+        "label_encoding": "binary",
+        "provenance": [{"step": "phantom", "tool": "benchmarks/memory.py", "settings": {"seed": seed}}],
+    })
+    return {"seconds": time.perf_counter() - start}
+
+
+def write_splits(root: Path, volumes: list[int]) -> None:
+    """Add ``lesion_test_<n>``/``lesion_val_<n>``: the first ``n`` of ``lesion_test``/``lesion_val``."""
+    from mddpm.data.dataset import save_dataset_json
+    from mddpm.io import read_json
+
+    meta = read_json(root / "dataset.json")
+    for n in volumes:
+        for part in ("test", "val"):
+            meta["splits"][f"lesion_{part}_{n}"] = meta["splits"][f"lesion_{part}"][:n]
+    save_dataset_json(root, meta)
+
+
+def measure(argv: list[str], work: Path, name: str) -> dict:
+    """Run ``mddpm <argv>`` in a fresh subprocess; its peak RSS (MiB), memory at exit and wall time."""
+    report = work / "measure" / f"{name}.json"
+    log = work / "measure" / f"{name}.log"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(report), "--", *argv]
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if child.returncode != 0:
+        raise SystemExit(f"mddpm {shlex.join(argv)} failed (exit {child.returncode}); see {log}:\n"
+                         + log.read_text()[-2000:])
+    result = json.loads(report.read_text())
+    result.update(wall_s=wall, ru_maxrss_mib=usage.ru_maxrss / 1024, argv=argv)
+    return result
+
+
+def run_child(report: Path, argv: list[str]) -> int:
+    """Child mode: run the CLI in this process, then record /proc/self/status memory fields (MiB)."""
+    from mddpm.cli.main import main
+
+    code = main(argv)
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in STATUS_FIELDS:
+            fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    report.write_text(json.dumps({"exit_code": code, **fields}))
+    return code
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "memory_gib": mem_kb / 2**20, "python": platform.python_version(), "load": os.getloadavg()}
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "src")
+    return commit + (" (src/ has uncommitted changes)" if dirty else "")
+
+
+def markdown(results: dict, info: dict) -> str:
+    volumes = info["volumes"]
+    lo, hi = min(volumes), max(volumes)
+    lines = ["# Peak memory of predict and evaluate vs number of volumes", "",
+             f"- command: `{info['command']}`",
+             f"- machine: {info['machine']['cpu']}, {info['machine']['cores']} cores "
+             f"({info['machine']['usable_cores']} usable), {info['machine']['memory_gib']:.1f} GiB RAM; "
+             f"load average at start {', '.join(f'{x:.1f}' for x in info['machine']['load'])}",
+             f"- software: Python {info['machine']['python']}, torch {info['torch']}, "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+             f"- git commit: {info['commit']}",
+             f"- date: {info['date']}",
+             f"- data: phantoms {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} at {SPACING_MM:g} mm, prepared on the "
+             f"`{info['grid']}` grid ({info['grid_shape']}); {2 * hi + N_TRAIN + N_HEALTHY_VAL} volumes in one "
+             f"cache (built in {info['prepare_s']:.0f} s; dataset written in {info['dataset_s']:.0f} s)",
+             "- each row is one fresh subprocess; peak RSS = `VmHWM` of the child (its `ru_maxrss` from "
+             "`os.wait4` is in the second table); predict runs on the `lesion_test_<N>` split (val maps are predicted "
+             "the same way, not listed); evaluate scores test N with thresholds from val N (both N volumes)",
+             "", f"| method | stage | {lo} vols: peak RSS MiB | wall s | {hi} vols: peak RSS MiB | wall s "
+             f"| ratio {hi}/{lo} (RSS) |", "|---|---|---|---|---|---|---|"]
+    ratios = []
+    for method, stages in results.items():
+        for stage, by_n in stages.items():
+            if stage == "predict val":
+                continue
+            a, b = by_n[lo], by_n[hi]
+            ratio = b["VmHWM"] / a["VmHWM"]
+            ratios.append(ratio)
+            lines.append(f"| {method} | {stage} | {a['VmHWM']:.0f} | {a['wall_s']:.1f} | {b['VmHWM']:.0f} "
+                         f"| {b['wall_s']:.1f} | {ratio:.3f} |")
+    lines += ["", "Memory at exit (MiB; `RssFile` includes the pages of the memory-mapped prepared cache "
+              "that were read):", "", "| method | stage | volumes | VmHWM | ru_maxrss | RssAnon at exit "
+              "| RssFile at exit |", "|---|---|---|---|---|---|---|"]
+    for method, stages in results.items():
+        for stage, by_n in stages.items():
+            for n in volumes:
+                r = by_n[n]
+                lines.append(f"| {method} | {stage} | {n} | {r['VmHWM']:.1f} | {r['ru_maxrss_mib']:.1f} "
+                             f"| {r.get('RssAnon', float('nan')):.1f} | {r.get('RssFile', float('nan')):.1f} |")
+    worst = max(ratios)
+    verdict = "bounded" if worst < 1.25 else "NOT bounded"
+    lines += ["", f"**Verdict: {verdict}** — the largest peak-RSS ratio {hi} vols / {lo} vols is "
+              f"{worst:.3f} (bounded = below 1.25 for 10x the volumes).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help="working folder (default: a temporary folder, removed)")
+    parser.add_argument("--grid", choices=["demo", "paper"], default="demo", help="prepared grid (default: demo)")
+    parser.add_argument("--volumes", type=int, nargs="+", default=[10, 100], help="split sizes (default: 10 100)")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/memory.md", help="Markdown result")
+    args, rest = parser.parse_known_args()
+    if args.child is not None:
+        sys.exit(run_child(args.child, rest[1:] if rest[:1] == ["--"] else rest))
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    command = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " " + shlex.join(
+        ["python", "benchmarks/memory.py", *sys.argv[1:]])
+    info = {"command": command, "machine": machine(), "commit": git_commit(), "grid": args.grid,
+            "volumes": sorted(set(args.volumes)),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if args.work is None:
+        with tempfile.TemporaryDirectory(prefix="mddpm-memory-") as tmp:
+            run_all(Path(tmp), args, info)
+    else:
+        args.work.mkdir(parents=True, exist_ok=True)
+        run_all(args.work.resolve(), args, info)
+
+
+def run_all(work: Path, args, info: dict) -> None:
+    """Build the data, prepare, train and measure (see module docstring); write ``args.out``.
+
+    This process never imports torch: a forked child's ``ru_maxrss`` counts the parent's resident
+    pages until ``exec``, so a heavy parent would mask the children's peaks."""
+    info["torch"] = importlib.metadata.version("torch")
+    data = work / "data"
+    volumes = info["volumes"]
+    if not (data / "dataset.json").is_file():
+        print(f"writing {2 * max(volumes) + N_TRAIN + N_HEALTHY_VAL} phantom volumes to {data}", flush=True)
+        info["dataset_s"] = build_dataset(data, max(volumes))["seconds"]
+    else:
+        info["dataset_s"] = 0.0
+    write_splits(data, volumes)
+    start = time.perf_counter()
+    measure(["prepare", str(data), "--grid", args.grid, "--workers", "2"], work, f"prepare-{args.grid}")
+    info["prepare_s"] = time.perf_counter() - start
+    info["grid_shape"] = ", ".join(sorted(p.name for p in (data / "prepared").iterdir() if p.is_dir()))
+    print(f"prepared in {info['prepare_s']:.0f} s", flush=True)
+
+    results: dict[str, dict[str, dict[int, dict]]] = {}
+    for method in args.methods:
+        run = work / "runs" / f"{method}-{args.grid}"
+        train = ["train", "--data", str(data), "--preset", "demo", "--set", f"data.grid={args.grid}",
+                 *METHODS[method], "--out", str(run), "--force", "--no-progress"]
+        t = measure(train, work, f"train-{method}")
+        print(f"{method}: trained in {t['wall_s']:.0f} s", flush=True)
+        stages: dict[str, dict[int, dict]] = {"predict": {}, "predict val": {}, "evaluate": {}}
+        for n in volumes:
+            maps = {}
+            for part, stage in (("test", "predict"), ("val", "predict val")):
+                maps[part] = work / "maps" / method / f"{part}_{n}"
+                stages[stage][n] = measure(["predict", str(run), "--data", str(data), "--split", f"lesion_{part}_{n}",
+                                            "--out", str(maps[part]), "--device", "cpu", "--force", "--no-progress"],
+                                           work, f"predict-{method}-{part}-{n}")
+            stages["evaluate"][n] = measure(["evaluate", str(maps["test"]), "--val", str(maps["val"]),
+                                             "--out", str(work / "eval" / method / str(n)), "--force"],
+                                            work, f"evaluate-{method}-{n}")
+            for stage in stages:
+                r = stages[stage][n]
+                print(f"{method} {stage} {n} vols: peak RSS {r['VmHWM']:.1f} MiB (ru_maxrss {r['ru_maxrss_mib']:.1f}),"
+                      f" RssAnon {r.get('RssAnon', 0):.1f}, RssFile {r.get('RssFile', 0):.1f}, {r['wall_s']:.1f} s",
+                      flush=True)
+        results[method] = stages
+    (work / "memory.json").write_text(json.dumps({"info": info, "results": results}, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(results, info))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
