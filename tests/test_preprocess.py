@@ -180,6 +180,17 @@ def test_registration_recovers_the_template_and_n4_flattens_the_bias(world, tmp_
         assert m.any(axis=other)[0] and m.any(axis=other)[-1]
 
 
+def test_a_failed_registration_fails_the_case(world, tmp_path, monkeypatch):
+    paths = make_raw(world, tmp_path, "w1", seed=13)
+
+    def off_by_60_mm(fixed, moving, settings):  # what a diverged optimiser can return
+        return sitk.TranslationTransform(3, (60.0, 0.0, 0.0)), {"metric": 0.0}
+
+    monkeypatch.setattr(steps, "register_affine", off_by_60_mm)
+    with pytest.raises(MddpmError, match=r"w1.nii.gz: registration_check: registered brain overlaps .* by Dice 0\.[0-5]"):
+        preprocess_case(CaseInputs("w1", paths["image"], paths["mask"]), _settings(world, bias_correction=False))
+
+
 def test_skip_registration_keeps_world_position_and_reads_nrrd_and_mha(world, tmp_path):
     for name, suffix in (("a", ".nrrd"), ("b", ".mha")):
         paths = make_raw(world, tmp_path, name, seed=2, suffix=suffix)

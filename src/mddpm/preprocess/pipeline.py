@@ -155,7 +155,8 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
         label = (steps.resample(label_src, grid_out, transform, interpolator=sitk.sitkNearestNeighbor)
                  if label_src is not None else None)
         image = sitk.Mask(sitk.Maximum(image, 0.0), mask)  # background 0; B-spline undershoot clipped
-        if settings.register:
+    if settings.register:
+        with step("registration_check"):
             info["qc"] = {"template_dice": round(_dice(mask, template.mask), 4)}
             if info["qc"]["template_dice"] < MIN_TEMPLATE_DICE:
                 raise MddpmError(f"registered brain overlaps the template's brain by Dice {info['qc']['template_dice']:.2f} "
