@@ -250,6 +250,7 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
     dry = run_benchmark(grid, out=out, data=data, dry_run=True)
     assert fake_stages == [] and not out.exists() and len(dry["stages"]) == 20
     assert "20 stages: 0 done, 20 to run" in capsys.readouterr().out
+    assert {s["run"] for s in run_benchmark(grid, out=out, data=data, dry_run=True, max_runs=1)["stages"]} == {"seed1"}
     result = run_benchmark(grid, out=out, data=data, only=["vae"], report=False, device="cpu", log=lambda m: None)
     assert {c[0] for c in fake_stages} == {"vae"} and len(fake_stages) == 10
     assert [r["method"] for r in result["table"]["rows"] if r["cells"]] == ["vae"]

@@ -545,15 +545,20 @@ def _now() -> str:
 def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = None, data: dict[str, str] | None = None,
                   resume: bool = True, dry_run: bool = False, only: list[str] | None = None, device: str = "auto",
                   force: bool = False, progress: bool = True, report: bool = True, table_only: bool = False,
-                  log: Callable[[str], None] | None = None) -> dict:
+                  max_runs: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``dry_run``, only list) the grid's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
+    ``max_runs``: only the grid's first ``max_runs`` runs (a later call with more resumes them).
 
     Returns ``{"out", "stages": [{"dataset", "method", "run", "stage", "status", "seconds"}], "table"}``
     (no table for a dry run).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     grid = load_grid(grid_spec)
+    if max_runs is not None:
+        if max_runs < 1:
+            raise MddpmError(f"--runs {max_runs}: must be at least 1")
+        grid.runs = grid.runs[:max_runs]
     grid_file = Path(grid.source)
     out = Path(out or Path("benchmarks") / grid.name).resolve()
     for m in only or []:

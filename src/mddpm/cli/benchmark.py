@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                    help="skip finished stages (default); --no-resume runs every stage again (needs --force when "
                         "the output folder is not empty)")
     p.add_argument("--dry-run", action="store_true", help="list every stage and whether it would run; change nothing")
+    p.add_argument("--runs", type=int, metavar="N",
+                   help="only the grid's first N runs (folds or seeds), e.g. --runs 1 for a quick table; "
+                        "a later call with more resumes the finished ones")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: rebuild the table files and the report from the finished evaluations in --out")
     p.add_argument("--only", action="append", metavar="METHOD",
@@ -39,7 +42,8 @@ def run(args) -> int:
 
     result = run_benchmark(args.grid, out=args.out, data=parse_data_args(args.data), resume=args.resume,
                            dry_run=args.dry_run, only=args.only, device=args.device, force=args.force,
-                           progress=not args.no_progress, report=not args.no_report, table_only=args.table_only)
+                           progress=not args.no_progress, report=not args.no_report, table_only=args.table_only,
+                           max_runs=args.runs)
     table = result["table"]
     if table is None:
         return 0
