@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import signal
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,17 @@ class TinyMethod(AnomalyMethod):
     """Two 3x3 convs; noisy-input L1 loss; noisy reconstruction whose noise std scales with ``t_fix``
     and is one field per volume or per slice (``noise_shared``), like a diffusion method's."""
 
-    def __init__(self, channels: int = 4, noise: float = 0.1):
+    def __init__(self, channels: int = 4, noise: float = 0.1, interrupt_at: int | None = None):
         super().__init__()
         self.noise = noise
+        self.interrupt_at = interrupt_at  # raise KeyboardInterrupt (a simulated Ctrl-C) at this step
         self.t_fix = 500
         self.noise_shared = True
         self.net = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, 1, 3, padding=1))
 
     def training_loss(self, batch, generator, step=0):
+        if step == self.interrupt_at:
+            raise KeyboardInterrupt
         x = batch["image"]
         return (self.net(x + self.noise * torch.randn(x.shape, generator=generator, device=x.device)) - x).abs().mean()
 
@@ -80,7 +84,7 @@ def _register(name: str, build, model: dict, train_settings: dict) -> None:
                         {"demo": {"model": model, "train": train_settings, "data": {"grid": "demo"}}})(build)
 
 
-_register("tiny", lambda cfg: TinyMethod(**cfg), {"channels": 4}, TINY_TRAIN)
+_register("tiny", lambda cfg: TinyMethod(**cfg), {"channels": 4, "interrupt_at": None}, TINY_TRAIN)
 _register("twogroup", lambda cfg: TwoGroupMethod(**cfg), {"options": None, "scale": None},
           {**TINY_TRAIN, "max_steps": 2, "lr": 0.1})
 
@@ -143,6 +147,22 @@ def test_resume_gives_exactly_the_uninterrupted_weights(dataset, tmp_path):
     a, b = _state(straight / "last.pt"), _state(part / "last.pt")
     assert load_weights(part / "last.pt")["step"] == 6
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_after_ctrl_c_gives_exactly_the_uninterrupted_weights(dataset, tmp_path):
+    settings = ["train.max_steps=8", "train.val_every=4"]
+    straight = train(dataset, "tiny", out=tmp_path / "straight", overrides=settings, progress=False)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning saves last.ckpt and exits with status 1
+            train(dataset, "tiny", out=tmp_path / "cut", overrides=settings + ["model.interrupt_at=5"], progress=False)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    train(dataset, "tiny", out=tmp_path / "cut", resume=True, overrides=["model.interrupt_at=null"], progress=False)
+    a, b = load_weights(straight / "last.pt"), load_weights(tmp_path / "cut" / "last.pt")
+    assert a["step"] == b["step"] == 8 and a["val_loss"] == b["val_loss"]  # validated at the same steps
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_existing_run_is_refused_unless_force_or_resume(dataset, tmp_path):

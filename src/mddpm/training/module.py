@@ -118,6 +118,14 @@ class AnomalyModule(L.LightningModule):
                 group["base_lr"] = group["lr"]  # lr_scale(step) multiplies this (saved with the optimiser state)
         return optimizers
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # A checkpoint written by an exception (Ctrl-C) mid-step counts the interrupted batch as consumed,
+        # and Lightning keeps that count on resume. Batches here are drawn from the step number, so realign
+        # Lightning's batch counter (which schedules validation) with the optimiser step.
+        total = self.trainer.fit_loop.epoch_loop.batch_progress.total
+        if total.ready > self.global_step + 1:
+            total.ready = total.started = self.global_step + 1
+
     def training_step(self, batch, batch_idx):
         step = self.global_step  # optimiser steps done so far (one per training_step)
         data, generator = self.draw_batch(self.train_bank, _TRAIN_STREAM, self.global_rank, step)

@@ -141,9 +141,9 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
             raise MddpmError(f"{run}: training stopped by SIGTERM at step {trainer.global_step}; "
                              "continue with --resume") from None
 
+    # Ctrl-C: Lightning saves checkpoints/last.ckpt (save_on_exception) and exits with status 1;
+    # `--resume` continues from there
     if rank_zero:
-        if trainer.interrupted:
-            raise MddpmError(f"{run}: training interrupted; continue with --resume")
         export_weights(run)
         if timer.steps:
             print(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
