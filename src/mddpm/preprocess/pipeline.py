@@ -136,8 +136,9 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
         elif mask_src is None:
             raise MddpmError(f"no brain mask for this scan: {HOW_TO_PROVIDE_MASKS}")
         mask_iso = steps.binary_mask(steps.resample(mask_src, grid_iso, interpolator=sitk.sitkNearestNeighbor))
-        inside = sitk.GetArrayViewFromImage(iso)[sitk.GetArrayViewFromImage(mask_iso) > 0]
-        if inside.size == 0:
+        mask_raw = steps.resample(mask_src, steps.Grid.of(raw), interpolator=sitk.sitkNearestNeighbor)
+        inside = sitk.GetArrayViewFromImage(raw)[sitk.GetArrayViewFromImage(mask_raw) > 0]  # not interpolated
+        if inside.size == 0 or not sitk.GetArrayViewFromImage(mask_iso).any():
             source = case.mask or {"nonzero": "image > 0", "hd-bet": "HD-BET"}[settings.mask_source]
             raise MddpmError(f"brain mask ({source}) is empty on the scan's grid (wrong file or geometry?)")
         _check_intensities(inside)
@@ -176,12 +177,11 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
 
 
 def _check_intensities(inside: np.ndarray) -> None:
-    """Refuse a scan that is constant inside the brain, or mostly negative there (not a raw
-    magnitude image: N4 and the zero background need intensities > 0)."""
+    """Refuse a scan (raw voxels inside the brain mask) that is constant there, or has more than
+    1 % negative voxels there: not a raw magnitude image (N4 and the zero background need > 0)."""
     if float(inside.max()) <= float(inside.min()):
         raise MddpmError(f"the image is constant ({float(inside.min()):g}) inside the brain mask")
-    scale = float(np.percentile(np.abs(inside), 99))
-    negative = float((inside < -0.05 * scale).mean())  # small undershoot of the B-spline is not counted
+    negative = float((inside < 0).mean())
     if negative > MAX_NEGATIVE_FRACTION:
         raise MddpmError(f"{100 * negative:.0f} % of the voxels inside the brain are negative; raw magnitude images "
                          "are expected (not z-scored or shifted ones)")
