@@ -169,7 +169,7 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("negative", "detect"): "intensities are percentile-normalised inside the brain",
     ("negative", "benchmark"): "intensities are percentile-normalised inside the brain",
     ("negative", "evaluate"): "a map of any real scores can be thresholded",
-    ("negative", "preprocess"): "raw intensities may be negative",
+    ("non-binary-label", "preprocess"): "label values are kept and label_encoding is set to gt0",
     ("shape-mismatch", "preprocess"): "raw masks are resampled onto the scan's grid",
     ("affine-mismatch", "preprocess"): "raw masks are resampled onto the scan's grid",
     ("constant", "evaluate"): "a constant map is a valid (useless) prediction",
@@ -177,17 +177,7 @@ ACCEPTED: dict[tuple[str, str], str] = {
 
 # (defect, command) pairs whose behaviour falls short of the standard, reported to the owners
 KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("non-binary-label", "prepare"): "GAP: binarised (> 0) silently; verify calls it an error",
-    ("non-binary-label", "train"): "GAP: binarised (> 0) silently; verify calls it an error",
-    ("non-binary-label", "predict"): "GAP: binarised (> 0) silently; verify calls it an error",
-    ("non-binary-label", "benchmark"): "GAP: binarised (> 0) silently; verify calls it an error",
     ("affine-mismatch", "evaluate"): "GAP: the map's affine is not compared with the prepared grid's",
-    ("truncated", "preprocess"): "GAP: SimpleITK reads the truncated file without complaint",
-    ("nan-inf", "preprocess"): "GAP: NaN/Inf pass into the dataset (verify and prepare refuse them later)",
-    ("non-binary-label", "preprocess"): "GAP: copied as is (verify refuses it later)",
-    ("constant", "preprocess"): "GAP: accepted (verify and prepare refuse it later)",
-    **{(d, "preprocess"): "GAP: per-case failure reported (exit 2), but OUT/.preprocess state is left for resume"
-       for d in ("not-nifti", "2d", "4d", "empty-mask")},
 }
 
 # (defect, command) pairs where the command does not read the defective file

@@ -301,11 +301,20 @@ def _file_fingerprint(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, grid: GridSpec):
-    """Worker: read one case's files and prepare them; errors name the file."""
+def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, grid: GridSpec,
+                  label_encoding: str = "binary"):
+    """Worker: read one case's files and prepare them; errors name the file.
+
+    With ``label_encoding`` "binary" a label with values other than 0/1 is refused; with "gt0"
+    (e.g. BraTS {1, 2, 4}) it is binarised with > 0.
+    """
     image, affine = read_nifti(image_path)
     mask, mask_affine = read_nifti(mask_path)
     label, label_affine = read_nifti(label_path) if label_path is not None else (None, None)
+    if label is not None and label_encoding == "binary" and not np.isin(label, (0, 1)).all():
+        values = np.unique(label)[:6].tolist()
+        raise MddpmError(f"{label_path}: label is not binary (values {values}); set \"label_encoding\": \"gt0\" "
+                         f"in dataset.json to binarise it with > 0")
     for path, arr, arr_affine in ((mask_path, mask, mask_affine), (label_path, label, label_affine)):
         if arr is not None and arr.shape != image.shape:
             raise MddpmError(f"{path}: shape {arr.shape} differs from its image {image_path} {image.shape}")
@@ -363,7 +372,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
         raise MddpmError(f"{out.parent}: cannot create the cache folder ({e.strerror})") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{grid.tag}.", suffix=".tmp", dir=out.parent))
     try:
-        affines = _build(tmp, cases, grid, workers, progress)
+        affines = _build(tmp, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
         write_json(tmp / "prepared.json", {
             "grid": grid.settings(), "grid_tag": grid.tag,
             "case_ids": [c.id for c in cases], "affines": affines,
@@ -396,7 +405,7 @@ def _cache_matches(folder: Path, settings: dict) -> bool:
     return same and all((folder / f"{name}.npy").is_file() for name in ARRAYS)
 
 
-def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bool) -> list:
+def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bool, label_encoding: str) -> list:
     """Write the three arrays into ``folder``; returns the per-case affines."""
     n, (h, w, z) = len(cases), grid.shape
     images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.float32, shape=(n, z, h, w))
@@ -409,7 +418,7 @@ def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bo
         labels[i] = vol.label if vol.label is not None else 0
 
     with _progress_bar(progress, f"prepare {grid.tag}", n) as advance:
-        jobs = [(c.image, c.mask, c.label, grid) for c in cases]
+        jobs = [(c.image, c.mask, c.label, grid, label_encoding) for c in cases]
         workers = max(1, min(workers, n))
         if workers == 1:
             for i, job in enumerate(jobs):
