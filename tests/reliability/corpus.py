@@ -176,9 +176,7 @@ ACCEPTED: dict[tuple[str, str], str] = {
 }
 
 # (defect, command) pairs whose behaviour falls short of the standard, reported to the owners
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("affine-mismatch", "evaluate"): "GAP: the map's affine is not compared with the prepared grid's",
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 # (defect, command) pairs where the command does not read the defective file
 NOT_APPLICABLE: dict[tuple[str, str], str] = {

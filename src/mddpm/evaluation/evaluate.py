@@ -45,6 +45,7 @@ from mddpm.evaluation.postprocess import (
     CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, published_erosion_iterations, remove_small_components)
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
+from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json
 from mddpm.viz.cases import render_case_figure
 
@@ -73,12 +74,15 @@ class MapsFolder:
     def load(self, case_id: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(anomaly map float32, brain mask bool, lesion label bool), each [Z, H, W] on ``device``."""
         path = self.folder / f"{case_id}.nii.gz"
-        data, _ = read_nifti(path)
+        data, affine = read_nifti(path)
         _, mask, label = self.prepared.volume(case_id)
         score = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))
         if score.shape != mask.shape:
             raise MddpmError(f"{path}: map shape {tuple(data.shape)} does not match the prepared grid "
                              f"{tuple(np.transpose(mask, (1, 2, 0)).shape)} of {self.prepared.folder}")
+        offset = np.abs(affine - self.prepared.affines[self.prepared.index(case_id)]).max()
+        if offset > AFFINE_TOLERANCE_MM:
+            raise MddpmError(f"{path}: affine differs from the prepared grid's by up to {offset:.4g} mm")
         return (score.to(device), torch.from_numpy(np.asarray(mask) > 0).to(device),
                 torch.from_numpy(np.asarray(label) > 0).to(device))
 
