@@ -33,6 +33,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ SHAPE = (96, 96, 50)  # voxels (x, y, z) of 2 mm: exactly the 192x192x100 mm cro
 SPACING_MM = 2.0
 N_TRAIN, N_HEALTHY_VAL = 4, 2
 STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
+SAMPLE_S = 0.005  # seconds between samples of RssAnon/RssFile in a measured child
 METHODS = {
     "intensity": ["--method", "intensity"],
     "tiny-diffusion": ["--method", "mddpm-fpmcm", "--set", "model.net.model_channels=8",
@@ -102,10 +104,10 @@ def write_splits(root: Path, volumes: list[int]) -> None:
     from mddpm.io import read_json
 
     meta = read_json(root / "dataset.json")
-    for n in volumes:
-        for part in ("test", "val"):
-            meta["splits"][f"lesion_{part}_{n}"] = meta["splits"][f"lesion_{part}"][:n]
-    save_dataset_json(root, meta)
+    splits = {f"lesion_{part}_{n}": meta["splits"][f"lesion_{part}"][:n] for n in volumes for part in ("test", "val")}
+    if any(meta["splits"].get(name) != ids for name, ids in splits.items()):
+        meta["splits"].update(splits)
+        save_dataset_json(root, meta)
 
 
 def measure(argv: list[str], work: Path, name: str) -> dict:
@@ -128,17 +130,40 @@ def measure(argv: list[str], work: Path, name: str) -> dict:
     return result
 
 
-def run_child(report: Path, argv: list[str]) -> int:
-    """Child mode: run the CLI in this process, then record /proc/self/status memory fields (MiB)."""
-    from mddpm.cli.main import main
-
-    code = main(argv)
+def read_status() -> dict[str, float]:
+    """The memory fields of ``/proc/self/status`` (``STATUS_FIELDS``), in MiB."""
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in STATUS_FIELDS:
             fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
-    report.write_text(json.dumps({"exit_code": code, **fields}))
+    return fields
+
+
+def run_child(report: Path, argv: list[str]) -> int:
+    """Child mode: run the CLI in this process, then record its memory (MiB): ``VmHWM`` and the rest of
+    ``/proc/self/status`` at exit, plus the peaks of ``RssAnon`` (heap) and ``RssFile`` (mapped files,
+    e.g. the memory-mapped prepared cache) sampled every ``SAMPLE_S`` seconds by a thread."""
+    from mddpm.cli.main import main
+
+    peaks = {"RssAnon": 0.0, "RssFile": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            fields = read_status()
+            for key in peaks:
+                peaks[key] = max(peaks[key], fields.get(key, 0.0))
+            if done.wait(SAMPLE_S):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = main(argv)
+    done.set()
+    sampler.join()
+    report.write_text(json.dumps({"exit_code": code, **read_status(),
+                                  **{f"peak_{k}": v for k, v in peaks.items()}}))
     return code
 
 
@@ -169,7 +194,7 @@ def markdown(results: dict, info: dict) -> str:
              f"({info['machine']['usable_cores']} usable), {info['machine']['memory_gib']:.1f} GiB RAM; "
              f"load average at start {', '.join(f'{x:.1f}' for x in info['machine']['load'])}",
              f"- software: Python {info['machine']['python']}, torch {info['torch']}, "
-             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+             f"OMP_NUM_THREADS={info['omp_threads']}",
              f"- git commit: {info['commit']}",
              f"- date: {info['date']}",
              f"- data: phantoms {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} at {SPACING_MM:g} mm, prepared on the "
@@ -190,19 +215,41 @@ def markdown(results: dict, info: dict) -> str:
             ratios.append(ratio)
             lines.append(f"| {method} | {stage} | {a['VmHWM']:.0f} | {a['wall_s']:.1f} | {b['VmHWM']:.0f} "
                          f"| {b['wall_s']:.1f} | {ratio:.3f} |")
-    lines += ["", "Memory at exit (MiB; `RssFile` includes the pages of the memory-mapped prepared cache "
-              "that were read):", "", "| method | stage | volumes | VmHWM | ru_maxrss | RssAnon at exit "
-              "| RssFile at exit |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "Split of the peak (MiB): `RssAnon` = heap (numpy, torch, Python), `RssFile` = mapped files "
+              f"(libraries, and the pages of the memory-mapped prepared cache that were read); peaks sampled "
+              f"every {SAMPLE_S * 1000:g} ms in the child, so they can miss short spikes that `VmHWM` catches; "
+              "`ru_maxrss` from `os.wait4` as a cross-check of `VmHWM`.", "",
+              "| method | stage | volumes | VmHWM | ru_maxrss | peak RssAnon | peak RssFile | RssAnon at exit "
+              "| RssFile at exit |", "|---|---|---|---|---|---|---|---|---|"]
     for method, stages in results.items():
         for stage, by_n in stages.items():
             for n in volumes:
                 r = by_n[n]
                 lines.append(f"| {method} | {stage} | {n} | {r['VmHWM']:.1f} | {r['ru_maxrss_mib']:.1f} "
-                             f"| {r.get('RssAnon', float('nan')):.1f} | {r.get('RssFile', float('nan')):.1f} |")
+                             f"| {r['peak_RssAnon']:.1f} | {r['peak_RssFile']:.1f} "
+                             f"| {r['RssAnon']:.1f} | {r['RssFile']:.1f} |")
+    mib = info["voxels_per_volume"] / 2**20
+    touched = {"predict": ("image float32 + mask uint8 of each volume", 5 * mib),
+               "predict val": ("image float32 + mask uint8 of each volume", 5 * mib),
+               "evaluate": ("mask + label uint8 of each test and each val volume", 2 * 2 * mib)}
+    lines += ["", f"Growth from {lo} to {hi} volumes (MiB). \"cache pages\" is what reading {hi - lo} more volumes "
+              "of the memory-mapped prepared cache adds to `RssFile` (clean file pages, reclaimable by the "
+              "kernel, but counted in RSS):", "",
+              "| method | stage | VmHWM | peak RssAnon | peak RssFile | cache pages (expected) |", "|---|---|---|---|---|---|"]
+    for method, stages in results.items():
+        for stage, by_n in stages.items():
+            a, b = by_n[lo], by_n[hi]
+            what, per_volume = touched[stage]
+            lines.append(f"| {method} | {stage} | {b['VmHWM'] - a['VmHWM']:+.1f} "
+                         f"| {b['peak_RssAnon'] - a['peak_RssAnon']:+.1f} | {b['peak_RssFile'] - a['peak_RssFile']:+.1f} "
+                         f"| {(hi - lo) * per_volume:+.1f} ({what}) |")
     worst = max(ratios)
+    slope, where = max(((by_n[hi]["VmHWM"] - by_n[lo]["VmHWM"]) / (hi - lo), f"{method} {stage}")
+                       for method, stages in results.items() for stage, by_n in stages.items())
     verdict = "bounded" if worst < 1.25 else "NOT bounded"
-    lines += ["", f"**Verdict: {verdict}** — the largest peak-RSS ratio {hi} vols / {lo} vols is "
-              f"{worst:.3f} (bounded = below 1.25 for 10x the volumes).", ""]
+    lines += ["", f"**Verdict: {verdict}** — the largest peak-RSS ratio {hi} vols / {lo} vols is {worst:.3f} "
+              f"(bounded = below 1.25 for 10x the volumes); the steepest growth is {slope:.2f} MiB per extra volume "
+              f"({where}), mostly mapped cache pages (see the growth table).", ""]
     return "\n".join(lines)
 
 
@@ -214,14 +261,25 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, nargs="+", default=[10, 100], help="split sizes (default: 10 100)")
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/memory.md", help="Markdown result")
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite --out from WORK/memory.json of an earlier run (needs --work)")
     args, rest = parser.parse_known_args()
     if args.child is not None:
         sys.exit(run_child(args.child, rest[1:] if rest[:1] == ["--"] else rest))
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
-    command = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset") + " " + shlex.join(
-        ["python", "benchmarks/memory.py", *sys.argv[1:]])
-    info = {"command": command, "machine": machine(), "commit": git_commit(), "grid": args.grid,
+    if args.table_only:
+        if args.work is None:
+            parser.error("--table-only needs --work")
+        saved = json.loads((args.work / "memory.json").read_text())
+        results = {m: {stage: {int(n): r for n, r in by_n.items()} for stage, by_n in stages.items()}
+                   for m, stages in saved["results"].items()}
+        args.out.write_text(markdown(results, saved["info"]))
+        print(f"written to {args.out}")
+        return
+    omp = os.environ.get("OMP_NUM_THREADS", "unset")
+    command = f"OMP_NUM_THREADS={omp} " + shlex.join(["python", "benchmarks/memory.py", *sys.argv[1:]])
+    info = {"command": command, "omp_threads": omp, "machine": machine(), "commit": git_commit(), "grid": args.grid,
             "volumes": sorted(set(args.volumes)),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if args.work is None:
@@ -240,16 +298,20 @@ def run_all(work: Path, args, info: dict) -> None:
     info["torch"] = importlib.metadata.version("torch")
     data = work / "data"
     volumes = info["volumes"]
+    setup_times = work / "setup_seconds.json"  # first build times, kept when --work is reused
+    times = json.loads(setup_times.read_text()) if setup_times.is_file() else {}
     if not (data / "dataset.json").is_file():
         print(f"writing {2 * max(volumes) + N_TRAIN + N_HEALTHY_VAL} phantom volumes to {data}", flush=True)
-        info["dataset_s"] = build_dataset(data, max(volumes))["seconds"]
-    else:
-        info["dataset_s"] = 0.0
+        times = {"dataset": build_dataset(data, max(volumes))["seconds"]}
     write_splits(data, volumes)
     start = time.perf_counter()
     measure(["prepare", str(data), "--grid", args.grid, "--workers", "2"], work, f"prepare-{args.grid}")
-    info["prepare_s"] = time.perf_counter() - start
-    info["grid_shape"] = ", ".join(sorted(p.name for p in (data / "prepared").iterdir() if p.is_dir()))
+    times.setdefault(f"prepare-{args.grid}", time.perf_counter() - start)
+    setup_times.write_text(json.dumps(times))
+    info["dataset_s"], info["prepare_s"] = times["dataset"], times[f"prepare-{args.grid}"]
+    cache = data / "prepared" / next(p.name for p in (data / "prepared").iterdir() if p.is_dir())
+    info["grid_shape"] = cache.name
+    info["voxels_per_volume"] = int(np.prod(np.load(cache / "masks.npy", mmap_mode="r").shape[1:]))
     print(f"prepared in {info['prepare_s']:.0f} s", flush=True)
 
     results: dict[str, dict[str, dict[int, dict]]] = {}
@@ -273,8 +335,8 @@ def run_all(work: Path, args, info: dict) -> None:
             for stage in stages:
                 r = stages[stage][n]
                 print(f"{method} {stage} {n} vols: peak RSS {r['VmHWM']:.1f} MiB (ru_maxrss {r['ru_maxrss_mib']:.1f}),"
-                      f" RssAnon {r.get('RssAnon', 0):.1f}, RssFile {r.get('RssFile', 0):.1f}, {r['wall_s']:.1f} s",
-                      flush=True)
+                      f" peak RssAnon {r['peak_RssAnon']:.1f}, peak RssFile {r['peak_RssFile']:.1f},"
+                      f" {r['wall_s']:.1f} s", flush=True)
         results[method] = stages
     (work / "memory.json").write_text(json.dumps({"info": info, "results": results}, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
