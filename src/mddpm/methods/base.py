@@ -24,6 +24,10 @@ class AnomalyMethod(nn.Module):
       the pseudo-healthy version of one volume's slices, in [0, 1] units (not clipped).
     - ``anomaly_map(image, mask, generator)`` -> ``[S, 1, H, W]`` score, by default |x − x̂|.
     - ``param_groups()`` -> one parameter list per optimiser (default: one with all parameters).
+
+    Optional hooks the training loop uses when a method defines them: ``optimizer_options()`` ->
+    one dict of extra Adam keyword arguments per parameter group (e.g. betas, weight decay), and
+    ``lr_scale(step)`` -> a factor on the learning rate at ``step`` (a schedule).
     """
 
     sample_unit = "slice"
