@@ -249,7 +249,7 @@ def markdown(results: dict, info: dict) -> str:
     verdict = "bounded" if worst < 1.25 else "NOT bounded"
     lines += ["", f"**Verdict: {verdict}** — the largest peak-RSS ratio {hi} vols / {lo} vols is {worst:.3f} "
               f"(bounded = below 1.25 for 10x the volumes); the steepest growth is {slope:.2f} MiB per extra volume "
-              f"({where}), mostly mapped cache pages (see the growth table).", ""]
+              f"({where}); the growth table splits it into heap and mapped cache pages.", ""]
     return "\n".join(lines)
 
 
