@@ -254,9 +254,10 @@ class Prepared:
             raise MddpmError(f"{self.folder}: no case {case_id!r} in the prepared cache") from None
 
     def volume(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image, mask, label) of one case, each [Z, H, W]."""
+        """(image, mask, label) of one case, each [Z, H, W], copied into memory through a short-lived
+        map, so that streaming over many volumes keeps no pages of the cache resident."""
         i = self.index(case_id)
-        return self.images[i], self.masks[i], self.labels[i]
+        return tuple(np.array(np.load(self.folder / f"{name}.npy", mmap_mode="r")[i]) for name in ARRAYS)
 
     def __post_init__(self):
         self._index = {c: i for i, c in enumerate(self.case_ids)}
