@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mddpm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mddpm.cli.{name}")
-        except ModuleNotFoundError as e:  # TODO(integration): remove once every command exists
-            if e.name == f"mddpm.cli.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"mddpm.cli.{name}").add_parser(sub)
     return parser
 
 
