@@ -137,6 +137,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resume
         # batches are drawn from the step number, not the dummy loader, so mid-epoch resume is exact
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         try:
