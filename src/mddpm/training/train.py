@@ -19,6 +19,7 @@ weights to an uninterrupted run (tested), because every random draw is seeded fr
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
@@ -140,6 +141,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resume
         # batches are drawn from the step number, not the dummy loader, so mid-epoch resume is exact
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # inside Lightning 2.6
         try:
             trainer.fit(module, ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
         except SIGTERMException:  # a SystemExit with code None (exit 0): last.ckpt is saved by then
@@ -208,6 +210,8 @@ def _ddp_strategy(strategy: str, devices, num_nodes: int, accelerator: str, opti
 
 
 def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: str, strategy: str, progress: bool):
+    # Lightning's start-up chatter (device summary, an advert for its cloud logger) is INFO level
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     t = cfg["train"]
     best = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/loss", mode="min",
                            save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
