@@ -229,6 +229,33 @@ def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_
     assert fake_stages[0] == ("intensity", "seed2", "train", "resume") and len(fake_stages) == 5
 
 
+def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_dataset, fake_stages, monkeypatch):
+    out, data, grid = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_grid(tmp_path, methods=["intensity"])
+    fake = bm.run_stage
+
+    def interrupted(stage, status, *args):
+        if stage.kind == "train" and stage.run.tag == "seed2" and status != "resume":
+            (stage.paths.train / "checkpoints").mkdir(parents=True)
+            (stage.paths.train / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+            write_json(stage.paths.train / "config.json", {**expected_run_config(load_grid(grid), stage, args[1]),
+                                                            "prepared": "/cache"})
+            raise MddpmError("training interrupted")
+        fake(stage, status, *args)
+
+    monkeypatch.setattr(bm, "run_stage", interrupted)
+    with pytest.raises(MddpmError, match="interrupted"):
+        run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    record = json.loads((out / "runs/phantom/intensity/seed2/stages.json").read_text())["train"]
+    assert set(record) == {"interrupted_seconds", "interrupted_cpu_seconds"} and record["interrupted_seconds"] > 0
+    spent = record["interrupted_seconds"]
+    assert bm.stage_seconds(load_grid(grid), out)["intensity"]["runs"] == 1  # only seed1 finished
+    result = run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    resumed = [r for r in result["stages"] if r["run"] == "seed2" and r["stage"] == "train"][0]
+    record = json.loads((out / "runs/phantom/intensity/seed2/stages.json").read_text())["train"]
+    assert record["seconds"] == pytest.approx(resumed["seconds"] + spent) and "finished" in record
+    assert fake_stages[-5][2:] == ("train", "resume")
+
+
 def test_changed_grid_config_needs_force(tmp_path, phantom_dataset, fake_stages):
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
     run_benchmark(_write_grid(tmp_path), out=out, data=data, report=False, device="cpu", log=lambda m: None)

@@ -529,12 +529,27 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _record(stage: Stage, grid: Grid, seconds: float, cpu_seconds: float) -> None:
+def _record(stage: Stage, grid: Grid, seconds: float, cpu_seconds: float, resumed: bool) -> None:
+    """Store a finished stage: its time (plus the interrupted attempt's when it ``resumed`` one) and,
+    for predict and evaluate, the fingerprints of its inputs."""
     records = _read_records(stage.paths)
-    entry = {"seconds": seconds, "cpu_seconds": cpu_seconds, "finished": _now()}
+    before = records.get(stage.name, {}) if resumed else {}
+    entry = {"seconds": seconds + before.get("interrupted_seconds", 0.0),
+             "cpu_seconds": cpu_seconds + before.get("interrupted_cpu_seconds", 0.0), "finished": _now()}
     if stage.kind != "train":
         entry["key"] = _stage_key(stage, grid)
     records[stage.name] = entry
+    write_json(stage.paths.stages, records)
+
+
+def _record_interrupted(stage: Stage, seconds: float, cpu_seconds: float) -> None:
+    """Store the time an interrupted training spent, so that its resumed run can add it."""
+    records = _read_records(stage.paths)
+    before = records.get(stage.name, {})
+    if "finished" in before:
+        before = {}
+    records[stage.name] = {"interrupted_seconds": seconds + before.get("interrupted_seconds", 0.0),
+                           "interrupted_cpu_seconds": cpu_seconds + before.get("interrupted_cpu_seconds", 0.0)}
     write_json(stage.paths.stages, records)
 
 
@@ -604,9 +619,14 @@ def run_benchmark(grid_spec: str | os.PathLike, out: str | os.PathLike | None = 
             continue
         log(f"[{i}/{len(statuses)}] {stage.describe()}{f' ({why})' if why else ''}")
         start, cpu_start = time.perf_counter(), _cpu_seconds()
-        run_stage(stage, status, grid, roots[stage.dataset.name], predict_device, force, progress, log)
+        try:
+            run_stage(stage, status, grid, roots[stage.dataset.name], predict_device, force, progress, log)
+        except BaseException:
+            if stage.kind == "train" and (stage.paths.train / "checkpoints" / "last.ckpt").is_file():
+                _record_interrupted(stage, time.perf_counter() - start, _cpu_seconds() - cpu_start)
+            raise
         seconds = time.perf_counter() - start
-        _record(stage, grid, seconds, _cpu_seconds() - cpu_start)
+        _record(stage, grid, seconds, _cpu_seconds() - cpu_start, resumed=status == "resume")
         rows.append(_stage_row(stage, "ran", seconds))
         log(f"[{i}/{len(statuses)}] {stage.describe()}: {seconds:.1f} s")
 
@@ -800,7 +820,8 @@ def stage_seconds(grid: Grid, out: Path) -> dict:
         entry = {"runs": 0, "wall": dict.fromkeys(stages, 0.0), "cpu": dict.fromkeys(stages, 0.0)}
         for d in grid.datasets:
             for r in grid.runs:
-                records = _read_records(RunPaths(out / "runs" / d.name / m / r.tag))
+                records = {name: rec for name, rec in _read_records(RunPaths(out / "runs" / d.name / m / r.tag)).items()
+                           if "finished" in rec}
                 entry["runs"] += "train" in records
                 for name, rec in records.items():
                     kind = name.split("/")[0]
