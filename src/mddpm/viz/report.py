@@ -247,24 +247,30 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def pr_figure(curves: list[tuple[str, dict]], title: str) -> bytes:
-    """PNG of precision-recall curves ``(name, curve)`` (curves from :func:`pooled_pr_curve`)."""
-    fig = Figure(figsize=(5.2, 4.0))
+def pr_figure(curves: list[tuple[str, dict]], title: str, dashed: set[str] = frozenset()) -> bytes:
+    """PNG of precision-recall curves ``(name, curve)`` (curves from :func:`pooled_pr_curve`); names in
+    ``dashed`` are drawn dashed. When every precision stays below 0.25 the y axis is zoomed (and says so)."""
+    shown = [(name, c) for name, c in curves if c and c["recall"]]
+    rows = math.ceil(len(shown) / 2)
+    fig = Figure(figsize=(6.0, 4.0 + 0.19 * rows))
     ax = fig.subplots()
-    for i, (name, curve) in enumerate(curves):
-        if curve and curve["recall"]:
-            ax.plot(curve["recall"], curve["precision"], color=_COLOURS[i % len(_COLOURS)], lw=1.8,
-                    label=f"{name} (pooled AP {curve['ap']:.3f})")
+    for i, (name, curve) in enumerate(shown):
+        ax.plot(curve["recall"], curve["precision"], color=_COLOURS[i % len(_COLOURS)], lw=1.6,
+                ls="--" if name in dashed else "-", label=f"{name} · AP {curve['ap']:.3g}")
+    top = max((max(c["precision"]) for _, c in shown), default=1.0)
+    zoomed = top < 0.25
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(0, top * 1.08 if zoomed else 1.02)
     ax.set_xlabel("recall (pooled lesion voxels)")
-    ax.set_ylabel("precision")
+    ax.set_ylabel("precision" + (" (axis zoomed)" if zoomed else ""))
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    if ax.lines:
-        ax.legend(fontsize=7.5, loc="upper right", frameon=False)
+    if shown:
+        ax.set_title(title + " (AP: pooled)", fontsize=11)
+        ax.legend(fontsize=7.2, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2 if len(shown) > 1 else 1,
+                  frameon=False, handlelength=2.2, columnspacing=1.2)
     fig.tight_layout()
     return _png(fig)
 
@@ -567,13 +573,14 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
         parts.append(_summary_from_evaluations(evals))
 
     parts.append('<h2 id="pr">Precision–recall</h2>')
+    dashed = {labels.get(r["method"], r["method"]) for r in (table or {}).get("rows", []) if r["extra"]}
     figures = []
     for column in columns:
         lines = [(labels.get(m, m), curves.get((m, column))) for m in methods if (m, column) in first]
         shown = [(name, c) for name, c in lines if c and c["recall"]]
         if shown:
             n_vol = shown[0][1].get("volumes")
-            figures.append(f"<figure>{_img(pr_figure(shown, column.split('/', 1)[1]), 'precision-recall ' + column)}"
+            figures.append(f"<figure>{_img(pr_figure(shown, column.split('/', 1)[1], dashed), 'precision-recall ' + column)}"
                            f"<figcaption>{_e(column)}: pooled over all voxels of the {n_vol} post-processed test maps"
                            f"{' (first run of each method)' if table else ''}.</figcaption></figure>")
     parts.append(f"<div class=plots>{''.join(figures)}</div>" if figures else
