@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
 from mddpm.evaluation.metrics import (
-    RankedScores, auroc, average_precision, binarise, confusion_counts, dice, mean_std, ratios)
+    PooledScores, RankedScores, auroc, average_precision, binarise, confusion_counts, dice, mean_std, ratios)
 
 
 def ranked(scores, gt) -> RankedScores:
@@ -94,6 +94,23 @@ def test_pooled_ranking_equals_ranking_of_the_concatenation():
     assert average_precision(pooled) == average_precision(whole) and auroc(pooled) == auroc(whole)
     with pytest.raises(ValueError):
         RankedScores.pool([])
+
+
+def test_unsorted_pool_counts_equal_the_ranking():
+    rng = np.random.default_rng(9)
+    parts = [random_case(rng, 300, ties=True, zeros=True) for _ in range(3)]
+    parts.append((np.round(rng.normal(0, 1, 200), 1).astype(np.float32), rng.random(200) < 0.3))
+    as_torch = [(torch.from_numpy(s), torch.from_numpy(np.asarray(g))) for s, g in parts]
+    pool = PooledScores.pool([PooledScores.from_scores(s, g) for s, g in as_torch])
+    ranking = RankedScores.pool([RankedScores.from_scores(s, g) for s, g in as_torch])
+    assert type(pool) is PooledScores and type(ranking) is RankedScores
+    assert (pool.lowest, pool.n_lowest, pool.n_voxels, pool.n_positive, pool.highest) == (
+        ranking.lowest, ranking.n_lowest, ranking.n_voxels, ranking.n_positive, ranking.highest)
+    everything = np.concatenate([s for s, _ in parts])
+    for t in [-5.0, float(everything.min()), *rng.choice(everything, 20).tolist(), 0.0, 0.25, 10.0]:
+        assert pool.count_above(t) == ranking.count_above(t)
+    assert torch.equal(pool.ranked().values, ranking.values)
+    assert torch.equal(pool.ranked().positives, ranking.positives)
 
 
 def test_threshold_compares_in_float32():

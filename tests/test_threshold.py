@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mddpm.evaluation.threshold import (
-    bisection_threshold, exact_threshold, fpr_thresholds, pooled_dice)
+    bisection_search, bisection_threshold, exact_threshold, fpr_thresholds, pooled_dice)
 from mddpm.evaluation.metrics import RankedScores
 
 # 8 voxels, scores in 1/16 steps (exact in float32 and float64); lesion = the scores 9/16, 11/16, 13/16.
@@ -93,6 +93,8 @@ def test_bisection_matches_direct_implementation(seed):
     result = bisection_threshold(torch.from_numpy(scores), torch.from_numpy(gt))
     best, best_t = naive_bisection(scores, gt)
     assert result.dice == best and result.threshold == best_t
+    on_ranking = bisection_search(RankedScores.from_scores(torch.from_numpy(scores), torch.from_numpy(gt)))
+    assert on_ranking.steps == result.steps
 
 
 def brute_force_best_dice(scores: np.ndarray, gt: np.ndarray) -> float:

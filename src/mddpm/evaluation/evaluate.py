@@ -40,7 +40,7 @@ from mddpm import __version__
 from mddpm.data.prepare import Prepared, load_prepared
 from mddpm.errors import MddpmError
 from mddpm.evaluation.metrics import (
-    COUNT_NAMES, RATIO_NAMES, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
+    COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
 from mddpm.evaluation.postprocess import (
     CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, published_erosion_iterations, remove_small_components)
 from mddpm.evaluation.threshold import (
@@ -150,16 +150,17 @@ def _protocol(width: int, rules: list[str], fpr_rates: tuple[float, ...] | None)
     }
 
 
-def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]) -> RankedScores:
-    """Post-process every lesion validation map and rank all their voxels together.
+def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]) -> PooledScores:
+    """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
+    needs only counts; the exact rule ranks the pool).
 
-    Each volume is ranked as it streams past and the rankings are merged at the end (the
-    published code concatenated the flat maps with repeated ``np.append``)."""
+    Each volume is reduced to its voxels above its minimum as it streams past (the published code
+    concatenated the flat maps with repeated ``np.append``)."""
     parts = []
     for cid in maps.case_ids:
         score, mask, label = maps.load(cid, device)
-        parts.append(RankedScores.from_scores(postprocess_map(score, mask), label))
-    pooled = RankedScores.pool(parts)
+        parts.append(PooledScores.from_scores(postprocess_map(score, mask), label))
+    pooled = PooledScores.pool(parts)
     if pooled.n_positive == 0:
         raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
                          f"a threshold needs a lesion validation split")
@@ -315,16 +316,16 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             f"{val.meta.get('run')}")
 
     with torch.inference_mode():
-        val_ranked = _pool_val(val, dev, log)
-        thresholds = {"bisection": bisection_search(val_ranked)}
+        val_pool = _pool_val(val, dev, log)
+        thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:
-            thresholds["exact"] = exact_search(val_ranked)
+            thresholds["exact"] = exact_search(val_pool.ranked())
         if healthy is not None:
             for result in fpr_search(_pool_healthy(healthy, dev), FPR_RATES):
-                result.dice = pooled_dice(val_ranked, result.threshold)
+                result.dice = pooled_dice(val_pool, result.threshold)
                 thresholds[result.rule] = result
                 rules.append(result.rule)
-        del val_ranked
+        del val_pool
         for rule in rules:
             log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {_fmt(thresholds[rule].dice)})")
 

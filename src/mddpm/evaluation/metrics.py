@@ -16,8 +16,10 @@ Conventions (the published ones unless said otherwise):
   voxels given, with ties grouped by distinct score value. Both are NaN when the ground truth
   has no positive voxel (AUROC also when it has no negative voxel).
 
-:class:`RankedScores` sorts a volume (or a pool of volumes) once; AUPRC, AUROC and every
-threshold search (:mod:`mddpm.evaluation.threshold`) then read counts from it by binary search.
+:class:`RankedScores` sorts a volume (or a pool of volumes) once; AUPRC, AUROC and the exact and
+FPR threshold searches (:mod:`mddpm.evaluation.threshold`) then read counts from it by binary
+search. The published bisection needs only 20 counts and runs on the unsorted
+:class:`PooledScores` (no sort: one pass per count).
 """
 
 from __future__ import annotations
@@ -48,18 +50,43 @@ def _merge_sorted(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.sort(joined).values
 
 
+def _split_scores(s: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(scores above the minimum, scores where ``positive``, the minimum) of 1-D ``s`` (numpy on
+    the CPU: ~3× torch's boolean indexing at volume size)."""
+    if s.device.type == "cpu":
+        x = s.numpy()
+        lowest = x.min()
+        return torch.from_numpy(x[x > lowest]), torch.from_numpy(x[positive.numpy()]), lowest.item()
+    lowest = s.min()
+    return s[s > lowest], s[positive], lowest.item()
+
+
+def _count_greater(x: torch.Tensor, q: torch.Tensor) -> int:
+    """Number of elements of 1-D ``x`` greater than the 1-element ``q``: one pass (numpy on the
+    CPU: ~2× torch)."""
+    if x.device.type == "cpu":
+        return int(np.count_nonzero(x.numpy() > q.numpy()[0]))
+    return int(torch.count_nonzero(x > q).item())
+
+
+def _count_greater_sorted(x: torch.Tensor, q: torch.Tensor) -> int:
+    """:func:`_count_greater` for ascending ``x``, by binary search."""
+    return x.numel() - int(torch.searchsorted(x, q, right=True).item())
+
+
 def round_to_dtype(t: float, dtype: torch.dtype) -> float:
     """``t`` rounded to ``dtype`` (the value a comparison with a ``dtype`` map really uses)."""
     return torch.tensor(t, dtype=torch.float64).to(dtype).item()
 
 
 @dataclass
-class RankedScores:
-    """Scores split by label and sorted, for exact counts at any threshold.
+class PooledScores:
+    """Scores split by label, unsorted, for a few exact counts (each one pass over the voxels).
 
-    ``values`` are the sorted scores above the overall minimum ``lowest`` (the minimum's voxels,
+    ``values`` are the scores above the overall minimum ``lowest`` (the minimum's voxels,
     typically the many background zeros, are only counted: ``n_lowest``); ``positives`` the
-    sorted scores of the voxels with ground truth > 0. Counts are int64 on the scores' device.
+    scores of the voxels with ground truth > 0. Building it costs one selection pass, no sort:
+    the published bisection needs only 20 counts, so it runs on this directly.
     """
 
     values: torch.Tensor
@@ -69,33 +96,34 @@ class RankedScores:
     dtype: torch.dtype
 
     @classmethod
-    def from_scores(cls, scores: torch.Tensor, gt: torch.Tensor) -> "RankedScores":
+    def from_scores(cls, scores: torch.Tensor, gt: torch.Tensor):
         """From finite float ``scores`` and ``gt`` of the same shape (any; flattened), at least one voxel."""
         if scores.shape != gt.shape:
             raise ValueError(f"scores {tuple(scores.shape)} and ground truth {tuple(gt.shape)} differ in shape")
         if scores.numel() == 0:
             raise ValueError("no voxels to rank")
-        s = scores.reshape(-1) + 0.0  # + 0.0 turns -0.0 into 0.0, so equal scores sort as one value
-        g = gt.reshape(-1) > 0
-        lowest = s.min()
-        above = s > lowest
-        return cls(values=_sort(s[above]), positives=_sort(s[g]), lowest=lowest.item(),
-                   n_lowest=int(s.numel() - above.sum().item()), dtype=s.dtype)
+        s = scores.reshape(-1) + 0.0  # + 0.0 turns -0.0 into 0.0, so equal scores count as one value
+        values, positives, lowest = _split_scores(s, gt.reshape(-1) > 0)
+        return cls(values=values, positives=positives, lowest=lowest, n_lowest=s.numel() - values.numel(), dtype=s.dtype)
+
+    _join = staticmethod(torch.cat)  # joins the parts' 1-D value arrays when pooling
 
     @classmethod
-    def pool(cls, parts: list["RankedScores"]) -> "RankedScores":
-        """The ranking of all voxels of ``parts`` together (as if their scores were concatenated),
-        by merging their sorted arrays: ranking volume by volume and pooling is cheaper than
-        sorting a pooled array, and needs no pooled copy of the voxels at the minimum."""
+    def pool(cls, parts: list):
+        """All voxels of ``parts`` together (as if their scores were concatenated)."""
         if not parts:
             raise ValueError("nothing to pool")
         if len({p.dtype for p in parts}) != 1:
             raise ValueError("cannot pool scores of different dtypes")
         lowest = min(p.lowest for p in parts)
-        values = [p.values for p in parts]
-        values += [p.values.new_full((p.n_lowest,), p.lowest) for p in parts if p.lowest > lowest]
-        return cls(values=_merge_sorted(values), positives=_merge_sorted([p.positives for p in parts]), lowest=lowest,
+        values = [p.values for p in parts] + [p.values.new_full((p.n_lowest,), p.lowest) for p in parts if p.lowest > lowest]
+        return cls(values=cls._join(values), positives=cls._join([p.positives for p in parts]), lowest=lowest,
                    n_lowest=sum(p.n_lowest for p in parts if p.lowest == lowest), dtype=parts[0].dtype)
+
+    def ranked(self) -> "RankedScores":
+        """The same voxels sorted (for AUPRC, AUROC, the exact and FPR thresholds)."""
+        return RankedScores(values=_sort(self.values), positives=_sort(self.positives), lowest=self.lowest,
+                            n_lowest=self.n_lowest, dtype=self.dtype)
 
     @property
     def n_voxels(self) -> int:
@@ -107,15 +135,37 @@ class RankedScores:
 
     @property
     def highest(self) -> float:
-        return self.values[-1].item() if self.values.numel() else self.lowest
+        return self.values.max().item() if self.values.numel() else self.lowest
+
+    _count = staticmethod(_count_greater)
 
     def count_above(self, t: float) -> tuple[int, int]:
         """(voxels, positive voxels) with score > ``t`` (``t`` rounded to the scores' dtype)."""
         q = torch.tensor([round_to_dtype(t, self.dtype)], dtype=self.dtype, device=self.values.device)
-        n = self.values.numel() - int(torch.searchsorted(self.values, q, right=True).item())
-        n += self.n_lowest if self.lowest > q.item() else 0
-        tp = self.positives.numel() - int(torch.searchsorted(self.positives, q, right=True).item())
-        return n, tp
+        n = self._count(self.values, q) + (self.n_lowest if self.lowest > q.item() else 0)
+        return n, self._count(self.positives, q)
+
+
+@dataclass
+class RankedScores(PooledScores):
+    """:class:`PooledScores` with ``values`` and ``positives`` sorted ascending: one sort, then
+    counts at any threshold by binary search and every distinct threshold at once (:meth:`curve`)."""
+
+    @classmethod
+    def from_scores(cls, scores: torch.Tensor, gt: torch.Tensor) -> "RankedScores":
+        """From finite float ``scores`` and ``gt`` of the same shape (any; flattened), at least one voxel."""
+        return PooledScores.from_scores(scores, gt).ranked()
+
+    _join = staticmethod(_merge_sorted)  # pooling merges the sorted parts: cheaper than a fresh sort
+
+    def ranked(self) -> "RankedScores":
+        return self
+
+    @property
+    def highest(self) -> float:
+        return self.values[-1].item() if self.values.numel() else self.lowest
+
+    _count = staticmethod(_count_greater_sorted)
 
     def curve(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every distinct score, descending, with the counts of voxels scoring at least it.

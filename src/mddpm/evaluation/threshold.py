@@ -9,8 +9,9 @@
 - ``fpr-<rate>``: thresholds at a target voxel false-positive rate on healthy volumes (the
   published code logs them for IXI; they use no lesion labels).
 
-All searches read counts from a :class:`~mddpm.evaluation.metrics.RankedScores` (one sort), so
-each candidate threshold costs two binary searches instead of a pass over the pooled voxels.
+The bisection reads its 20 counts from an unsorted :class:`~mddpm.evaluation.metrics.PooledScores`
+(one pass over the voxels above the minimum per count, no sort); the exact and FPR searches from
+a :class:`~mddpm.evaluation.metrics.RankedScores` (one sort, then every candidate at once).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fractions import Fraction
 
 import torch
 
-from mddpm.evaluation.metrics import RankedScores
+from mddpm.evaluation.metrics import PooledScores, RankedScores
 
 BISECTION_STEPS = 10
 FPR_RATES = (0.01, 0.05, 0.10)
@@ -42,14 +43,14 @@ class ThresholdResult:
         return asdict(self)
 
 
-def pooled_dice(ranked: RankedScores, threshold: float) -> float:
+def pooled_dice(ranked: PooledScores, threshold: float) -> float:
     """Dice of ``A > threshold`` over all voxels of ``ranked``; NaN when prediction and truth are empty."""
     predicted, tp = ranked.count_above(threshold)
     den = predicted + ranked.n_positive
     return 2 * tp / den if den > 0 else math.nan
 
 
-def bisection_search(ranked: RankedScores, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
+def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
     """The published bisection (``find_best_val``), step by step.
 
     Start from [lo, hi] = [0, max score] with best = (Dice 0, τ 0). Each step: if lo == hi, set
@@ -82,7 +83,7 @@ def bisection_search(ranked: RankedScores, max_steps: int = BISECTION_STEPS) -> 
 
 def bisection_threshold(scores: torch.Tensor, gt: torch.Tensor, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
     """:func:`bisection_search` on ``scores`` and ``gt`` (same shape, all voxels pooled)."""
-    return bisection_search(RankedScores.from_scores(scores, gt), max_steps)
+    return bisection_search(PooledScores.from_scores(scores, gt), max_steps)
 
 
 def _below(value: float, dtype: torch.dtype) -> float:

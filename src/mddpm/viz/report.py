@@ -150,6 +150,11 @@ def _load_evaluations(evaluations: list, table: dict | None, labels: dict[str, s
     return out
 
 
+def _run_label(run: str) -> str:
+    """"run seed3141" for a run folder named seed3141; a folder already named run… as it is."""
+    return run if run.lower().startswith("run") else f"run {run}"
+
+
 def _cache_folder(cache_dir: Path | None, ev: _Eval) -> Path | None:
     if cache_dir is None:
         return None
@@ -602,7 +607,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
             if ev is None:
                 continue
             pictures = _examples(ev, examples, cache, device)
-            parts.append(f"<h3>{_e(column.split('/', 1)[1])} <small class=pm>· run {_e(ev.run)}</small></h3>")
+            parts.append(f"<h3>{_e(column.split('/', 1)[1])} <small class=pm>· {_e(_run_label(ev.run))}</small></h3>")
             if pictures:
                 parts.append("<div class=strip>" + "".join(
                     f"<figure>{_img(png, caption)}<figcaption>{_e(caption)}. Panels: input, reconstruction, "
@@ -617,7 +622,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
         for ev in evs:
             runs_seen.setdefault(ev.run, []).append(ev)
         for run, run_evs in runs_seen.items():
-            parts.append(_json_details(f"Configuration of run {run} ({', '.join(e.test_set for e in run_evs)})",
+            parts.append(_json_details(f"Configuration of {_run_label(run)} ({', '.join(e.test_set for e in run_evs)})",
                                        [_run_config(e) for e in run_evs]))
         parts.append("</section>")
 
