@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mddpm.bench import BenchSettings, run_bench, synthetic_maps, time_call, to_markdown
+from mddpm.bench import BenchSettings, bench_bf16_parity, run_bench, synthetic_maps, time_call, to_markdown
 from mddpm.cli.main import main
 
 TINY_NET = ("model.net.model_channels=8", "model.net.head_channels=8", "model.net.groups=4")
@@ -62,12 +62,26 @@ def test_run_bench_all_stages_tiny():
     thr = st["threshold"]["result"]
     assert thr["voxels"] == 3 * 12 * 32 * 32 and thr["same_threshold_as_reference"]
     parity = st["bf16_parity"]["result"]
-    assert "randomly initialised" in parity["source"]
-    assert 0 <= parity["mean_abs_diff"] <= parity["max_abs_diff"]
+    assert "randomly initialised" in parity["source"] and parity["sets"]["synthetic"]["volumes"] == 1
+    assert 0 <= parity["sets"]["synthetic"]["mean_abs_diff"] <= parity["sets"]["synthetic"]["max_abs_diff"]
     md = to_markdown(results, "mddpm bench")
     for heading in ("## Training step", "## Noise and masking", "## Predict", "## Post-processing",
                     "## Threshold search", "## bf16 vs fp32"):
         assert heading in md
+
+
+def test_bf16_parity_of_a_trained_run_scores_every_lesion_test_split(phantom_dataset, tmp_path):
+    from mddpm.training.train import train
+
+    small = [*TINY_NET, "model.net.channel_mult=[1,2]", "train.batch_size=2", "train.max_steps=1",
+             "train.val_every=1", "train.val_batches=1"]
+    run = train(phantom_dataset, "mddpm-released", out=tmp_path / "run", overrides=small, progress=False)
+    result = bench_bf16_parity(tiny_settings(run=str(run), data=str(phantom_dataset)), torch.device("cpu"))
+    assert "trained run" in result["source"] and set(result["sets"]) == {"lesion_test"}
+    parity = result["sets"]["lesion_test"]
+    assert parity["volumes"] == 2  # every volume of the split, not parity_volumes
+    assert 0 <= parity["mean_abs_diff"] <= parity["max_abs_diff"] < 0.5
+    assert 0 < parity["auprc_fp32"] <= 1 and parity["auprc_change"] == parity["auprc_bf16"] - parity["auprc_fp32"]
 
 
 def test_cli_writes_json_and_markdown_and_refuses_overwrite(tmp_path, capsys):

@@ -452,7 +452,10 @@ def bench_threshold(settings: BenchSettings, device: torch.device) -> dict:
 
 
 def _parity_inputs(settings: BenchSettings, device: torch.device):
-    """(method, volumes as a list of (image, mask, label) [S, 1, H, W], description)."""
+    """(method, {set name: list of (image, mask, label) [S, 1, H, W]}, description).
+
+    With ``--run``: every volume of each lesion test split (``<set>_test``; ``test`` when there is
+    none) of ``--data``; without: ``parity_volumes`` synthetic volumes and a random demo model."""
     if settings.run is not None:
         from mddpm.data.dataset import load_dataset
         from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
@@ -465,16 +468,14 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
         method, payload = build_from_weights(Path(settings.run) / "best.pt")
         method = method.to(device)
         dataset = load_dataset(settings.data)
-        split = "lesion_test" if dataset.split("lesion_test") else "test"
-        ids = [c.id for c in dataset.split(split)][: settings.parity_volumes]
+        splits = sorted(name for name in dataset.splits if name.endswith("_test")) or ["test"]
         prepared = load_prepared(prepare_dataset(settings.data, get_grid(payload["config"]["data"]["grid"]),
                                                  progress=False))
-        vols = []
-        for case_id in ids:
-            arrays = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[:, None].to(device)
-                      for a in prepared.volume(case_id)]
-            vols.append(tuple(arrays))
-        return method, vols, f"trained run {settings.run}, {len(ids)} volumes of split {split!r} of {settings.data}"
+        sets = {split: [tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[:, None].to(device)
+                              for a in prepared.volume(case.id)) for case in dataset.split(split)]
+                for split in splits}
+        counts = ", ".join(f"{len(v)} of {k}" for k, v in sets.items())
+        return method, sets, f"trained run {settings.run}, every volume of the test splits of {settings.data} ({counts})"
     method, cfg = _build(TRAIN_METHODS[0], "demo", settings, device)
     method.eval()
     gen = torch.Generator(device=device).manual_seed(settings.seed + 1)
@@ -484,29 +485,31 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
                 p.normal_(0.0, 0.05, generator=gen)
     v = synthetic_volumes(settings.parity_volumes, (25, 48, 48), gen, device)
     vols = [(v["image"][i][:, None], v["mask"][i][:, None], v["label"][i][:, None]) for i in range(v["image"].shape[0])]
-    return method, vols, (f"randomly initialised demo mddpm-released model (no trained run given; zero-initialised layers "
-                          f"redrawn from N(0, 0.05²)), "
-                          f"{len(vols)} synthetic 25x48x48 volumes")
+    return method, {"synthetic": vols}, (
+        f"randomly initialised demo mddpm-released model (no trained run given; zero-initialised layers redrawn from "
+        f"N(0, 0.05²)), {len(vols)} synthetic 25x48x48 volumes")
 
 
 def bench_bf16_parity(settings: BenchSettings, device: torch.device) -> dict:
-    """Max / mean |map_bf16 − map_fp32| and the AUPRC change over the parity volumes."""
-    method, vols, description = _parity_inputs(settings, device)
-    max_diff, sum_diff, count = 0.0, 0.0, 0
-    maps = {"32": [], "bf16": []}
-    gts = []
-    for i, (image, mask, label) in enumerate(vols):
-        for precision in maps:
-            gen = torch.Generator(device=device).manual_seed(settings.seed + i)
-            amap, _ = score_volume(method, image, mask, gen, precision=precision)
-            maps[precision].append(amap.float() * (mask > 0))
-        d = (maps["bf16"][-1] - maps["32"][-1]).abs()
-        max_diff, sum_diff, count = max(max_diff, d.max().item()), sum_diff + d.sum().item(), count + d.numel()
-        gts.append(label)
-    gt = torch.cat(gts)
-    ap = {p: average_precision(RankedScores.from_scores(torch.cat(m), gt)) for p, m in maps.items()}
-    return {"source": description, "volumes": len(vols), "max_abs_diff": max_diff, "mean_abs_diff": sum_diff / count,
-            "auprc_fp32": ap["32"], "auprc_bf16": ap["bf16"], "auprc_change": ap["bf16"] - ap["32"]}
+    """Per test set: max / mean |map_bf16 − map_fp32| inside the brain and the change of the
+    pooled AUPRC (all the set's voxels ranked together)."""
+    method, sets, description = _parity_inputs(settings, device)
+    out = {"source": description, "sets": {}}
+    for name, vols in sets.items():
+        maps: dict[str, list[torch.Tensor]] = {"32": [], "bf16": []}
+        max_diff, sum_diff, count = 0.0, 0.0, 0
+        for i, (image, mask, _) in enumerate(vols):
+            for precision in maps:
+                gen = torch.Generator(device=device).manual_seed(settings.seed + i)
+                amap, _ = score_volume(method, image, mask, gen, precision=precision)
+                maps[precision].append(amap.float() * (mask > 0))
+            d = (maps["bf16"][-1] - maps["32"][-1]).abs()[mask > 0]
+            max_diff, sum_diff, count = max(max_diff, d.max().item()), sum_diff + d.sum().item(), count + d.numel()
+        gt = torch.cat([label for _, _, label in vols])
+        ap = {p: average_precision(RankedScores.from_scores(torch.cat(m), gt)) for p, m in maps.items()}
+        out["sets"][name] = {"volumes": len(vols), "max_abs_diff": max_diff, "mean_abs_diff": sum_diff / count,
+                             "auprc_fp32": ap["32"], "auprc_bf16": ap["bf16"], "auprc_change": ap["bf16"] - ap["32"]}
+    return out
 
 
 # ---- driver ---------------------------------------------------------------------------------------
@@ -627,10 +630,12 @@ def to_markdown(results: dict, command: str | None = None) -> str:
                   f"{r['same_threshold_as_reference']}."]
     if "bf16_parity" in st:
         r = st["bf16_parity"]["result"]
-        lines += ["", "## bf16 vs fp32 anomaly maps", "", f"Source: {r['source']}.", "",
-                  "| max abs diff | mean abs diff | AUPRC fp32 | AUPRC bf16 | change |", "|---|---|---|---|---|",
-                  f"| {r['max_abs_diff']:.2e} | {r['mean_abs_diff']:.2e} | {r['auprc_fp32']:.4f} | "
-                  f"{r['auprc_bf16']:.4f} | {r['auprc_change']:+.2e} |"]
+        lines += ["", "## bf16 vs fp32 anomaly maps", "", f"Source: {r['source']}. Differences inside the brain; "
+                  "AUPRC of all the set's voxels ranked together.", "",
+                  "| set | volumes | max abs diff | mean abs diff | AUPRC fp32 | AUPRC bf16 | change |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {v['volumes']} | {v['max_abs_diff']:.2e} | {v['mean_abs_diff']:.2e} | {v['auprc_fp32']:.4f} | "
+                  f"{v['auprc_bf16']:.4f} | {v['auprc_change']:+.2e} |" for name, v in r["sets"].items()]
     lines += ["", "Stage wall times: " + ", ".join(f"{k} {v['wall_s']:.0f} s (load {v['load_average_1min']:.1f})"
                                                for k, v in st.items()), ""]
     return "\n".join(lines)
