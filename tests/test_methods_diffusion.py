@@ -86,6 +86,21 @@ def test_training_loss_is_finite_and_backpropagates(name):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", DIFFUSION_METHODS)
+def test_cuda_training_step_has_no_host_sync(name):
+    method = tiny(name).cuda()
+    batch = {k: v.cuda() for k, v in brain_batch().items()}
+    g = torch.Generator(device="cuda").manual_seed(1)
+    method.training_loss(batch, g, 0).backward()  # first call: kernels load, cached noise terms built
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        method.training_loss(batch, g, 1).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
 @pytest.mark.parametrize("name", DIFFUSION_METHODS)
 def test_reconstruct_shape_range_and_determinism(name):
     method = tiny(name)
