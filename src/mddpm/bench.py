@@ -45,7 +45,7 @@ from mddpm.diffusion.schedule import to_model_range
 from mddpm.evaluation.metrics import PooledScores, RankedScores, auroc, average_precision
 from mddpm.evaluation.postprocess import (erode_mask_axial, median_filter_3d, published_erosion_iterations,
                                           remove_small_components)
-from mddpm.evaluation.threshold import bisection_search, exact_search
+from mddpm.evaluation.threshold import bisect, bisection_search, exact_search
 from mddpm.inference.predict import resolve_device, score_volume
 from mddpm.masking import apply_masking
 from mddpm.nets.unet import unet_flops
@@ -389,30 +389,16 @@ def bench_postprocess(settings: BenchSettings, device: torch.device) -> dict:
     return out
 
 
-def _numpy_bisection(scores: np.ndarray, gt: np.ndarray, steps: int = 10) -> float:
-    """The published bisection: a full-array Dice pass per candidate threshold (reference)."""
+def _numpy_bisection(scores: np.ndarray, gt: np.ndarray) -> float:
+    """The published bisection as published: a Dice pass over the whole pooled array per candidate (reference)."""
     n_gt = int(gt.sum())
-    lo, hi, best_d, best_t = 0.0, float(scores.max()), 0.0, 0.0
 
     def pooled_dice(t: float) -> float:
         pred = scores > t
         den = int(pred.sum()) + n_gt
         return 2 * int((pred & gt).sum()) / den if den else math.nan
 
-    for _ in range(steps):
-        if lo == hi:
-            hi = 1.0
-        mid, q1, q3 = lo + (hi - lo) * 0.5, lo + (hi - lo) * 0.25, lo + (hi - lo) * 0.75
-        d1, d3 = pooled_dice(q1), pooled_dice(q3)
-        if d1 >= d3:
-            if d1 >= best_d:
-                best_d, best_t = d1, q1
-            hi = mid
-        else:
-            if d3 >= best_d:
-                best_d, best_t = d3, q3
-            lo = mid
-    return best_t
+    return bisect(pooled_dice, float(scores.max()))[0]
 
 
 def bench_threshold(settings: BenchSettings, device: torch.device) -> dict:

@@ -869,6 +869,22 @@ def _row_name(row: dict) -> str:
     return name
 
 
+def published_values(table: dict) -> tuple[list[str], list[tuple[str, list]]] | None:
+    """The grid's published Table-1 values for the table's rows: (column names, [(row label,
+    [(mean, std) or None per test set and metric])]); None when the grid gives none."""
+    published = table.get("published")
+    if not published:
+        return None
+    cols = table["columns"]
+    names = [f"{c['test_set']} {m}" for c in cols for m in ("DICE", "AUPRC")]
+    rows = []
+    for r in table["rows"]:
+        values = published["values"].get(r["method"])
+        if values:
+            rows.append((r["label"], [(values.get(c["test_set"]) or {}).get(m) for c in cols for m in ("dice", "auprc")]))
+    return names, rows
+
+
 def table_markdown(table: dict) -> str:
     """Table 1 and the detail tables as Markdown."""
     cols, rows = table["columns"], table["rows"]
@@ -936,21 +952,13 @@ def table_markdown(table: dict) -> str:
             lines.append(f"| {_row_name(r)} | {len(cell['runs'])} | {cell['volumes'][0]} | " + " | ".join(values) + " |")
         lines.append("")
 
-    published = table.get("published")
+    published = published_values(table)
     if published:
-        lines += ["## Published values", "", published.get("source", ""), ""]
-        names = [f"{c['test_set']} {m}" for c in cols for m in ("DICE", "AUPRC")]
+        names, pub_rows = published
+        lines += ["## Published values", "", table["published"].get("source", ""), ""]
         lines += ["| Model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-        for r in rows:
-            values = published["values"].get(r["method"])
-            if not values:
-                continue
-            cells = []
-            for c in cols:
-                for m in ("dice", "auprc"):
-                    v = (values.get(c["test_set"]) or {}).get(m)
-                    cells.append("–" if not v else f"{v[0]:.2f} ± {v[1]:.2f}")
-            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+        for label, cells in pub_rows:
+            lines.append(f"| {label} | " + " | ".join("–" if not v else f"{v[0]:.2f} ± {v[1]:.2f}" for v in cells) + " |")
         lines.append("")
 
     seconds = table.get("seconds")

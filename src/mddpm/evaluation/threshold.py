@@ -17,6 +17,7 @@ a :class:`~mddpm.evaluation.metrics.RankedScores` (one sort, then every candidat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -50,16 +51,17 @@ def pooled_dice(ranked: PooledScores, threshold: float) -> float:
     return 2 * tp / den if den > 0 else math.nan
 
 
-def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
-    """The published bisection (``find_best_val``), step by step.
+def bisect(dice_at: Callable[[float], float], highest: float,
+           max_steps: int = BISECTION_STEPS) -> tuple[float, float, list[dict]]:
+    """The published bisection (``find_best_val``) over any pooled-Dice function: (τ, Dice, steps).
 
-    Start from [lo, hi] = [0, max score] with best = (Dice 0, τ 0). Each step: if lo == hi, set
+    Start from [lo, hi] = [0, ``highest``] with best = (Dice 0, τ 0). Each step: if lo == hi, set
     hi = 1; evaluate the pooled Dice at q1 = lo + (hi − lo)/4 and q3 = lo + 3(hi − lo)/4; if
     Dice(q1) ≥ Dice(q3), record q1 when Dice(q1) ≥ best and continue in [lo, mid], else record q3
     when Dice(q3) ≥ best and continue in [mid, hi]. Bounds are float64 (as NumPy 1.x computed
     them from the float32 maximum); comparisons of NaN Dice are false, as in Python.
     """
-    lo, hi = 0.0, ranked.highest
+    lo, hi = 0.0, highest
     best_dice, best_t = 0.0, 0.0
     steps = []
     for step in range(max_steps):
@@ -67,7 +69,7 @@ def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> 
             hi = 1.0
         mid = lo + (hi - lo) * 0.5
         q1, q3 = lo + (hi - lo) * 0.25, lo + (hi - lo) * 0.75
-        d1, d3 = pooled_dice(ranked, q1), pooled_dice(ranked, q3)
+        d1, d3 = dice_at(q1), dice_at(q3)
         record = {"step": step, "lo": lo, "hi": hi, "q1": q1, "q3": q3, "dice_q1": d1, "dice_q3": d3}
         if d1 >= d3:
             if d1 >= best_dice:
@@ -78,7 +80,13 @@ def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> 
                 best_dice, best_t = d3, q3
             lo = mid
         steps.append({**record, "best_dice": best_dice, "best_threshold": best_t})
-    return ThresholdResult("bisection", best_t, best_dice, steps, {"max_steps": max_steps})
+    return best_t, best_dice, steps
+
+
+def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
+    """:func:`bisect` on the pooled Dice of ``ranked`` (two counts per candidate), step by step."""
+    threshold, dice, steps = bisect(lambda t: pooled_dice(ranked, t), ranked.highest, max_steps)
+    return ThresholdResult("bisection", threshold, dice, steps, {"max_steps": max_steps})
 
 
 def bisection_threshold(scores: torch.Tensor, gt: torch.Tensor, max_steps: int = BISECTION_STEPS) -> ThresholdResult:

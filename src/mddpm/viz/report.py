@@ -421,24 +421,18 @@ def _every_metric(table: dict) -> str:
 
 
 def _published(table: dict) -> str:
-    pub = table.get("published")
-    if not pub:
+    from mddpm.benchmark import published_values
+
+    published = published_values(table)
+    if not published:
         return ""
-    cols = table["columns"]
-    head = "<tr><th>Model</th>" + "".join(f"<th>{_e(c['test_set'])} DICE</th><th>{_e(c['test_set'])} AUPRC</th>" for c in cols) + "</tr>"
-    body = []
-    for r in table["rows"]:
-        values = pub["values"].get(r["method"])
-        if not values:
-            continue
-        cells = []
-        for c in cols:
-            for m in ("dice", "auprc"):
-                v = (values.get(c["test_set"]) or {}).get(m)
-                cells.append("<td>–</td>" if not v else f"<td>{v[0]:.2f}<span class=pm> ± {v[1]:.2f}</span></td>")
-        body.append(f"<tr><td>{_e(r['label'])}</td>{''.join(cells)}</tr>")
-    return (f"<details><summary>Published values ({_e(pub.get('source', ''))})</summary>"
-            f'<table class="summary"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table></details>')
+    names, rows = published
+    head = "<tr><th>Model</th>" + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"
+    body = "".join(f"<tr><td>{_e(label)}</td>" + "".join(
+        "<td>–</td>" if not v else f"<td>{v[0]:.2f}<span class=pm> ± {v[1]:.2f}</span></td>" for v in cells) + "</tr>"
+        for label, cells in rows)
+    return (f"<details><summary>Published values ({_e(table['published'].get('source', ''))})</summary>"
+            f'<table class="summary"><thead>{head}</thead><tbody>{body}</tbody></table></details>')
 
 
 def _seconds(table: dict) -> str:
