@@ -292,6 +292,15 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
     with pytest.raises(MddpmError, match="no finished evaluation"):
         run_benchmark(grid, out=tmp_path / "empty", table_only=True, log=lambda m: None)
 
+    # evaluations of one dataset made on two different folders cannot share a table
+    for tag, folder in (("seed1", "/data/a"), ("seed2", "/data/b")):
+        path = out / f"runs/phantom/vae/{tag}/eval/blob/metrics.json"
+        content = json.loads(path.read_text())
+        content["test"]["dataset"] = folder
+        path.write_text(json.dumps(content))
+    with pytest.raises(MddpmError, match="seed2/eval/blob/metrics.json: evaluated on /data/b, but .*/data/a"):
+        run_benchmark(grid, out=out, table_only=True, report=False, log=lambda m: None)
+
 
 def test_cli_dry_run_and_bad_grid(tmp_path, phantom_dataset, capsys):
     grid = _write_grid(tmp_path)

@@ -808,7 +808,23 @@ def collect_evaluations(grid: Grid, out: Path) -> list[Evaluation]:
                     folder = RunPaths(out / "runs" / d.name / m / r.tag).eval(t)
                     if (folder / "metrics.json").is_file():
                         found.append(Evaluation(d.name, t.name, m, r.tag, read_json(folder / "metrics.json"), folder))
+    _check_one_dataset_each(found)
     return found
+
+
+def _check_one_dataset_each(evaluations: list[Evaluation]) -> None:
+    """Refuse a table whose column would mix evaluations made on different dataset folders: the
+    per-volume pairs of the p-values match cases by id, so every method must see the same scans."""
+    first: dict[str, Evaluation] = {}
+    for e in evaluations:
+        path = e.metrics.get("test", {}).get("dataset")
+        if path is None:
+            continue
+        ref = first.setdefault(e.dataset, e)
+        if ref.metrics["test"]["dataset"] != path:
+            raise MddpmError(f"{e.path / 'metrics.json'}: evaluated on {path}, but {ref.path / 'metrics.json'} on "
+                             f"{ref.metrics['test']['dataset']}; a table compares methods on one dataset (re-run one "
+                             f"of them on the other's data, or use another --out)")
 
 
 def stage_seconds(grid: Grid, out: Path) -> dict:
