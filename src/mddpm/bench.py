@@ -390,7 +390,7 @@ def bench_postprocess(settings: BenchSettings, device: torch.device) -> dict:
 
 
 def _numpy_bisection(scores: np.ndarray, gt: np.ndarray) -> float:
-    """The published bisection as published: a Dice pass over the whole pooled array per candidate (reference)."""
+    """Reference: the bisection as the published code runs it, a Dice pass over the whole pooled array per candidate."""
     n_gt = int(gt.sum())
 
     def pooled_dice(t: float) -> float:
