@@ -1,0 +1,17 @@
+"""Every picture and relative link in the README and docs/ points at a file of the repository."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    targets = [t.split("#")[0] for t in LINK.findall(page.read_text()) if "://" not in t and not t.startswith("#")]
+    missing = [t for t in targets if t and not (page.parent / t).exists()]
+    assert not missing, f"{page.relative_to(ROOT)}: missing {missing}"
