@@ -49,7 +49,8 @@ def make_metrics(method: str, split: str, dice: list[float], auprc: list[float],
                       "oracle_dice_bisection": stat([c["oracle_dice_bisection"] for c in cases]),
                       "rules": {r: {"dice": stat([c["rules"][r]["dice"] for c in cases])} for r in ("bisection", "exact")}},
         "cases": cases,
-        "run": f"/runs/{method}/{run}", "config": {"method": method, "preset": "demo", "model": {"width": 8}},
+        "run": f"/runs/{method}/{run}", "config": {"method": method, "preset": "demo", "model": {"width": 8},
+                                                  "train": {"max_steps": 1200, "batch_size": 16}},
         "predict_settings": {"precision": "32"},
     }
 
@@ -109,6 +110,7 @@ def test_single_evaluation_report_shows_its_numbers(tmp_path):
     assert "ORACLE" in text and "oracle" in text
     assert text.count("<img") == 2  # the evaluation's figures (no maps to draw from)
     assert "&quot;width&quot;: 8" in text  # configuration JSON, escaped
+    assert "Trained here: preset demo, 1,200 steps of batch 16." in text
 
 
 def test_benchmark_report_has_table1_and_p_values(two_methods, tmp_path):

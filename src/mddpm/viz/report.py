@@ -462,6 +462,14 @@ def _run_config(ev: _Eval) -> dict:
             "evaluation": str(ev.path)}
 
 
+def _training_summary(config: dict) -> str:
+    """"preset demo, 800 steps of batch 16" from a run's resolved config ('' when it has no training)."""
+    train = config.get("train") or {}
+    if not train.get("max_steps"):
+        return ""
+    return f"preset {config.get('preset', '?')}, {train['max_steps']:,} steps of batch {train.get('batch_size', '?')}"
+
+
 def _method_description(method: str) -> str:
     from mddpm.registry import all_methods
 
@@ -594,6 +602,9 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
         desc = _method_description(m)
         if desc:
             parts.append(f"<p class=desc><code>{_e(m)}</code> · {_e(desc)}</p>")
+        trained = _training_summary(evs[0].metrics.get("config") or {})
+        if trained:
+            parts.append(f"<p class=desc>Trained here: {_e(trained)}.</p>")
         method_curves = [(column.split("/", 1)[1], curves.get((m, column))) for column in columns if (m, column) in first]
         method_curves = [(n, c) for n, c in method_curves if c and c["recall"]]
         for column in columns:
