@@ -16,6 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from mddpm.cli.main import main
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
+from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
 from mddpm.evaluation.threshold import bisection_threshold
 from mddpm.io import write_json, write_nifti
@@ -48,7 +49,7 @@ def maps(phantom_dataset, tmp_path):
             for seed, (name, split) in enumerate([("val", "lesion_val"), ("test", "lesion_test"), ("healthy", "val")])}
 
 
-def reference_case(maps_dir: Path, cid: str, threshold: float) -> dict:
+def reference_case(maps_dir: Path, cid: str, threshold: float, kernel: int = 5, max_size: int = 7) -> dict:
     """One case through scipy / skimage / scikit-learn, independently of mddpm's implementation."""
     prepared = load_prepared(json.loads((maps_dir / "predict.json").read_text())["prepared"])
     _, mask, label = prepared.volume(cid)
@@ -56,13 +57,14 @@ def reference_case(maps_dir: Path, cid: str, threshold: float) -> dict:
 
     score = np.asarray(nib.load(str(maps_dir / f"{cid}.nii.gz")).dataobj, dtype=np.float32).transpose(2, 0, 1)
     cross = ndimage.generate_binary_structure(2, 1)
-    eroded = np.stack([ndimage.binary_erosion(m > 0, structure=cross, iterations=32 // 25) for m in mask])
-    post = ndimage.median_filter(score * eroded, size=5, mode="reflect")
+    eroded = np.stack([ndimage.binary_erosion(m > 0, structure=cross, iterations=mask.shape[-1] // 25)
+                       if mask.shape[-1] >= 25 else m > 0 for m in mask])
+    post = ndimage.median_filter(score * eroded, size=kernel, mode="reflect")
     gt = label > 0
     pred = post > np.float32(threshold)
     cc = sk_label(pred, connectivity=3)
     sizes = np.bincount(cc.ravel())
-    pred &= sizes[cc] > 7
+    pred &= sizes[cc] > max_size
     tp = int((pred & gt).sum())
     return {"post": post, "gt": gt, "auprc": average_precision_score(gt.ravel(), post.ravel()),
             "auroc": roc_auc_score(gt.ravel(), post.ravel()), "dice": 2 * tp / (pred.sum() + gt.sum()), "tp": tp}
@@ -116,6 +118,27 @@ def test_evaluate_end_to_end_matches_reference(maps, tmp_path):
     assert float(rows[0]["bisection.dice"]) == pytest.approx(dices[0])
     md = (out / "metrics.md").read_text()
     assert "| **bisection** (default)" in md and "ORACLE" in md and test_ids[0] in md
+
+
+def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, tmp_path):
+    coarse = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=4.0, curvature_flow=False)  # 16x16x8 of 4 mm
+    prepared_dir = prepare_dataset(phantom_dataset, coarse, workers=1, progress=False)
+    val = write_maps(phantom_dataset, prepared_dir, "lesion_val", tmp_path / "val", 0)
+    test = write_maps(phantom_dataset, prepared_dir, "lesion_test", tmp_path / "test", 1)
+    published = evaluate(test, val, tmp_path / "published", log=lambda msg: None)
+    physical = evaluate(test, val, tmp_path / "physical", log=lambda msg: None, postprocess="physical")
+    settings = physical["protocol"]["postprocess"]
+    assert settings["rule"] == "physical" and settings["voxel_mm"] == 4.0
+    assert settings["median_filter"]["kernel"] == 3 and settings["components"]["removed_if_voxels_at_most"] == 0
+    assert published["protocol"]["postprocess"]["median_filter"]["kernel"] == 5
+    threshold = physical["thresholds"]["bisection"]["threshold"]
+    for case in physical["cases"]:
+        ref = reference_case(test, case["case_id"], threshold, kernel=3, max_size=0)
+        assert case["rules"]["bisection"]["dice"] == pytest.approx(ref["dice"], abs=1e-12)
+        assert case["auprc"] == pytest.approx(ref["auprc"], abs=1e-12)
+    assert json.loads((tmp_path / "physical" / "threshold.json").read_text())["postprocess"] == settings
+    with pytest.raises(MddpmError, match="--postprocess"):
+        evaluate(test, val, tmp_path / "bad", log=lambda msg: None, postprocess="metric")
 
 
 def test_evaluate_is_deterministic(maps, tmp_path):

@@ -285,3 +285,66 @@ def test_reconstruct_follows_the_input_device_and_keeps_no_graph():
     volume = brain_batch(2)
     recon = method.reconstruct(volume["image"], volume["mask"], gen(17))
     assert recon.device == volume["image"].device and not recon.requires_grad
+
+
+# ---- options for small grids and budgets (named, off in the paper preset) ---------------------------
+
+class RecordT(nn.Module):
+    """Stub net that records the timesteps and inputs it sees and predicts its input."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(()))
+        self.t: list[torch.Tensor] = []
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.t.append(t.clone())
+        self.inputs.append(x.detach().clone())
+        return x * self.weight
+
+
+def test_training_t_band_and_validation_at_t_fix():
+    method = tiny("pddpm", train_t_band=[399, 599], val_at_t_fix=True)
+    method.net = RecordT()
+    for seed in range(20):
+        method.training_loss(brain_batch(8), gen(seed))
+    t = torch.cat(method.net.t)
+    assert 399 <= t.min() and t.max() <= 599 and len(t.unique()) > 50
+    method.net.t.clear()
+    method.validation_loss(brain_batch(8), gen(0))
+    assert torch.equal(method.net.t[0], torch.full((8,), 499))
+    published = tiny("pddpm")
+    published.net = RecordT()
+    for seed in range(5):
+        published.training_loss(brain_batch(8), gen(seed))
+        published.validation_loss(brain_batch(8), gen(seed))
+    assert torch.cat(published.net.t).max() > 600 and torch.cat(published.net.t).min() < 399
+    with pytest.raises(MddpmError, match="train_t_band"):
+        tiny("pddpm", train_t_band=[600, 500])
+
+
+def test_per_sample_training_noise_keeps_inference_noise_shared():
+    method = tiny("ddpm", train_noise_shared=False, noise="gaussian")
+    method.net = RecordT()
+    batch = {"image": torch.zeros(4, 1, SIZE, SIZE), "mask": torch.ones(4, 1, SIZE, SIZE)}
+    method.training_loss(batch, gen(0))
+    train_inputs = method.net.inputs[-1]  # noise only (the image is zero), one field per sample
+    assert not torch.allclose(train_inputs[0] / train_inputs[0].std(), train_inputs[1] / train_inputs[1].std())
+    method.reconstruct(batch["image"], batch["mask"], gen(0))
+    test_inputs = method.net.inputs[-1]  # same t for every slice: one shared field
+    assert torch.equal(test_inputs[0], test_inputs[1])
+    assert tiny("ddpm").train_noise_shared is True and tiny("ddpm", noise_shared=False).train_noise_shared is False
+
+
+def test_simplex_frequency_sets_the_lattice_scale():
+    a = make_noise("simplex", 1, SIZE, SIZE, gen(0), "cpu", frequency=64)
+    b = make_noise("simplex", 1, SIZE, SIZE, gen(0), "cpu", frequency=16)
+    # a finer lattice decorrelates neighbours faster
+    def neighbour_corr(x):
+        return torch.corrcoef(torch.stack([x[..., :, :-1].flatten(), x[..., :, 1:].flatten()]))[0, 1]
+    assert neighbour_corr(b) < neighbour_corr(a)
+    method = tiny("ddpm", simplex_frequency=16)
+    assert torch.equal(method._noise(1, SIZE, SIZE, gen(0), torch.device("cpu"), True), b)
+    with pytest.raises(MddpmError, match="simplex_frequency"):
+        tiny("ddpm", simplex_frequency=0)

@@ -11,7 +11,8 @@ from skimage.measure import regionprops
 
 from mddpm.evaluation import postprocess
 from mddpm.evaluation.postprocess import (
-    erode_mask_axial, median_filter_3d, postprocess_map, published_erosion_iterations, remove_small_components)
+    PostprocessConstants, erode_mask_axial, median_filter_3d, postprocess_constants, postprocess_map,
+    published_erosion_iterations, remove_small_components)
 
 CROSS = ndimage.generate_binary_structure(2, 1)
 
@@ -137,3 +138,12 @@ def test_component_removal_hand_cases():
     want[5, 10, 10] = False
     np.testing.assert_array_equal(got, want)
     assert not remove_small_components(torch.zeros(3, 3, 3, dtype=torch.bool)).any()
+
+
+def test_physical_constants_equal_the_published_ones_at_2mm():
+    assert postprocess_constants("physical", 2.0) == PostprocessConstants("physical", 5, 7)
+    assert postprocess_constants("physical", 4.0) == PostprocessConstants("physical", 3, 0)  # 10 mm, 56 mm³
+    assert postprocess_constants("physical", 1.0) == PostprocessConstants("physical", 11, 56)
+    assert postprocess_constants("published", 4.0) == PostprocessConstants("published", 5, 7)
+    with pytest.raises(ValueError):
+        postprocess_constants("metric", 2.0)

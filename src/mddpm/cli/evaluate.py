@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--healthy-val", metavar="HEALTHY_MAPS",
                    help="maps of healthy validation volumes: also report thresholds at 1/5/10%% in-brain voxel FPR")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="draw the first N test cases (default 0)")
+    p.add_argument("--postprocess", choices=["published", "physical"], default="published",
+                   help="post-processing constants: 'published' (5^3 median, components <= 7 voxels, on any grid; "
+                        "default) or 'physical' (the same sizes in mm: equal at 2 mm, 3^3 and none at 4 mm)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where post-processing runs")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.set_defaults(func=run)
@@ -36,7 +39,8 @@ def run(args) -> int:
     from mddpm.evaluation.evaluate import evaluate
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
-                      figures=args.figures, device=args.device, force=args.force)
+                      figures=args.figures, device=args.device, force=args.force,
+                      postprocess=args.postprocess)
     agg = report["aggregate"]
     print(f"{report['test']['split']}: {report['test']['cases']} volumes")
     print(f"  AUPRC {_fmt(agg['auprc'])}   AUROC {_fmt(agg['auroc'])}   "

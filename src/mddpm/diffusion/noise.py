@@ -182,10 +182,12 @@ def simplex_noise_2d(height: int, width: int, generator: torch.Generator, device
 
 
 def make_noise(kind: str, batch: int, height: int, width: int, generator: torch.Generator,
-               device: torch.device | str, shared: bool = True, fp16_cast: bool = True) -> torch.Tensor:
+               device: torch.device | str, shared: bool = True, fp16_cast: bool = True,
+               frequency: float = 64) -> torch.Tensor:
     """Noise for a batch of slices -> float32 ``[batch, 1, height, width]``.
 
-    ``kind``: ``"simplex"`` (see :func:`simplex_noise_2d`, defaults 6/0.8/64) or ``"gaussian"``.
+    ``kind``: ``"simplex"`` (see :func:`simplex_noise_2d`: 6 octaves, persistence 0.8, first lattice
+    scale ``frequency`` px, published 64 on 96-px slices) or ``"gaussian"``.
     ``shared=True`` (faithful): ONE field repeated over the batch, as the published code shares
     one field across a training step's samples and across all slices/boxes of a test volume;
     ``shared=False``: an independent field per sample. ``fp16_cast`` (simplex only, default True as
@@ -194,7 +196,7 @@ def make_noise(kind: str, batch: int, height: int, width: int, generator: torch.
     """
     count = 1 if shared else batch
     if kind == "simplex":
-        fields = simplex_noise_2d(height, width, generator, device, batch=count)
+        fields = simplex_noise_2d(height, width, generator, device, frequency=frequency, batch=count)
         if fp16_cast:
             fields = fields.half().float()
     elif kind == "gaussian":

@@ -42,7 +42,8 @@ from mddpm.errors import MddpmError
 from mddpm.evaluation.metrics import (
     COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
 from mddpm.evaluation.postprocess import (
-    CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, published_erosion_iterations, remove_small_components)
+    PostprocessConstants, postprocess_constants, postprocess_map, published_erosion_iterations,
+    remove_small_components)
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
@@ -120,19 +121,25 @@ def open_maps(folder: str | Path, what: str) -> MapsFolder:
     return MapsFolder(folder, meta, prepared, [str(c) for c in case_ids])
 
 
-def _postprocess_settings(width: int) -> dict:
+def grid_spacing_mm(maps: MapsFolder) -> float:
+    """The model grid's voxel size in mm (geometric mean of the first volume's three edges)."""
+    return float(np.prod(nib.affines.voxel_sizes(maps.prepared.affines[0])) ** (1 / 3))
+
+
+def _postprocess_settings(width: int, constants: PostprocessConstants, spacing_mm: float) -> dict:
     return {
+        "rule": constants.rule, "voxel_mm": round(spacing_mm, 4),
         "brain_mask": "binarised with > 0, eroded per axial slice with the 3x3 cross, multiplied into the map",
         "erosion_iterations": published_erosion_iterations(width),
-        "median_filter": {"kernel": MEDIAN_KERNEL, "border": "reflect (scipy: half-sample symmetric)"},
+        "median_filter": {"kernel": constants.median_kernel, "border": "reflect (scipy: half-sample symmetric)"},
         "order": "mask, then median (published)",
-        "components": {"connectivity": 26, "removed_if_voxels_at_most": CC_MAX_SIZE},
+        "components": {"connectivity": 26, "removed_if_voxels_at_most": constants.max_component},
     }
 
 
-def _protocol(width: int, rules: list[str], fpr_rates: tuple[float, ...] | None) -> dict:
+def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] | None) -> dict:
     return {
-        "postprocess": _postprocess_settings(width),
+        "postprocess": postprocess,
         "threshold": {"rules": rules, "default": DEFAULT_RULE, "chosen_on": "lesion validation maps, pooled voxels, "
                       "post-processed, before component removal", "objective": "pooled voxel Dice",
                       "bisection_steps": BISECTION_STEPS, "binarise": "A > threshold (compared in float32)",
@@ -150,7 +157,7 @@ def _protocol(width: int, rules: list[str], fpr_rates: tuple[float, ...] | None)
     }
 
 
-def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]) -> PooledScores:
+def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], kernel: int) -> PooledScores:
     """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
     needs only counts; the exact rule ranks the pool).
 
@@ -159,7 +166,7 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     parts = []
     for cid in maps.case_ids:
         score, mask, label = maps.load(cid, device)
-        parts.append(PooledScores.from_scores(postprocess_map(score, mask), label))
+        parts.append(PooledScores.from_scores(postprocess_map(score, mask, median_kernel=kernel), label))
     pooled = PooledScores.pool(parts)
     if pooled.n_positive == 0:
         raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
@@ -168,12 +175,12 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     return pooled
 
 
-def _pool_healthy(maps: MapsFolder, device: torch.device) -> RankedScores:
+def _pool_healthy(maps: MapsFolder, device: torch.device, kernel: int) -> RankedScores:
     """The in-brain voxels of every post-processed healthy map, ranked together."""
     parts = []
     for cid in maps.case_ids:
         score, mask, _ = maps.load(cid, device)
-        inside = postprocess_map(score, mask)[mask]
+        inside = postprocess_map(score, mask, median_kernel=kernel)[mask]
         if inside.numel():
             parts.append(RankedScores.from_scores(inside, torch.zeros_like(inside, dtype=torch.bool)))
     if not parts:
@@ -182,7 +189,7 @@ def _pool_healthy(maps: MapsFolder, device: torch.device) -> RankedScores:
 
 
 def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str, ThresholdResult],
-                  exact_oracle: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+                  exact_oracle: bool, max_component: int) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics of one post-processed map; also the filtered predictions per rule."""
     ranked = RankedScores.from_scores(score, label)
     oracle = bisection_search(ranked)
@@ -193,7 +200,7 @@ def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str
         row.update(oracle_dice_exact=best.dice, oracle_threshold_exact=best.threshold)
     predictions, per_rule = {}, {}
     for rule, result in thresholds.items():
-        pred = remove_small_components(binarise(score, result.threshold))
+        pred = remove_small_components(binarise(score, result.threshold), max_size=max_component)
         counts = confusion_counts(pred, label)
         per_rule[rule] = {**counts, **ratios(**counts)}
         predictions[rule] = pred
@@ -265,7 +272,8 @@ def _markdown(report: dict) -> str:
     for key, name in names.items():
         if key in agg:
             lines.append(f"| {name} | {_pm(agg[key])} | {agg[key]['n']} |")
-    lines += ["", "## Thresholded (A > τ, components ≤ 7 voxels removed)", "",
+    components = report["protocol"]["postprocess"]["components"]["removed_if_voxels_at_most"]
+    lines += ["", f"## Thresholded (A > τ, components ≤ {components} voxels removed)", "",
               "| rule | τ | val pooled Dice | Dice (mean ± std) | pooled Dice | precision | recall | FPR | FDR |",
               "|---|---|---|---|---|---|---|---|---|"]
     for rule in rules:
@@ -285,13 +293,15 @@ def _markdown(report: dict) -> str:
 
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
-             log: Callable[[str], None] | None = None) -> dict:
+             log: Callable[[str], None] | None = None, postprocess: str = "published") -> dict:
     """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
 
     ``rules``: threshold rules to report besides the default ``"bisection"`` (e.g. ``["exact"]``);
     the default is always computed and listed first. ``healthy_val``: maps of healthy volumes for
-    FPR-based thresholds. ``figures``: number of test cases to draw. Returns the metrics dict
-    written to ``metrics.json``.
+    FPR-based thresholds. ``figures``: number of test cases to draw. ``postprocess``: ``"published"``
+    (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
+    :func:`~mddpm.evaluation.postprocess.postprocess_constants`). Returns the metrics dict written to
+    ``metrics.json``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     rules = [DEFAULT_RULE] + [r for r in dict.fromkeys(rules or []) if r != DEFAULT_RULE]
@@ -311,17 +321,24 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         shapes = ", ".join(f"{k}: {v}" for k, v in grids.items())
         raise MddpmError(f"{test.folder}: the maps folders are on different grids ({shapes})")
 
+    spacing = grid_spacing_mm(test)
+    try:
+        constants = postprocess_constants(postprocess, spacing)
+    except ValueError as e:
+        raise MddpmError(f"--postprocess {postprocess}: {e}") from None
+    kernel = constants.median_kernel
+
     if val.meta.get("run") != test.meta.get("run"):
         log(f"warning: test maps come from run {test.meta.get('run')} but the threshold is chosen on maps of run "
             f"{val.meta.get('run')}")
 
     with torch.inference_mode():
-        val_pool = _pool_val(val, dev, log)
+        val_pool = _pool_val(val, dev, log, kernel)
         thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:
             thresholds["exact"] = exact_search(val_pool.ranked())
         if healthy is not None:
-            for result in fpr_search(_pool_healthy(healthy, dev), FPR_RATES):
+            for result in fpr_search(_pool_healthy(healthy, dev, kernel), FPR_RATES):
                 result.dice = pooled_dice(val_pool, result.threshold)
                 thresholds[result.rule] = result
                 rules.append(result.rule)
@@ -332,8 +349,9 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         rows, pictures = [], {}
         for i, cid in enumerate(test.case_ids):
             score, mask, label = test.load(cid, dev)
-            score = postprocess_map(score, mask)
-            row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules)
+            score = postprocess_map(score, mask, median_kernel=kernel)
+            row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules,
+                                             constants.max_component)
             rows.append({"case_id": cid, **row})
             if i < figures:
                 image = np.asarray(test.prepared.volume(cid)[0])
@@ -349,7 +367,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mddpm_version": __version__,
         "test": test.describe(), "val": val.describe(), "healthy_val": healthy.describe() if healthy else None,
-        "protocol": _protocol(int(test.prepared.masks.shape[-1]), rules, FPR_RATES if healthy else None),
+        "protocol": _protocol(_postprocess_settings(int(test.prepared.masks.shape[-1]), constants, spacing), rules,
+                              FPR_RATES if healthy else None),
         "default_rule": DEFAULT_RULE,
         "thresholds": {rule: thresholds[rule].to_json() for rule in rules},
         "aggregate": _aggregate(rows, rules, exact_oracle),

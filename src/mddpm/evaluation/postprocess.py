@@ -5,6 +5,12 @@ Per volume: binarise the brain mask (> 0), erode it per axial slice with the 3×
 then median: the published order). After thresholding, 26-connected components of at most 7
 voxels are removed.
 
+Those constants are voxel counts made for the published 2 mm grid. :func:`postprocess_constants`
+gives them for a rule: ``"published"`` keeps the voxel counts on any grid (faithful);
+``"physical"`` keeps their physical size (a 10 mm median window, components of at most 56 mm³
+removed), which equals the published values at 2 mm and, at 4 mm, is a 3³ median and no component
+removal (the published counts would cover 8× the volume there and erase lesions of a few voxels).
+
 Everything runs on the tensor's device except connected-component labelling, which uses
 ``scipy.ndimage.label`` on the CPU (there is no labelling in torch); it is a few milliseconds
 per 96×96×50 volume.
@@ -12,12 +18,43 @@ per 96×96×50 volume.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy import ndimage
 
 CC_MAX_SIZE = 7  # components with at most this many voxels are removed (published: filled_area <= 7)
 MEDIAN_KERNEL = 5
+PUBLISHED_SPACING_MM = 2.0  # the voxel size the published constants were made for
+POSTPROCESS_RULES = ("published", "physical")
+
+
+@dataclass(frozen=True)
+class PostprocessConstants:
+    """The voxel constants of one post-processing rule on one grid."""
+
+    rule: str
+    median_kernel: int  # odd window edge, voxels
+    max_component: int  # components of at most this many voxels are removed
+
+
+def postprocess_constants(rule: str, spacing_mm: float) -> PostprocessConstants:
+    """The median window and component size of ``rule`` on a grid of isotropic voxels of ``spacing_mm``.
+
+    ``"published"``: 5 and 7 voxels on any grid. ``"physical"``: the same physical sizes as the
+    published values at 2 mm: window = the odd count nearest to 10 mm / spacing (at least 1),
+    components ≤ floor(56 mm³ / voxel volume).
+    """
+    if rule == "published":
+        return PostprocessConstants(rule, MEDIAN_KERNEL, CC_MAX_SIZE)
+    if rule != "physical":
+        raise ValueError(f"unknown post-processing rule {rule!r} (known: {', '.join(POSTPROCESS_RULES)})")
+    if not spacing_mm > 0:
+        raise ValueError(f"voxel spacing must be positive, got {spacing_mm} mm")
+    scale = PUBLISHED_SPACING_MM / spacing_mm
+    kernel = max(1, 2 * int(np.floor((MEDIAN_KERNEL * scale - 1) / 2 + 0.5)) + 1)
+    return PostprocessConstants(rule, kernel, int(np.floor(CC_MAX_SIZE * scale**3 + 1e-9)))
 _CC_STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity (skimage label connectivity=3)
 
 

@@ -4,9 +4,14 @@ One class, :class:`DiffusionAnomalyMethod`, covers them all (protocol §2, §3, 
 
 - network: the time-conditioned U-Net (:class:`mddpm.nets.unet.UNet`, settings under ``net``)
   predicting x0 directly in the model range [-1, 1]; cosine schedule, T = 1000;
-- noise: 6-octave simplex (``"simplex"``, unnormalised, fp16-rounded, as published) or Gaussian;
-  ``noise_shared=True`` (faithful) uses ONE field for all samples of a step and all slices and boxes
-  of a test volume, ``False`` an independent field per sample (per slice at test time);
+- noise: 6-octave simplex (``"simplex"``, unnormalised, fp16-rounded, as published; first lattice
+  scale ``simplex_frequency`` px, published 64 on 96-px slices) or Gaussian; ``noise_shared=True``
+  (faithful) uses ONE field for all slices and boxes of a test volume, ``False`` an independent field
+  per slice; ``train_noise_shared`` does the same for the samples of a training step (``None``, the
+  default: as ``noise_shared``; published: one field per step);
+- timesteps: training draws t uniformly on 0..T−1 (published) or, with ``train_t_band = [lo, hi]``,
+  uniformly on lo..hi (a band around ``t_fix``); validation uses random t (published) or, with
+  ``val_at_t_fix``, ``t_fix``: the reconstruction the method is scored with;
 - patching: ``patch_size=None`` noises the whole slice (DDPM); ``patch_size=P`` cuts the slice into
   a grid of P×P boxes with stride P (pDDPM: 48 on 96, a 2×2 grid). Training noises one box per
   sample, chosen uniformly; the rest of the slice stays clean context. With ``loss_in_patch``
@@ -56,6 +61,10 @@ MODEL_DEFAULTS = {
     "noise": "simplex",
     "noise_shared": True,
     "noise_fp16_cast": True,
+    "simplex_frequency": 64.0,
+    "train_noise_shared": None,
+    "train_t_band": None,
+    "val_at_t_fix": False,
     "patch_size": 48,
     "loss_in_patch": True,
     "masking": "none",
@@ -76,7 +85,9 @@ class DiffusionAnomalyMethod(AnomalyMethod):
     def __init__(self, net: dict | None = None, timesteps: int = 1000, t_fix: int = 499, noise: str = "simplex",
                  noise_shared: bool = True, noise_fp16_cast: bool = True, patch_size: int | None = 48,
                  loss_in_patch: bool = True, masking: str = "none", mask_ratio: tuple[float, float] = (0.1, 0.9),
-                 spectral: str = "centre-square", mask_cells: int = 8, chunk_size: int = 256):
+                 spectral: str = "centre-square", mask_cells: int = 8, chunk_size: int = 256,
+                 simplex_frequency: float = 64.0, train_noise_shared: bool | None = None,
+                 train_t_band: tuple[int, int] | None = None, val_at_t_fix: bool = False):
         super().__init__()
         _check_choice("model.noise", noise, NOISES)
         _check_choice("model.masking", masking, MASKINGS)
@@ -89,6 +100,11 @@ class DiffusionAnomalyMethod(AnomalyMethod):
             raise MddpmError(f"model.mask_ratio={list(mask_ratio)}: expected [low, high] with 0 <= low <= high <= 1")
         if chunk_size < 1 or mask_cells < 1:
             raise MddpmError("model.chunk_size and model.mask_cells must be positive")
+        if not simplex_frequency > 0:
+            raise MddpmError(f"model.simplex_frequency={simplex_frequency}: must be a positive number of pixels")
+        if train_t_band is not None and (len(train_t_band) != 2 or not 0 <= train_t_band[0] <= train_t_band[1] < timesteps):
+            raise MddpmError(f"model.train_t_band={list(train_t_band)}: expected [lo, hi] with "
+                             f"0 <= lo <= hi <= {timesteps - 1}, or null")
         net_args = dict(PAPER_NET, **(net or {}))
         net_args["channel_mult"] = tuple(net_args["channel_mult"])
         self.net = UNet(in_channels=1, out_channels=1, **net_args)
@@ -97,6 +113,10 @@ class DiffusionAnomalyMethod(AnomalyMethod):
         self.patch_size, self.loss_in_patch = patch_size, loss_in_patch
         self.masking, self.mask_ratio, self.spectral, self.mask_cells = masking, tuple(mask_ratio), spectral, mask_cells
         self.chunk_size = chunk_size
+        self.simplex_frequency = float(simplex_frequency)
+        self.train_noise_shared = noise_shared if train_noise_shared is None else train_noise_shared
+        self.train_t_band = None if train_t_band is None else tuple(train_t_band)
+        self.val_at_t_fix = val_at_t_fix
 
     # ---- geometry and randomness ------------------------------------------------------------------
 
@@ -113,9 +133,19 @@ class DiffusionAnomalyMethod(AnomalyMethod):
         box_id = rows[:, None] * (width // p) + cols[None, :]
         return (box_id[None] == torch.arange((height // p) * (width // p), device=device)[:, None, None])[:, None]
 
-    def _noise(self, batch: int, height: int, width: int, generator: torch.Generator, device: torch.device) -> Tensor:
-        return make_noise(self.noise, batch, height, width, generator, device, shared=self.noise_shared,
-                          fp16_cast=self.noise_fp16_cast)
+    def _noise(self, batch: int, height: int, width: int, generator: torch.Generator, device: torch.device,
+               shared: bool) -> Tensor:
+        return make_noise(self.noise, batch, height, width, generator, device, shared=shared,
+                          fp16_cast=self.noise_fp16_cast, frequency=self.simplex_frequency)
+
+    def _timesteps(self, batch: int, generator: torch.Generator, device: torch.device, training: bool) -> Tensor:
+        """``[batch]`` training or validation timesteps (see the module docstring)."""
+        if not training and self.val_at_t_fix:
+            return self.diffusion.fixed_timesteps(batch, self.t_fix, device)
+        if training and self.train_t_band is not None:
+            lo, hi = self.train_t_band
+            return torch.randint(lo, hi + 1, (batch,), generator=generator, device=device)
+        return self.diffusion.sample_timesteps(batch, generator, device)
 
     # ---- training -------------------------------------------------------------------------------
 
@@ -134,23 +164,24 @@ class DiffusionAnomalyMethod(AnomalyMethod):
             prediction = torch.where(box, prediction, x0)
         return (prediction - to_model_range(clean)).abs().mean()
 
-    def _loss(self, batch: dict, generator: torch.Generator, masking: str) -> Tensor:
+    def _loss(self, batch: dict, generator: torch.Generator, training: bool) -> Tensor:
         clean, brain = batch["image"], batch["mask"]
         b, _, h, w = clean.shape
+        masking = self.masking if training else "none"
         augmented = apply_masking(clean, brain, generator, masking, self.mask_ratio, self.spectral, self.mask_cells)
-        noise = self._noise(b, h, w, generator, clean.device)
+        noise = self._noise(b, h, w, generator, clean.device, self.train_noise_shared)
         boxes = self.box_masks(h, w, clean.device)
         which = torch.randint(0, boxes.shape[0], (b,), generator=generator, device=clean.device)
-        t = self.diffusion.sample_timesteps(b, generator, clean.device)
+        t = self._timesteps(b, generator, clean.device, training)
         return self.loss_from(clean, augmented, boxes[which], t, noise)
 
     def training_loss(self, batch: dict, generator: torch.Generator, step: int = 0) -> Tensor:
-        """Masking (``self.masking``) -> noise -> one grid box and t ~ U{0..T−1} per sample -> :meth:`loss_from`."""
-        return self._loss(batch, generator, self.masking)
+        """Masking (``self.masking``) -> noise -> one grid box and a training t per sample -> :meth:`loss_from`."""
+        return self._loss(batch, generator, training=True)
 
     def validation_loss(self, batch: dict, generator: torch.Generator) -> Tensor:
-        """:meth:`training_loss` without masking (as published)."""
-        return self._loss(batch, generator, "none")
+        """:meth:`training_loss` without masking (as published), at t_fix with ``val_at_t_fix``."""
+        return self._loss(batch, generator, training=False)
 
     # ---- inference ------------------------------------------------------------------------------
 
@@ -165,7 +196,7 @@ class DiffusionAnomalyMethod(AnomalyMethod):
         boxes = self.box_masks(h, w, image.device)  # [K, 1, H, W]
         x0 = to_model_range(image)
         t = self.diffusion.fixed_timesteps(s, self.t_fix, image.device)
-        noised = self.diffusion.q_sample(x0, t, self._noise(s, h, w, generator, image.device))
+        noised = self.diffusion.q_sample(x0, t, self._noise(s, h, w, generator, image.device, self.noise_shared))
         inputs = torch.where(boxes[:, None], noised[None], x0[None]).flatten(0, 1)  # [K*S, 1, H, W], box-major
         t_all = t.repeat(boxes.shape[0])
         predictions = torch.cat([self.net(chunk, t_chunk) for chunk, t_chunk
