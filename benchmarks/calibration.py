@@ -8,7 +8,11 @@ skipped), and ``--table`` writes the Markdown table of every line in the file.
 
     .venv/bin/python benchmarks/calibration.py --data DATA --work WORK --out results.jsonl \\
         --method mddpm-fpmcm --setting today= --setting "lr=train.lr=1e-3;train.precision=bf16" ...
-    .venv/bin/python benchmarks/calibration.py --out results.jsonl --table table.md
+    .venv/bin/python benchmarks/calibration.py --out results.jsonl --table table.md \
+        --plot curve.png --curve budget
+
+With ``--plot``, every line whose setting name starts with ``--curve`` is drawn as Dice and AUPRC
+(tumour, MS) against training steps, one curve per method and post-processing rule.
 
 A setting is ``NAME=KEY=VALUE;KEY=VALUE`` (``NAME=`` for the preset unchanged). Seconds are wall
 times of this process's train and predict stages on whatever machine runs it.
@@ -72,6 +76,35 @@ def table(lines: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def plot(lines: list[dict], prefix: str, path: Path) -> None:
+    """Dice and AUPRC against steps for the settings named ``prefix*``, one curve per (method, rule)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[tuple[str, str], list[dict]] = {}
+    for r in lines:
+        if r["setting"].startswith(prefix):
+            curves.setdefault((r["method"], r["postprocess"]), []).append(r)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4), constrained_layout=True)
+    for ax, key in zip(axes, ("tumour_dice", "tumour_auprc", "ms_dice", "ms_auprc")):
+        for i, ((method, rule), rows) in enumerate(sorted(curves.items())):
+            rows = sorted(rows, key=lambda r: r["steps"])
+            style = {"color": f"C{i // 2}", "linestyle": "-" if rule == "physical" else ":",
+                     "label": f"{method} ({rule})"}
+            if rows[-1]["steps"] == 0:  # nothing trained: a level line
+                ax.axhline(100 * rows[-1][key], **style)
+            else:
+                ax.plot([r["steps"] for r in rows], [100 * r[key] for r in rows], marker="o", **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training steps (batch 16)")
+        ax.set_title(key.replace("_", " ") + " (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, help="synthetic dataset folder (mddpm synth DATA --size demo)")
@@ -82,6 +115,8 @@ def main() -> None:
     p.add_argument("--precision", default="32", choices=["32", "bf16"], help="predict precision")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=OVERRIDES")
     p.add_argument("--table", type=Path, help="write the Markdown table of --out here")
+    p.add_argument("--plot", type=Path, help="write the budget-curve PNG of --out here")
+    p.add_argument("--curve", default="budget", help="setting-name prefix of the curve's lines (default: budget)")
     args = p.parse_args()
     done = set()
     if args.out.is_file():
@@ -94,8 +129,11 @@ def main() -> None:
         with args.out.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         print(table(rows), flush=True)
+    lines = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
     if args.table:
-        args.table.write_text(table([json.loads(line) for line in args.out.read_text().splitlines()]))
+        args.table.write_text(table(lines))
+    if args.plot:
+        plot(lines, args.curve, args.plot)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from mddpm.diffusion.noise import make_noise
 from mddpm.diffusion.schedule import from_model_range, to_model_range
 from mddpm.errors import MddpmError
 from mddpm.methods.diffusion import DiffusionAnomalyMethod
-from mddpm.registry import get_method
+from mddpm.registry import all_methods, get_method
 
 DIFFUSION_METHODS = ["ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm", "mddpm-released"]
 TINY_NET = {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "head_channels": 8, "groups": 4}
@@ -128,9 +128,14 @@ def test_presets_follow_the_published_runs():
         assert paper["train"]["max_steps"] == (115_200 if name.startswith("mddpm") else 19_200)
         assert paper["model"]["t_fix"] == 499 and paper["model"]["noise"] == "simplex"
         assert paper["model"]["noise_shared"] is True and paper["data"]["grid"] == "paper"
+        # the small-grid options are off in the faithful preset
+        assert paper["model"]["simplex_frequency"] == 64 and paper["model"]["train_t_band"] is None
+        assert paper["model"]["train_noise_shared"] is None and paper["model"]["val_at_t_fix"] is False
         demo = resolve_config(name, "demo")
         assert demo["data"]["grid"] == "demo"
         assert demo["model"]["patch_size"] == (None if name == "ddpm" else 24)
+        assert demo["model"]["simplex_frequency"] == 32 and demo["model"]["train_t_band"] == [399, 599]
+        assert demo["model"]["train_noise_shared"] is False and demo["model"]["val_at_t_fix"] is True
     ddpm, pddpm = resolve_config("ddpm", "paper")["model"], resolve_config("pddpm", "paper")["model"]
     assert ddpm["patch_size"] is None and ddpm["net"]["scale_shift_norm"] is False
     assert pddpm["patch_size"] == 48 and pddpm["loss_in_patch"] and pddpm["net"]["scale_shift_norm"]
@@ -138,6 +143,16 @@ def test_presets_follow_the_published_runs():
     assert resolve_config("mddpm-released", "paper")["model"]["masking"] == "released"
     built = build_method(resolve_config("mddpm-fpm", "demo", ["model.spectral=random-patches"]))
     assert built.spectral == "random-patches" and built.masking == "fpm"
+
+
+def test_every_learned_demo_row_shares_the_tuning_rule():
+    """The demo rule (benchmarks/results/budget_curve.md): lr 1e-3 and 1,600 optimiser steps for every row."""
+    for name, spec in all_methods().items():
+        demo = resolve_config(name, "demo")["train"]
+        if demo["max_steps"] == 0:
+            continue  # nothing to learn (intensity)
+        assert demo["lr"] == 1e-3 and demo["max_steps"] == 1600, name
+        assert spec.presets["demo"].get("about") or name not in DIFFUSION_METHODS
 
 
 def test_bad_settings_are_one_line_errors():

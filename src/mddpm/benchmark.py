@@ -2,8 +2,9 @@
 
 A *grid* (JSON; shipped: ``paper``, ``synthetic`` in ``mddpm/grids/``) names the datasets with their
 test sets (a test split and the lesion validation split its threshold is chosen on), the methods,
-the runs (``{"folds": [...]}`` or ``{"seeds": [...]}``), the preset, per-method ``--set`` overrides and
-the reference method of the significance tests. For every dataset × method × run it trains, predicts
+the runs (``{"folds": [...]}`` or ``{"seeds": [...]}``), the preset, per-method ``--set`` overrides,
+the post-processing rule of evaluate (``"published"`` or ``"physical"``) and the reference method of
+the significance tests. For every dataset × method × run it trains, predicts
 the validation and test splits and evaluates each test set; then it builds the table.
 
 Layout of the output folder::
@@ -60,7 +61,7 @@ from mddpm.io import atomic_write, check_new_output, read_json, write_json
 GRID_DIR = Path(__file__).parent / "grids"
 RUN_KINDS = ("folds", "seeds")
 _GRID_KEYS = {"name", "description", "preset", "datasets", "methods", "extra_rows", "labels", "runs", "overrides",
-              "reference", "thresholds", "figures", "published"}
+              "reference", "thresholds", "figures", "published", "postprocess"}
 _DATASET_KEYS = {"name", "path", "synth", "healthy_val", "test_sets"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _IGNORED_CONFIG_KEYS = ("mddpm_version", "prepared")
@@ -117,6 +118,7 @@ class Grid:
     thresholds: list[str] = field(default_factory=lambda: ["bisection"])
     figures: int = 3
     published: dict | None = None
+    postprocess: str = "published"
     source: str = ""
 
     @property
@@ -134,7 +136,7 @@ class Grid:
             "methods": self.methods, "extra_rows": self.extra_rows, "labels": self.labels,
             "runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in self.runs]},
             "overrides": self.overrides, "reference": self.reference, "thresholds": self.thresholds,
-            "figures": self.figures, "published": self.published,
+            "figures": self.figures, "published": self.published, "postprocess": self.postprocess,
         }
 
 
@@ -158,6 +160,7 @@ def load_grid(spec: str | os.PathLike) -> Grid:
     from mddpm.config import resolve_config
     from mddpm.data.synth import SIZES
     from mddpm.evaluation.evaluate import RULES
+    from mddpm.evaluation.postprocess import POSTPROCESS_RULES
     from mddpm.registry import all_methods
 
     path = grid_path(spec)
@@ -219,6 +222,8 @@ def load_grid(spec: str | os.PathLike) -> Grid:
         check(rule in RULES, f"unknown threshold rule {rule!r} (known: {', '.join(RULES)})")
     figures = raw.get("figures", 3)
     check(isinstance(figures, int) and not isinstance(figures, bool) and figures >= 0, "figures must be an integer >= 0")
+    postprocess = raw.get("postprocess", "published")
+    check(postprocess in POSTPROCESS_RULES, f"postprocess must be one of {', '.join(POSTPROCESS_RULES)}")
     published = raw.get("published")
     check(published is None or (isinstance(published, dict) and isinstance(published.get("values"), dict)),
           'published must be {"source": ..., "values": {method: {test set: {"dice": [mean, std], ...}}}}')
@@ -257,7 +262,7 @@ def load_grid(spec: str | os.PathLike) -> Grid:
     return Grid(name=raw["name"], description=str(raw.get("description", "")), preset=raw["preset"],
                 datasets=datasets, methods=methods, runs=runs, reference=reference, extra_rows=extra_rows,
                 labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()}, thresholds=thresholds,
-                figures=figures, published=published, source=str(path.resolve()))
+                figures=figures, published=published, postprocess=postprocess, source=str(path.resolve()))
 
 
 def parse_data_args(items: list[str] | None) -> dict[str, str]:
@@ -389,7 +394,7 @@ def _stage_key(stage: Stage, grid: Grid) -> dict | None:
         if not all((folder / "predict.json").is_file() for folder in inputs.values()):
             return None
         key = {name: file_sha256(folder / "predict.json") for name, folder in inputs.items()}
-        return {**key, "rules": grid.thresholds, "figures": _figures_for(stage, grid)}
+        return {**key, "rules": grid.thresholds, "figures": _figures_for(stage, grid), "postprocess": grid.postprocess}
     raise ValueError(stage.kind)
 
 
@@ -520,7 +525,7 @@ def run_stage(stage: Stage, status: str, grid: Grid, dataset_root: Path, device:
         t = stage.test_set
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=grid.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=_figures_for(stage, grid), device=device, force=True, log=log)
+                 figures=_figures_for(stage, grid), device=device, force=True, log=log, postprocess=grid.postprocess)
 
 
 def _cpu_seconds() -> float:

@@ -42,7 +42,7 @@ def resolve_config(method: str, preset: str, overrides: list[str] | tuple = ()) 
     if preset not in spec.presets:
         raise MddpmError(f"method {method!r} has no preset {preset!r} (known: {', '.join(sorted(spec.presets))})")
     p = spec.presets[preset]
-    unknown = set(p) - {"model", "train", "data"}
+    unknown = set(p) - {"model", "train", "data", "about"}
     if unknown:
         raise ValueError(f"preset {method}/{preset} has unknown sections {sorted(unknown)}")
     train = _merge(TRAIN_DEFAULTS, p.get("train", {}), f"{method}/{preset} train")

@@ -19,5 +19,7 @@ def run(args) -> int:
         if args.what == "methods":
             print(f"{name:<{width}}  {spec.description}")
         else:
-            print(f"{name:<{width}}  {', '.join(sorted(spec.presets))}")
+            print(name)
+            for preset in sorted(spec.presets):
+                print(f"  {preset:<6} {spec.presets[preset].get('about', '')}")
     return 0

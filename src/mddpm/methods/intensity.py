@@ -18,9 +18,10 @@ import torch
 from mddpm.methods.base import AnomalyMethod
 from mddpm.registry import register_method
 
+ABOUT = "no training: the scan's own intensity as the anomaly score"
 PRESETS = {
-    "paper": {"model": {}, "train": {"max_steps": 0}, "data": {"grid": "paper"}},
-    "demo": {"model": {}, "train": {"max_steps": 0}, "data": {"grid": "demo"}},
+    "paper": {"about": ABOUT, "model": {}, "train": {"max_steps": 0}, "data": {"grid": "paper"}},
+    "demo": {"about": ABOUT, "model": {}, "train": {"max_steps": 0}, "data": {"grid": "demo"}},
 }
 
 
