@@ -44,7 +44,7 @@ from scipy import ndimage
 from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.errors import MddpmError
-from mddpm.io import read_json, read_nifti, write_json
+from mddpm.io import check_output_folder, read_json, read_nifti, write_json
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
 CURVATURE_FLOW = {"time_step": 0.125, "iterations": 3}
@@ -366,6 +366,8 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
         if _cache_matches(out, settings):
             return out
         _say(f"{out}: cache is stale (settings or source files changed); rebuilding")
+    if out.exists():  # replaced below: only when it holds nothing but an earlier cache
+        check_output_folder(out, True, ["prepared.json", *(f"{name}.npy" for name in ARRAYS)])
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

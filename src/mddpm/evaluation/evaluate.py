@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -46,12 +45,14 @@ from mddpm.evaluation.postprocess import (
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
-from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json
+from mddpm.io import (atomic_write, case_file, check_case_id, check_output_folder, clear_outputs, open_nifti,
+                       read_json, read_nifti, write_json)
 from mddpm.viz.cases import render_case_figure
 
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "figures/*.png")
 
 
 @dataclass
@@ -99,21 +100,18 @@ def open_maps(folder: str | Path, what: str) -> MapsFolder:
         raise MddpmError(f"{folder}: {what} maps folder not found")
     meta = read_json(folder / "predict.json")
     case_ids = meta.get("case_ids")
-    if not isinstance(case_ids, list) or not case_ids or "prepared" not in meta:
+    if not isinstance(case_ids, list) or not case_ids or not isinstance(meta.get("prepared"), str):
         raise MddpmError(f"{folder / 'predict.json'}: needs 'prepared' and a non-empty 'case_ids' list")
     prepared_dir = Path(meta["prepared"])
     prepared = load_prepared(prepared_dir if prepared_dir.is_absolute() else folder / prepared_dir)
     grid_zhw = tuple(prepared.masks.shape[1:])
     expected = (grid_zhw[1], grid_zhw[2], grid_zhw[0])
     for cid in case_ids:
+        path = case_file(folder, check_case_id(cid, folder / "predict.json"), ".nii.gz")
         prepared.index(cid)
-        path = folder / f"{cid}.nii.gz"
         if not path.is_file():
             raise MddpmError(f"{path}: file not found (listed in {folder / 'predict.json'})")
-        try:
-            shape = tuple(nib.load(str(path)).shape)
-        except Exception as e:  # nibabel raises many types for broken files
-            raise MddpmError(f"{path}: cannot read as NIfTI ({type(e).__name__})") from None
+        shape = tuple(open_nifti(path).shape)
         if shape[:3] != expected or any(s != 1 for s in shape[3:]):
             raise MddpmError(f"{path}: map shape {shape} does not match the prepared grid {expected} "
                              f"of {prepared.folder}")
@@ -303,7 +301,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     if device == "cuda" and not torch.cuda.is_available():
         raise MddpmError("--device cuda: no CUDA device is available")
     dev = torch.device(device)
-    out = check_new_output(Path(out), force)
+    out = Path(out)
+    earlier = check_output_folder(out, force, OUTPUT_FILES)
     test, val = open_maps(test_maps, "test"), open_maps(val_maps, "validation")
     healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
     grids = {m.folder: tuple(m.prepared.masks.shape[1:]) for m in (test, val, healthy) if m is not None}
@@ -358,6 +357,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         "run": test.meta.get("run"), "config": test.meta.get("config"), "predict_settings": test.meta.get("settings"),
     }
     report = _finite_or_none(report)
+    clear_outputs(out, earlier)
     write_json(out / "metrics.json", report)
     with atomic_write(out / "metrics.csv") as tmp:
         tmp.write_text(_csv_text(rows, rules))
@@ -366,6 +366,6 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
                                         "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
     for cid, png in pictures.items():
-        with atomic_write(out / "figures" / f"{cid}.png") as tmp:
+        with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
             tmp.write_bytes(png)
     return report
