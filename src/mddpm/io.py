@@ -65,6 +65,8 @@ def case_id_problem(cid) -> str | None:
         reason = "is not a non-empty string"
     elif len(cid) > MAX_ID_LENGTH:
         reason = f"is longer than {MAX_ID_LENGTH} characters"
+    elif cid.startswith(("/", "\\")):
+        reason = "is an absolute path"
     elif "/" in cid or "\\" in cid:
         reason = "holds a path separator"
     elif cid.startswith("."):

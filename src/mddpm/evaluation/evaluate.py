@@ -118,6 +118,16 @@ def open_maps(folder: str | Path, what: str) -> MapsFolder:
     return MapsFolder(folder, meta, prepared, [str(c) for c in case_ids])
 
 
+def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
+    """A threshold chosen on maps of test cases (the test folder itself, or a copy) is refused."""
+    if other is None or other.meta.get("dataset") != test.meta.get("dataset"):
+        return
+    shared = sorted(set(test.case_ids) & set(other.case_ids))
+    if shared:
+        raise MddpmError(f"{other.folder}: holds {len(shared)} case(s) of the test maps {test.folder} (e.g. {shared[0]}); "
+                         "a threshold must be chosen on other cases")
+
+
 def _postprocess_settings(width: int) -> dict:
     return {
         "brain_mask": "binarised with > 0, eroded per axial slice with the 3x3 cross, multiplied into the map",
@@ -305,6 +315,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     earlier = check_output_folder(out, force, OUTPUT_FILES)
     test, val = open_maps(test_maps, "test"), open_maps(val_maps, "validation")
     healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
+    for other in (val, healthy):
+        _refuse_test_cases(test, other)
     grids = {m.folder: tuple(m.prepared.masks.shape[1:]) for m in (test, val, healthy) if m is not None}
     if len(set(grids.values())) != 1:
         shapes = ", ".join(f"{k}: {v}" for k, v in grids.items())
