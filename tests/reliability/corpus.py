@@ -128,6 +128,27 @@ def constant(path: Path) -> None:
     _rewrite(path, lambda a, aff: (np.full_like(a, 0.5), aff))
 
 
+def _patch_header(path: Path, **fields) -> None:
+    """Overwrite header fields in place (what nibabel would not write: a lying size, a zero voxel size)."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    header = nib.Nifti1Header(bytes(raw[:348]))
+    for key, value in fields.items():
+        header[key] = value
+    raw[:348] = header.binaryblock
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def lying_header(path: Path) -> None:
+    _patch_header(path, dim=[3, 1000, 1000, 1000, 1, 1, 1, 1])
+
+
+def zero_voxel_size(path: Path) -> None:
+    img = nib.load(str(path))
+    srow = np.asarray(img.affine[0], dtype=np.float32).copy()
+    srow[0] = 0.0
+    _patch_header(path, qform_code=0, sform_code=1, srow_x=srow, srow_y=img.affine[1], srow_z=img.affine[2])
+
+
 def rename_case(dataset_json: Path, old: str, new: str) -> None:
     """Give case ``old`` the id ``new`` in dataset.json: its entry, every split and fold."""
     meta = json.loads(dataset_json.read_text())
@@ -163,6 +184,8 @@ CORPUS: tuple[Defect, ...] = (
     Defect("non-binary-label", "label with values other than 0/1", "label", non_binary),
     Defect("negative", "image shifted to negative values", "image", negative),
     Defect("constant", "constant image", "image", constant),
+    Defect("lying-header", "header claims 10^9 voxels in a small file", "image", lying_header),
+    Defect("zero-voxel", "degenerate affine (voxel size 0)", "image", zero_voxel_size),
     Defect("missing-case", "a split names a case not in the dataset", "splits"),
     Defect("unwritable-out", "output folder cannot be written", "output"),
     Defect("existing-out", "output folder exists, no --force", "output"),
