@@ -75,7 +75,7 @@ def test_threshold_sources(setup, tmp_path):
     with pytest.raises(MddpmError, match="no threshold for this run"):
         detect(scan, no_threshold_run, tmp_path / "x", mask=mask)
     write_json(other, {"rule": "bisection"})
-    with pytest.raises(MddpmError, match="no numeric"):
+    with pytest.raises(MddpmError, match="no finite numeric"):
         detect(scan, run, tmp_path / "y", mask=mask, threshold=other)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
+from mddpm.errors import MddpmError
 from mddpm.evaluation.threshold import bisection_threshold
 from mddpm.io import write_json, write_nifti
 
@@ -183,3 +185,12 @@ def test_cli_rejects_wrong_grid_and_healthy_val_split(maps, tmp_path, capsys):
     # a healthy split cannot choose a Dice threshold
     assert main(["evaluate", str(maps["test"]), "--val", str(maps["healthy"]), "--out", str(tmp_path / "y")]) == 2
     assert "no lesion voxels" in capsys.readouterr().err
+
+
+def test_threshold_maps_sharing_test_cases_are_refused(maps, tmp_path):
+    copy = tmp_path / "copy_of_test"
+    shutil.copytree(maps["test"], copy)
+    for val, healthy in ((maps["test"], None), (copy, None), (maps["val"], copy)):
+        with pytest.raises(MddpmError, match="case\\(s\\) of the test maps"):
+            evaluate(maps["test"], val, tmp_path / "out", healthy_val=healthy, log=lambda msg: None)
+    assert not (tmp_path / "out").exists()

@@ -143,6 +143,16 @@ def test_bad_layouts_give_one_line_errors(fake, tmp_path, capsys):
     assert not (tmp_path / "ds").exists()
 
 
+def test_a_traversal_img_name_is_refused(fake, tmp_path):
+    csv_path = fake.data / "splits/MSLUB_val.csv"
+    rows = _csv_rows(csv_path)
+    name = rows[0]["img_name"]
+    csv_path.write_text(csv_path.read_text().replace(f",{name},", f",../../{name},", 1))
+    with pytest.raises(MddpmError, match=rf"MSLUB_val\.csv: row 1: img_name: case id '\.\./\.\./{name}' holds a path"):
+        import_pddpm(fake.root, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
 def test_t1_to_t2_path():
     assert t1_to_t2_path("/Train/ixi/t1/IXI002-Guys-0828_t1.nii.gz") == "Train/ixi/t2/IXI002-Guys-0828_t2.nii.gz"
     assert t1_to_t2_path("/Test/MSLUB/t1/patient01_t1.nii.gz") == "Test/MSLUB/t2/patient01_t2.nii.gz"

@@ -81,13 +81,23 @@ def test_predict_is_deterministic_and_per_case(setup, tmp_path):
 def test_existing_output_is_refused_unless_force(setup, tmp_path):
     dataset, run, _ = setup
     out = predict(run, dataset, "lesion_val", tmp_path / "maps", progress=False)
-    (out / "stale.nii.gz").write_bytes(b"old")
-    (out / "notes.txt").write_text("mine")
     with pytest.raises(MddpmError, match="already exists"):
         predict(run, dataset, "test", out, progress=False)
     predict(run, dataset, "test", out, force=True, progress=False)
-    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case005.nii.gz"]  # stale maps removed
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case005.nii.gz"]  # the earlier maps removed
     assert sorted(p.name for p in (out / "recon").iterdir()) == ["case005.nii.gz"]
+
+
+def test_force_deletes_no_file_it_did_not_write(setup, tmp_path):
+    """A folder holding scans (a copy of images/, say) and notes is refused, even with --force."""
+    dataset, run, _ = setup
+    out = predict(run, dataset, "lesion_val", tmp_path / "maps", progress=False)
+    (out / "case000_0000.nii.gz").write_bytes(b"a scan")
+    (out / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in out.rglob("*"))
+    with pytest.raises(MddpmError, match="2 file\\(s\\) mddpm did not write there"):
+        predict(run, dataset, "test", out, force=True, progress=False)
+    assert sorted(p.name for p in out.rglob("*")) == before
     assert (out / "notes.txt").read_text() == "mine"
 
 

@@ -129,7 +129,7 @@ def test_bad_requests_are_refused_with_one_line(tmp_path):
         synth.synthesize(tmp_path / "a", **COUNTS, spacing_mm=10.0, workers=1)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.tex").write_text("precious")
-    with pytest.raises(MddpmError, match="not a dataset folder"):
+    with pytest.raises(MddpmError, match="did not write there"):
         synth.synthesize(tmp_path / "notes", **COUNTS, force=True, workers=1)
     assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
 
@@ -166,6 +166,11 @@ def test_cli_writes_dataset_and_preview_and_refuses_to_overwrite(tmp_path, capsy
     assert (out / "dataset.json").read_text() == before
     assert main(args[:-1] + ["4", "--force"]) == 0
     assert json.loads((out / "dataset.json").read_text())["provenance"][0]["settings"]["seed"] == 4
+    (out / "images" / "scan.nii.gz").write_text("not ours")  # --force deletes no file synth did not write
+    capsys.readouterr()
+    assert main(args + ["--force"]) == 2
+    assert "did not write there (e.g. images/scan.nii.gz)" in capsys.readouterr().err
+    assert (out / "images" / "scan.nii.gz").read_text() == "not ours"
 
 
 def test_preview_montage_shows_healthy_and_each_lesion_group(synth_dataset, tmp_path):

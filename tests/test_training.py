@@ -174,9 +174,12 @@ def test_existing_run_is_refused_unless_force_or_resume(dataset, tmp_path):
         train(dataset, "tiny", out=run, resume=True, force=True, progress=False)
     with pytest.raises(MddpmError, match="method 'tiny', not 'vae'"):
         train(dataset, "vae", out=run, resume=True, progress=False)
+    with pytest.raises(MddpmError, match="did not write there \\(e.g. notes.txt\\)"):  # --force deletes no foreign file
+        train(dataset, "tiny", out=run, overrides=["train.max_steps=2"], force=True, progress=False)
+    assert (run / "notes.txt").read_text() == "mine" and load_weights(run / "last.pt")["step"] == 1
+    (run / "notes.txt").unlink()
     train(dataset, "tiny", out=run, overrides=["train.max_steps=2"], force=True, progress=False)
     assert load_weights(run / "last.pt")["step"] == 2
-    assert (run / "notes.txt").read_text() == "mine"  # --force removes only the run's own files
     with pytest.raises(MddpmError, match="nothing to resume"):
         train(dataset, "tiny", out=tmp_path / "empty", resume=True, progress=False)
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mddpm.errors import MddpmError
-from mddpm.io import check_new_output
+from mddpm.io import check_output_folder, clear_outputs
 
 LESION_SETS = ("tumour", "ms")
 
@@ -27,18 +27,19 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
              overrides=(), force: bool = False, log=print) -> dict:
     """Run the demo into ``out``; returns {stage: seconds} and the evaluation summaries."""
     from mddpm.data.prepare import prepare_dataset
-    from mddpm.data.synth import SIZES, synthesize
+    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES, SIZES, synthesize
     from mddpm.data.verify import verify_dataset
-    from mddpm.evaluation.evaluate import evaluate
+    from mddpm.evaluation.evaluate import OUTPUT_FILES as EVAL_FILES, evaluate
     from mddpm.inference.predict import predict
-    from mddpm.training.train import train
+    from mddpm.training.train import RUN_FILES, train
     from mddpm.viz.montage import preview_montage
     from mddpm.viz.report import write_report
 
-    out = check_new_output(Path(out), force).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = Path(out).resolve()
+    own = ["preview.png", "report.html", "maps/*.nii.gz", "maps/*/predict.json", *(f"data/{p}" for p in DATA_FILES),
+           *(f"run/{p}" for p in RUN_FILES), *(f"eval/*/{p}" for p in EVAL_FILES)]
+    clear_outputs(out, check_output_folder(out, force, own))
+    out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
 
     def stage(name: str, what: str):

@@ -7,11 +7,12 @@ name in the destination folder and renamed into place, so a crash never leaves h
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -53,6 +54,91 @@ def check_new_output(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+MAX_ID_LENGTH = 128
+# what atomic_write leaves behind when a process is killed mid-write: ours wherever it lies
+_TEMP_PATTERNS = (".*.tmp*", "*/.*.tmp*")
+
+
+def case_id_problem(cid) -> str | None:
+    """Why ``cid`` cannot be a case id (ids become file names: one safe path component), or None."""
+    if not isinstance(cid, str) or not cid:
+        reason = "is not a non-empty string"
+    elif len(cid) > MAX_ID_LENGTH:
+        reason = f"is longer than {MAX_ID_LENGTH} characters"
+    elif cid.startswith(("/", "\\")):
+        reason = "is an absolute path"
+    elif "/" in cid or "\\" in cid:
+        reason = "holds a path separator"
+    elif cid.startswith("."):
+        reason = "starts with a dot"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in cid):
+        reason = "holds a control character"
+    else:
+        return None
+    return f"{reason} (case ids become file names)"
+
+
+def check_case_id(cid, where: str | os.PathLike) -> str:
+    """``cid`` if it is a safe case id, else :class:`MddpmError` naming ``where`` (the file that holds it)."""
+    problem = case_id_problem(cid)
+    if problem:
+        raise MddpmError(f"{where}: case id {cid!r} {problem}")
+    return cid
+
+
+def case_file(folder: Path, cid: str, suffix: str, under: str = "") -> Path:
+    """``folder/[under/]<cid><suffix>``; refused unless ``cid`` is a safe id and the path stays inside
+    ``folder`` (no traversal, no symlink leading out)."""
+    path = folder / under / (check_case_id(cid, folder) + suffix)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise MddpmError(f"{path}: resolves outside the folder {folder}")
+    return path
+
+
+def check_output_folder(out: Path, force: bool, owned: Iterable[str]) -> list[Path]:
+    """Check that folder ``out`` may take a command's outputs; return the earlier outputs to remove.
+
+    ``owned``: patterns (fnmatch, relative to ``out``, ``*`` crosses folders) of the files the command
+    writes or, per its manifest, wrote before. A missing or empty folder is fine. Otherwise it is refused
+    without ``force``, and with ``force`` when it holds a file no pattern matches (never deleted).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MddpmError(f"{out}: exists and is not a folder")
+    files = _files_under(out) if out.is_dir() else []
+    if not files:
+        return []
+    if not force:
+        raise MddpmError(f"{out}: already exists (use --force to overwrite)")
+    patterns = [*owned, *_TEMP_PATTERNS]
+    foreign = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    if foreign:
+        raise MddpmError(f"{out}: holds {len(foreign)} file(s) mddpm did not write there (e.g. {foreign[0]}); "
+                         "--force replaces only its own outputs: choose another folder or move them")
+    return [out / f for f in files]
+
+
+def clear_outputs(out: Path, files: list[Path]) -> None:
+    """Delete ``files`` (from :func:`check_output_folder`) and the folders under ``out`` they leave empty."""
+    folders = set()
+    for f in files:
+        f.unlink(missing_ok=True)
+        folders.update(p for p in f.parents if p != out and p.is_relative_to(out))
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty: it holds something else
+            folder.rmdir()
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Relative paths of the files (and symlinks, never followed) under ``folder``."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        rel = Path(top).relative_to(folder)
+        found += [(rel / n).as_posix() for n in files]
+        found += [(rel / d).as_posix() for d in dirs if (Path(top) / d).is_symlink()]
+    return sorted(found)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path) as tmp:
@@ -60,13 +146,21 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from ``path``; anything else (a list, nesting too deep, bad bytes) is refused."""
     path = Path(path)
     if not path.is_file():
         raise MddpmError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MddpmError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise MddpmError(f"{path}: JSON nested too deeply") from None
+    except OSError as e:
+        raise MddpmError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(obj, dict):
+        raise MddpmError(f"{path}: not a JSON object (found a {type(obj).__name__})")
+    return obj
 
 
 def _json_default(o):
@@ -81,20 +175,60 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Read a 3-D NIfTI file: (array [X, Y, Z] float32, affine [4, 4] float64, mm).
+MAX_VOXELS = 2**30  # 1024^3: far beyond any brain scan; bounds the memory a header can make us allocate
+GZIP_MAX_RATIO = 1100  # deflate cannot compress better than about 1032:1
+VOXEL_MM_RANGE = (0.05, 100.0)
 
-    A trailing singleton 4th axis is dropped. Raises :class:`MddpmError` naming the file for a
-    missing, unreadable, truncated, non-3-D or (with ``finite``) NaN/Inf-containing image.
-    """
+
+def open_nifti(path: str | os.PathLike):
+    """The nibabel image of ``path``, its header checked (:func:`check_nifti_header`); no voxel read yet."""
     path = Path(path)
     if not path.is_file():
         raise MddpmError(f"{path}: file not found")
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as e:  # nibabel raises many types for broken files
-        raise MddpmError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise MddpmError(f"{path}: cannot read as NIfTI ({first_line(e)})") from None
+    check_nifti_header(img, path)
+    return img
+
+
+def check_nifti_header(img, path: Path) -> None:
+    """Refuse a header before any allocation: a claimed size beyond :data:`MAX_VOXELS` or beyond what the
+    file can hold, a voxel type that is not real numbers, a degenerate affine (voxel size 0, NaN, absurd)."""
+    shape = tuple(int(s) for s in img.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise MddpmError(f"{path}: unsupported voxel type {dtype} (expected real numbers)")
+    claimed = voxels * dtype.itemsize
+    size = path.stat().st_size
+    room = size * GZIP_MAX_RATIO if path.name.endswith(".gz") else size
+    if voxels > MAX_VOXELS or claimed > room:
+        raise MddpmError(f"{path}: header claims {voxels} voxels of {dtype} ({claimed / 1e9:.3g} GB) "
+                         f"in a {size}-byte file (a corrupt or lying header)")
+    voxel = np.sqrt((np.asarray(img.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    lo, hi = VOXEL_MM_RANGE
+    if not (np.isfinite(voxel).all() and (voxel >= lo).all() and (voxel <= hi).all()):
+        raise MddpmError(f"{path}: degenerate affine: voxel size {tuple(round(float(v), 6) for v in voxel)} mm "
+                         f"(each must lie in [{lo:g}, {hi:g}] mm)")
+
+
+def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3-D NIfTI file: (array [X, Y, Z] float32, affine [4, 4] float64, mm).
+
+    A trailing singleton 4th axis is dropped. Raises :class:`MddpmError` naming the file for a
+    missing, unreadable, truncated, non-3-D, bad-header (:func:`check_nifti_header`) or (with
+    ``finite``) NaN/Inf-containing image.
+    """
+    path = Path(path)
+    img = open_nifti(path)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except MemoryError:
+        raise MddpmError(f"{path}: not enough memory to read {img.shape} voxels") from None
+    except Exception as e:  # nibabel raises many types for broken files
+        raise MddpmError(f"{path}: cannot read as NIfTI ({first_line(e)})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -102,6 +236,11 @@ def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndar
     if finite and not np.isfinite(data).all():
         raise MddpmError(f"{path}: contains NaN or Inf voxels ({int((~np.isfinite(data)).sum())} of {data.size})")
     return data, np.asarray(img.affine, dtype=np.float64)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text else type(e).__name__
 
 
 def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:

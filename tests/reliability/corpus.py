@@ -39,6 +39,8 @@ class Outcome:
     stdout: list[str]
     traceback: bool
     outputs_changed: bool
+    outside_changed: bool  # a file outside the output folder appeared, changed or went
+    foreign_deleted: bool  # a file mddpm did not write was removed from the output folder
     bad_name: str  # the file (or folder, or case id) the message must name
 
     @property
@@ -126,11 +128,43 @@ def constant(path: Path) -> None:
     _rewrite(path, lambda a, aff: (np.full_like(a, 0.5), aff))
 
 
+def _patch_header(path: Path, **fields) -> None:
+    """Overwrite header fields in place (what nibabel would not write: a lying size, a zero voxel size)."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    header = nib.Nifti1Header(bytes(raw[:348]))
+    for key, value in fields.items():
+        header[key] = value
+    raw[:348] = header.binaryblock
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def lying_header(path: Path) -> None:
+    _patch_header(path, dim=[3, 1000, 1000, 1000, 1, 1, 1, 1])
+
+
+def zero_voxel_size(path: Path) -> None:
+    img = nib.load(str(path))
+    srow = np.asarray(img.affine[0], dtype=np.float32).copy()
+    srow[0] = 0.0
+    _patch_header(path, qform_code=0, sform_code=1, srow_x=srow, srow_y=img.affine[1], srow_z=img.affine[2])
+
+
+def rename_case(dataset_json: Path, old: str, new: str) -> None:
+    """Give case ``old`` the id ``new`` in dataset.json: its entry, every split and fold."""
+    meta = json.loads(dataset_json.read_text())
+    for c in meta["cases"]:
+        c["id"] = new if c["id"] == old else c["id"]
+    for ids in [*meta["splits"].values(), *(ids for fold in meta.get("folds", []) for ids in fold.values())]:
+        ids[:] = [new if i == old else i for i in ids]
+    dataset_json.write_text(json.dumps(meta))
+
+
 # ---------------------------------------------------------------- the corpus
 
 @dataclass(frozen=True)
 class Defect:
-    """One bad input. ``target`` is "image", "mask", "label" (of the bad case), "splits", or "output"."""
+    """One bad input. ``target`` is "image", "mask", "label" (of the bad case), "splits", "case-id" (the
+    bad case's id becomes a path), or "output"."""
 
     name: str
     description: str
@@ -150,10 +184,16 @@ CORPUS: tuple[Defect, ...] = (
     Defect("non-binary-label", "label with values other than 0/1", "label", non_binary),
     Defect("negative", "image shifted to negative values", "image", negative),
     Defect("constant", "constant image", "image", constant),
+    Defect("lying-header", "header claims 10^9 voxels in a small file", "image", lying_header),
+    Defect("zero-voxel", "degenerate affine (voxel size 0)", "image", zero_voxel_size),
     Defect("missing-case", "a split names a case not in the dataset", "splits"),
     Defect("unwritable-out", "output folder cannot be written", "output"),
     Defect("existing-out", "output folder exists, no --force", "output"),
+    Defect("traversal-id", "a case id that climbs out of its folder (../escape)", "case-id"),
+    Defect("absolute-id", "an absolute path as case id", "case-id"),
+    Defect("foreign-force", "output folder holds a file mddpm did not write; --force", "output"),
 )
+FOREIGN = "notes.txt"  # the file mddpm did not write, in the foreign-force cells
 
 # (defect, command) pairs that are legitimately accepted (exit 0), with the reason shown in the docs
 ACCEPTED: dict[tuple[str, str], str] = {
@@ -162,7 +202,6 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("existing-out", "verify"): "verify writes nothing",
     ("existing-out", "prepare"): "an up-to-date cache is reused, not rewritten",
     ("existing-out", "benchmark"): "benchmark resumes into its folder by design (--no-resume to refuse)",
-    ("missing-case", "prepare"): "prepare reads the case list, not the splits",
     ("negative", "prepare"): "intensities are percentile-normalised inside the brain",
     ("negative", "train"): "intensities are percentile-normalised inside the brain",
     ("negative", "predict"): "intensities are percentile-normalised inside the brain",
@@ -173,6 +212,8 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("shape-mismatch", "preprocess"): "raw masks are resampled onto the scan's grid",
     ("affine-mismatch", "preprocess"): "raw masks are resampled onto the scan's grid",
     ("constant", "evaluate"): "a constant map is a valid (useless) prediction",
+    ("foreign-force", "preprocess"): "writes its cases beside the foreign file and deletes nothing",
+    ("foreign-force", "benchmark"): "resumes into its folder beside the foreign file and deletes nothing",
 }
 
 # (defect, command) pairs whose behaviour falls short of the standard, reported to the owners
@@ -185,6 +226,11 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("missing-case", "preprocess"): "preprocess reads raw scans, no splits",
     ("non-binary-label", "evaluate"): "labels come from the prepared cache (refused by prepare)",
     ("empty-mask", "evaluate"): "masks come from the prepared cache (refused by prepare)",
+    ("traversal-id", "detect"): "detect reads no dataset.json",
+    ("absolute-id", "detect"): "detect reads no dataset.json",
+    ("traversal-id", "preprocess"): "case ids come from file names, which hold no separator",
+    ("absolute-id", "preprocess"): "case ids come from file names, which hold no separator",
+    ("foreign-force", "verify"): "verify writes nothing",
 }
 
 
@@ -241,13 +287,14 @@ def _call(argv: list[str]) -> tuple[int, str, str]:
     return code, err.getvalue(), out.getvalue()
 
 
-def _snapshot(path: Path) -> dict[str, bytes] | None:
-    """Every file under ``path`` with its bytes (None when absent or holding no file)."""
+def _snapshot(path: Path, skip: tuple[Path, ...] = ()) -> dict[str, bytes] | None:
+    """Every file under ``path`` (but not under ``skip``) with its bytes (None when absent or holding no file)."""
     if not path.exists():
         return None
     if path.is_file():
         return {"": path.read_bytes()}
-    files = {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+             if p.is_file() and not any(p.is_relative_to(s) for s in skip)}
     return files or None
 
 
@@ -289,6 +336,16 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
                "label": f"labels/{case}.nii.gz"}[defect.target]
         bad = dataset / rel
         defect.apply(bad)
+    elif defect.target == "case-id":
+        bad_id = "../escape" if defect.name == "traversal-id" else str(folder / "escape")
+        if command == "evaluate":
+            bad = test_maps / "predict.json"
+            meta = json.loads(bad.read_text())
+            meta["case_ids"][0] = bad_id
+            bad.write_text(json.dumps(meta))
+        else:
+            bad = dataset / "dataset.json"
+            rename_case(bad, BAD_CASE, bad_id)
     elif defect.target == "splits":
         if command == "evaluate":
             bad = test_maps / "predict.json"
@@ -310,23 +367,33 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
         if command == "prepare":  # prepare writes DATASET/prepared/
             bad = dataset / "prepared"
             bad.write_text("a regular file where the cache folder goes\n")
-    elif defect.name == "existing-out":
+    elif defect.name in ("existing-out", "foreign-force"):
         if command == "prepare":
             _call(["prepare", str(dataset), "--grid", "demo", "--workers", "1"])
             bad = dataset / "prepared"
+            if defect.name == "foreign-force":
+                bad = next(p for p in bad.iterdir() if p.is_dir())  # the grid's cache folder
         else:
             out.mkdir()
             (out / "earlier.txt").write_text("an earlier result\n")
+        if defect.name == "foreign-force":
+            (bad / FOREIGN).write_text("a file mddpm did not write\n")
     watched = dataset / "prepared" if command == "prepare" else out
-    before = _snapshot(watched)
-
     argv = _argv(command, dataset, out, base, test_maps, folder)
+    elsewhere = (watched, dataset / "prepared")  # the cache a command may (re)build on the way is no output
+    before, around = _snapshot(watched), _snapshot(folder, skip=elsewhere)
+
+    if defect.name == "foreign-force":
+        argv.append("--force")
     code, err, out_text = _call(argv)
     err, out_text = (t.replace(str(folder), "CELL").replace(str(base.root), "BASE") for t in (err, out_text))
     named = case if defect.target in ("image", "mask", "label") and command != "evaluate" else bad.name
     named = "case999" if defect.target == "splits" else named
+    foreign_deleted = defect.name == "foreign-force" and not (bad / FOREIGN).is_file()
     return Outcome(code=code, stderr=err.strip().splitlines(), stdout=out_text.strip().splitlines(),
-                   traceback="Traceback" in err, outputs_changed=_snapshot(watched) != before, bad_name=named)
+                   traceback="Traceback" in err, outputs_changed=_snapshot(watched) != before,
+                   outside_changed=_snapshot(folder, skip=elsewhere) != around, foreign_deleted=foreign_deleted,
+                   bad_name=named)
 
 
 def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, folder: Path) -> list[str]:

@@ -87,3 +87,18 @@ def test_weights_naming_an_unknown_grid_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no-such-grid" in err[0]
     assert not (tmp_path / "maps").exists()
+
+
+def test_random_bytes_as_weights_or_checkpoint_are_one_line(tmp_path, capsys):
+    dataset = make_phantom_dataset(tmp_path / "phantom")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--method", "intensity", "--out", str(run), "--no-progress"]) == 0
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(bytes(range(256)) * 8)
+    (run / "best.pt").write_bytes(bytes(range(256)) * 8)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "last.ckpt: not a PyTorch file" in err
+    with pytest.raises(MddpmError, match="best.pt: not a PyTorch file"):
+        load_weights(run / "best.pt")

@@ -1,5 +1,6 @@
 """Every command that reads data answers the bad-input corpus with one line naming the file, exit 2,
-no traceback and no partial output; the table in docs/reliability.md is generated here.
+no traceback, no partial output, nothing written (or removed) outside its output folder and no file it
+did not write deleted; the table in docs/reliability.md is generated here.
 
 Regenerate the docs table: ``MDDPM_WRITE_DOCS=1 pytest tests/reliability/test_corpus.py``.
 """
@@ -38,6 +39,8 @@ def test_every_command_answers_bad_input_properly(outcomes):
     for key, o in outcomes.items():
         if o is None:
             continue
+        if o.foreign_deleted:
+            wrong.append(f"{key}: deleted {corpus.FOREIGN}, a file mddpm did not write")
         if key in corpus.ACCEPTED:
             if o.code != 0:
                 wrong.append(f"{key}: expected to be accepted, got exit {o.code}: {o.first_line}")
@@ -49,7 +52,8 @@ def test_every_command_answers_bad_input_properly(outcomes):
                 (f"exit {o.code}", o.code != 2), ("traceback", o.traceback),
                 (f"{len(o.error_lines)} error lines", key[1] != "verify" and len(o.error_lines) != 1),
                 (f"message does not name {o.bad_name}", o.bad_name not in o.first_line),
-                ("outputs changed", o.outputs_changed)) if bad]
+                ("outputs changed", o.outputs_changed),
+                ("files outside the output folder changed", o.outside_changed)) if bad]
             if problems:
                 wrong.append(f"{key}: {', '.join(problems)}: {o.first_line}")
     assert not wrong, "\n".join(wrong)

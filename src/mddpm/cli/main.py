@@ -14,6 +14,7 @@ import sys
 from mddpm import __version__
 from mddpm.errors import MddpmError
 
+NEWLINE, ESCAPED_NEWLINE = "\n", "\\n"
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
     "evaluate", "detect", "benchmark", "bench", "list",
@@ -41,11 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MddpmError as e:
-        print(f"mddpm {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(e))
+    except OSError as e:  # the environment: permissions, a full disk, a dangling or looping link
+        return _fail(args.command, f"{e.filename}: {e.strerror}" if e.filename else str(e))
+    except RuntimeError as e:
+        if not str(e).startswith("Symlink loop"):  # pathlib's way of saying ELOOP
+            raise
+        return _fail(args.command, str(e))
     except KeyboardInterrupt:
         print(f"mddpm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(command: str, message: str) -> int:
+    """Print the one-line error (a newline inside a path is shown as \\n) and return exit code 2."""
+    print(f"mddpm {command}: error: {message.replace(NEWLINE, ESCAPED_NEWLINE)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mddpm.data.schema import FORMAT, FORMAT_VERSION, check_structure
 from mddpm.errors import MddpmError
-from mddpm.io import read_json, write_json
-
-FORMAT = "mddpm-dataset"
-FORMAT_VERSION = 1
+from mddpm.io import write_json
 
 
 @dataclass
@@ -62,9 +60,9 @@ class Dataset:
         if fold is not None and name in ("train", "val"):
             if not 0 <= fold < len(self.folds):
                 raise MddpmError(f"{self.root / 'dataset.json'}: no fold {fold} (dataset has {len(self.folds)} folds)")
-            ids = self.folds[fold][name]
+            ids = [str(i) for i in self.folds[fold][name]]
         elif name in self.splits:
-            ids = self.splits[name]
+            ids = [str(i) for i in self.splits[name]]
         else:
             raise MddpmError(f"{self.root / 'dataset.json'}: no split {name!r} (known: {', '.join(sorted(self.splits))})")
         missing = [i for i in ids if i not in self.cases]
@@ -73,40 +71,18 @@ class Dataset:
         return [self.cases[i] for i in ids]
 
 
-def resolve_path(root: Path, p: str | None) -> Path | None:
-    if p is None:
-        return None
-    path = Path(p)
-    return path if path.is_absolute() else root / path
-
-
 def load_dataset(root: str | Path) -> Dataset:
-    """Load ``root/dataset.json``. Structural problems raise :class:`MddpmError`; file-level
-    checks (shapes, affines, values) are the job of ``mddpm verify``."""
+    """Load ``root/dataset.json`` with the structural checks of ``mddpm verify``
+    (:mod:`mddpm.data.schema`): its first error raises :class:`MddpmError`. File-level checks
+    (shapes, affines, values) are left to the readers of each file and to ``mddpm verify``."""
     root = Path(root)
-    meta_path = root / "dataset.json"
-    if not root.is_dir():
-        raise MddpmError(f"{root}: dataset folder not found")
-    meta = read_json(meta_path)
-    if meta.get("format") != FORMAT:
-        raise MddpmError(f"{meta_path}: not an mddpm dataset (\"format\" must be {FORMAT!r})")
-    ds = Dataset(root=root, meta=meta)
-    for i, c in enumerate(meta.get("cases", [])):
-        try:
-            case = Case(
-                id=str(c["id"]),
-                role=c["role"],
-                image=resolve_path(root, c["image"]),
-                mask=resolve_path(root, c["mask"]),
-                label=resolve_path(root, c.get("label")),
-                group=c.get("group"),
-            )
-        except (KeyError, TypeError) as e:
-            raise MddpmError(f"{meta_path}: case #{i} lacks field {e}") from None
-        if case.id in ds.cases:
-            # duplicates are reported in full by `mddpm verify`; loading keeps the first
-            continue
-        ds.cases[case.id] = case
+    structure = check_structure(root)
+    if structure.errors:
+        first = structure.errors[0]
+        raise MddpmError(f"{first.where}: {first.message}" + (f" [case {first.case}]" if first.case else ""))
+    ds = Dataset(root=root, meta=structure.meta)
+    for e in structure.entries:
+        ds.cases[e.id] = Case(id=e.id, role=e.role, image=e.image, mask=e.mask, label=e.label, group=e.group)
     return ds
 
 

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.errors import MddpmError
-from mddpm.io import check_new_output
+from mddpm.io import check_case_id, check_new_output
 
 AVAIL_T2_CSV = "avail_t2"
 IXI_TEST = ("IXI_test", "test")
@@ -227,6 +227,7 @@ def _case_from_row(row: dict, data_root: Path, group: str, csv_path: Path, numbe
     cid = _NAME_SUFFIX.sub("", name) if name else ""
     if not cid:
         raise MddpmError(f"{csv_path}: row {number}: empty img_name")
+    check_case_id(cid, f"{csv_path}: row {number}: img_name")
     image = t1_to_t2_path(row["img_path"])
     if image is None:
         raise MddpmError(f"{csv_path}: row {number}: img_path {row['img_path']!r} has no t1 folder or _t1 suffix to rewrite to t2")

@@ -44,7 +44,7 @@ from scipy import ndimage
 from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.errors import MddpmError
-from mddpm.io import read_json, read_nifti, write_json
+from mddpm.io import check_output_folder, read_json, read_nifti, write_json
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
 CURVATURE_FLOW = {"time_step": 0.125, "iterations": 3}
@@ -279,13 +279,19 @@ def load_prepared(folder: str | os.PathLike) -> Prepared:
             arrays[name] = np.load(path, mmap_mode="r")
         except (ValueError, OSError) as e:
             raise MddpmError(f"{path}: cannot read ({e})") from None
-    case_ids = list(meta.get("case_ids", []))
-    n = len(case_ids)
+    case_ids, affines = meta.get("case_ids"), meta.get("affines")
+    n = len(case_ids) if isinstance(case_ids, list) else 0
+    try:
+        affines = np.asarray(affines, dtype=np.float64)
+    except (TypeError, ValueError):
+        affines = np.zeros(0)
+    if not n or not all(isinstance(c, str) for c in case_ids) or affines.shape != (n, 4, 4):
+        raise MddpmError(f"{folder / 'prepared.json'}: no list of case ids with one 4x4 affine each "
+                         "(prepare again with --force)")
     shapes = {name: a.shape for name, a in arrays.items()}
     if any(len(s) != 4 or s[0] != n for s in shapes.values()) or len(set(shapes.values())) != 1:
         raise MddpmError(f"{folder}: array shapes {shapes} do not match {n} cases (prepare again with --force)")
-    return Prepared(folder=folder, meta=meta, case_ids=case_ids, affines=np.asarray(meta["affines"], dtype=np.float64),
-                    **arrays)
+    return Prepared(folder=folder, meta=meta, case_ids=case_ids, affines=affines, **arrays)
 
 
 def prepared_path(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper") -> Path:
@@ -366,6 +372,8 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
         if _cache_matches(out, settings):
             return out
         _say(f"{out}: cache is stale (settings or source files changed); rebuilding")
+    if out.exists():  # replaced below: only when it holds nothing but an earlier cache
+        check_output_folder(out, True, ["prepared.json", *(f"{name}.npy" for name in ARRAYS)])
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from scipy import ndimage
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.errors import MddpmError
-from mddpm.io import check_new_output, write_nifti
+from mddpm.io import check_output_folder, clear_outputs, write_nifti
 
 # (set name, group, role); the position in this list is part of every case's seed
 SETS: list[tuple[str, str, str]] = [
@@ -42,6 +42,9 @@ SETS: list[tuple[str, str, str]] = [
     ("ms_val", "ms", "anomalous"),
     ("ms_test", "ms", "anomalous"),
 ]
+# what a synthetic dataset folder holds (prepared/: the caches `mddpm prepare` adds; preview.png: `synth --preview`)
+OUTPUT_FILES = ("dataset.json", "images/synth_*_0000.nii.gz", "masks/synth_*.nii.gz", "labels/synth_*.nii.gz",
+                "prepared/*", "preview.png")
 COUNT_ARGS = ["n_train", "n_val", "n_test", "n_tumour_val", "n_tumour_test", "n_ms_val", "n_ms_test"]
 
 # Named sizes: set counts and voxel spacing (mm). "paper-like" mirrors the published splits
@@ -513,11 +516,7 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
         raise MddpmError(f"seed={seed}: must be a non-negative integer")
     if n_train < 1 or n_val < 1:
         raise MddpmError(f"{out}: need at least one train and one val case (n_train={n_train}, n_val={n_val})")
-    check_new_output(out, force)
-    if out.exists() and not out.is_dir():
-        raise MddpmError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "dataset.json").is_file():
-        raise MddpmError(f"{out}: not empty and not a dataset folder; refusing to replace it")
+    earlier = check_output_folder(out, force, OUTPUT_FILES)
 
     anat = load_anatomy(spacing_mm, settings)
     jobs, splits = [], {}
@@ -552,8 +551,13 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
                                          "generation": asdict(settings),
                                          "cases": {r["entry"]["id"]: r["info"] for r in results}}}],
         })
-        if out.exists():
-            shutil.rmtree(out)
+        clear_outputs(out, earlier)
+        if out.is_dir():
+            try:
+                out.rmdir()
+            except OSError:
+                raise MddpmError(f"{out}: still holds folders after --force removed the earlier dataset; "
+                                 "move them and run again") from None
         tmp.rename(out)
     finally:
         if tmp.exists():

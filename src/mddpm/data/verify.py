@@ -19,41 +19,21 @@ Severities:
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
 import numpy as np
 
-from mddpm.data.dataset import FORMAT, FORMAT_VERSION, resolve_path
+from mddpm.data.schema import MAX_LISTED, Entry, Problem, listing, check_structure
+from mddpm.errors import MddpmError
+from mddpm.io import first_line, open_nifti
 
 SEVERITIES = ("error", "warning", "note")
-ROLES = ("healthy", "anomalous")
-LABEL_ENCODINGS = ("binary", "gt0")
 AFFINE_TOLERANCE_MM = 1e-3
-TRAINING_SPLIT = "train"
-_MAX_LISTED = 5  # ids or values quoted in one message
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding: ``where`` is the file it is about (or dataset.json), ``code`` a stable kind."""
-
-    severity: str  # "error" | "warning" | "note"
-    code: str  # e.g. "missing-file", "shape-mismatch", "label-values"
-    where: str
-    message: str
-    case: str | None = None
-
-    def __str__(self) -> str:
-        suffix = f" [case {self.case}]" if self.case else ""
-        return f"{self.where}: {self.severity}: {self.message}{suffix}"
 
 
 @dataclass
@@ -105,15 +85,13 @@ def check_dataset(
     start = time.perf_counter()
     result = Verification(root=Path(root), voxels=voxels)
     problems = result.problems
-    meta_path = result.root / "dataset.json"
-    meta = _read_meta(result.root, meta_path, problems)
+    structure = check_structure(result.root)
+    problems.extend(structure.problems)
+    meta, entries, encoding = structure.meta, structure.entries, structure.encoding
     if meta is not None:
-        where = str(meta_path)
-        encoding = _label_encoding(meta, where, problems)
-        entries = _parse_cases(meta, result.root, where, problems)
-        _check_splits(meta, entries, where, problems)
-        geometry = meta.get("geometry") if isinstance(meta.get("geometry"), dict) else {}
-        first: dict[str, _Entry] = {}
+        where = str(result.root / "dataset.json")
+        geometry = {} if any(p.code == "invalid-geometry" for p in problems) else meta.get("geometry", {})
+        first: dict[str, Entry] = {}
         for e in entries:
             first.setdefault(e.id, e)  # files of a duplicated id are checked once, for its first entry
         unique = list(first.values())
@@ -136,157 +114,6 @@ def check_dataset(
 # ---------------------------------------------------------------------------- dataset.json
 
 
-@dataclass
-class _Entry:
-    index: int
-    id: str
-    role: str
-    image: Path
-    mask: Path
-    label: Path | None
-
-
-def _read_meta(root: Path, meta_path: Path, problems: list[Problem]) -> dict | None:
-    def fail(where, message, code):
-        problems.append(Problem("error", code, str(where), message))
-
-    if not root.is_dir():
-        return fail(root, "dataset folder not found", "missing-dataset")
-    if not meta_path.is_file():
-        return fail(meta_path, "file not found (a dataset folder needs dataset.json)", "missing-file")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return fail(meta_path, f"not valid JSON ({e})", "invalid-json")
-    if not isinstance(meta, dict):
-        return fail(meta_path, "not a JSON object", "invalid-json")
-    if meta.get("format") != FORMAT:
-        return fail(meta_path, f"unknown format {meta.get('format')!r} (expected {FORMAT!r})", "unknown-format")
-    if meta.get("format_version") != FORMAT_VERSION:
-        return fail(meta_path, f"unsupported format_version {meta.get('format_version')!r} "
-                               f"(this mddpm reads {FORMAT_VERSION})", "unknown-format")
-    return meta
-
-
-def _label_encoding(meta: dict, where: str, problems: list[Problem]) -> str:
-    encoding = meta.get("label_encoding", "binary")
-    if encoding not in LABEL_ENCODINGS:
-        problems.append(Problem("error", "label-encoding", where,
-                                f"unknown label_encoding {encoding!r} (expected one of {', '.join(LABEL_ENCODINGS)})"))
-        return "binary"
-    return encoding
-
-
-def _parse_cases(meta: dict, root: Path, where: str, problems: list[Problem]) -> list[_Entry]:
-    """Valid case entries (duplicates included, reported); structural problems go to ``problems``."""
-    cases = meta.get("cases")
-    if not isinstance(cases, list):
-        problems.append(Problem("error", "invalid-cases", where, '"cases" must be a list of case objects'))
-        return []
-    entries: list[_Entry] = []
-    first_index: dict[str, int] = {}
-    healthy_with_label: list[str] = []
-    for i, c in enumerate(cases):
-        def bad(message, code="invalid-case", case=None):
-            problems.append(Problem("error", code, where, f"case #{i}: {message}", case))
-
-        if not isinstance(c, dict):
-            bad("not a JSON object")
-            continue
-        cid = c.get("id")
-        if not isinstance(cid, (str, int)) or isinstance(cid, bool) or str(cid) == "":
-            bad('no "id"')
-            continue
-        cid = str(cid)
-        if "/" in cid or "\\" in cid or cid in (".", ".."):
-            bad(f"id {cid!r} cannot be a file name", case=cid)
-            continue
-        if cid in first_index:
-            bad(f"duplicate case id {cid!r} (first at case #{first_index[cid]})", "duplicate-id", cid)
-        else:
-            first_index[cid] = i
-        role = c.get("role")
-        if role not in ROLES:
-            bad(f"role {role!r} is not one of {', '.join(ROLES)}", case=cid)
-            continue
-        paths = {}
-        for key in ("image", "mask", "label"):
-            value = c.get(key)
-            if value is not None and (not isinstance(value, str) or not value):
-                bad(f'"{key}" must be a path', case=cid)
-                value = None
-            paths[key] = value
-        if paths["image"] is None or paths["mask"] is None:
-            missing = [k for k in ("image", "mask") if paths[k] is None]
-            bad(f"no {' or '.join(missing)} path", case=cid)
-            continue
-        if role == "anomalous" and paths["label"] is None:
-            bad("anomalous case has no label", "missing-label", cid)
-        if role == "healthy" and paths["label"] is not None:
-            healthy_with_label.append(cid)
-        entries.append(_Entry(i, cid, role, resolve_path(root, paths["image"]), resolve_path(root, paths["mask"]),
-                              resolve_path(root, paths["label"])))
-    if healthy_with_label:
-        problems.append(Problem("note", "healthy-label", where,
-                                f"{len(healthy_with_label)} healthy case(s) have a label "
-                                f"({_listing(healthy_with_label)}); it is checked like any label"))
-    return entries
-
-
-def _check_splits(meta: dict, entries: list[_Entry], where: str, problems: list[Problem]) -> None:
-    cases = meta.get("cases") if isinstance(meta.get("cases"), list) else []
-    known = {str(c["id"]) for c in cases if isinstance(c, dict) and c.get("id") is not None}
-    roles = {e.id: e.role for e in entries}
-    named: dict[str, list[str]] = {}
-    splits = meta.get("splits", {})
-    if not isinstance(splits, dict):
-        problems.append(Problem("error", "invalid-splits", where, '"splits" must map split names to lists of case ids'))
-        splits = {}
-    for name, ids in splits.items():
-        named[f"split {name!r}"] = _check_id_list(f"split {name!r}", ids, known, where, problems)
-    folds = meta.get("folds", [])
-    if not isinstance(folds, list):
-        problems.append(Problem("error", "invalid-folds", where, '"folds" must be a list of {"train": [...], "val": [...]}'))
-        folds = []
-    for k, fold in enumerate(folds):
-        if not isinstance(fold, dict) or "train" not in fold or "val" not in fold:
-            problems.append(Problem("error", "invalid-folds", where, f'fold {k} must have "train" and "val" lists'))
-            continue
-        for part in ("train", "val"):
-            named[f"fold {k} {part}"] = _check_id_list(f"fold {k} {part}", fold[part], known, where, problems)
-
-    # Pairs that should be disjoint: the training split against every other split, and each fold's train/val.
-    pairs = [(f"split {TRAINING_SPLIT!r}", f"split {n!r}") for n in splits if n != TRAINING_SPLIT]
-    pairs += [(f"fold {k} train", f"fold {k} val") for k in range(len(folds))]
-    for a, b in pairs:
-        if a in named and b in named:
-            shared = sorted(set(named[a]) & set(named[b]))
-            if shared:
-                problems.append(Problem("warning", "split-overlap", where,
-                                        f"{a} and {b} share {len(shared)} case(s): {_listing(shared)}"))
-    for name, ids in named.items():
-        if name == f"split {TRAINING_SPLIT!r}" or name.endswith(" train"):
-            anomalous = [i for i in dict.fromkeys(ids) if roles.get(i) == "anomalous"]
-            if anomalous:
-                problems.append(Problem("warning", "anomalous-in-train", where,
-                                        f"{name} holds {len(anomalous)} anomalous case(s): {_listing(anomalous)}"))
-
-
-def _check_id_list(name: str, ids, known: set[str], where: str, problems: list[Problem]) -> list[str]:
-    if not isinstance(ids, list):
-        problems.append(Problem("error", "invalid-splits", where, f"{name} must be a list of case ids"))
-        return []
-    ids = [str(i) for i in ids]
-    unknown = [i for i in dict.fromkeys(ids) if i not in known]
-    if unknown:
-        problems.append(Problem("error", "unknown-case", where, f"{name} names {len(unknown)} unknown case(s): {_listing(unknown)}"))
-    repeated = [i for i, n in Counter(ids).items() if n > 1]
-    if repeated:
-        problems.append(Problem("warning", "repeated-id", where, f"{name} lists {len(repeated)} case(s) more than once: {_listing(repeated)}"))
-    if not ids:
-        problems.append(Problem("warning", "empty-split", where, f"{name} is empty"))
-    return ids
-
 
 # ---------------------------------------------------------------------------- files of one case
 
@@ -307,7 +134,7 @@ class _Volume:
     data: np.ndarray | None  # None when values cannot be trusted (NaN/Inf)
 
 
-def _check_case(entry: _Entry, encoding: str, geometry: dict, voxels: bool) -> _CaseCheck:
+def _check_case(entry: Entry, encoding: str, geometry: dict, voxels: bool) -> _CaseCheck:
     out = _CaseCheck()
 
     def report(severity, code, path, message):
@@ -357,10 +184,14 @@ def _load(path: Path, report, voxels: bool) -> _Volume | None:
         report("error", "missing-file", path, "file not found")
         return None
     try:
-        img = nib.load(str(path))
+        img = open_nifti(path)
+    except MddpmError as e:
+        report("error", "unreadable", path, str(e).removeprefix(f"{path}: "))
+        return None
+    try:
         data = np.asanyarray(img.dataobj) if voxels else None
     except Exception as e:  # nibabel raises many types for broken or truncated files
-        report("error", "unreadable", path, f"cannot read as NIfTI ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+        report("error", "unreadable", path, f"cannot read as NIfTI ({first_line(e)})")
         return None
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
@@ -417,7 +248,7 @@ def _check_binary(vol: _Volume, name: str, code: str, encoding: str, report) -> 
     if binary.all():
         return set()
     others = np.unique(data[~binary])
-    shown = ", ".join(f"{float(v):g}" for v in others[:_MAX_LISTED]) + (", ..." if len(others) > _MAX_LISTED else "")
+    shown = ", ".join(f"{float(v):g}" for v in others[:MAX_LISTED]) + (", ..." if len(others) > MAX_LISTED else "")
     if encoding == "binary":
         report("error", f"{code}-not-binary", vol.path,
                f"{name} is not binary (also holds {shown}); set label_encoding to 'gt0' if values > 0 mean foreground")
@@ -425,7 +256,7 @@ def _check_binary(vol: _Volume, name: str, code: str, encoding: str, report) -> 
     if others.min() < 0:
         report("error", f"{code}-negative", vol.path, f"{name} has negative values ({shown})")
         return set()
-    return {float(v) for v in others[:_MAX_LISTED]}
+    return {float(v) for v in others[:MAX_LISTED]}
 
 
 def _aggregate_notes(checks: list[_CaseCheck], encoding: str, where: str, problems: list[Problem]) -> None:
@@ -435,10 +266,5 @@ def _aggregate_notes(checks: list[_CaseCheck], encoding: str, where: str, proble
         if sets:
             values = sorted(set().union(*sets))
             problems.append(Problem("note", attr.replace("_", "-"), where,
-                                    f"{len(sets)} {name} hold values other than 0 and 1 ({_listing([f'{v:g}' for v in values])}); "
+                                    f"{len(sets)} {name} hold values other than 0 and 1 ({listing([f'{v:g}' for v in values])}); "
                                     f"binarised with > 0 (label_encoding {encoding!r})"))
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")

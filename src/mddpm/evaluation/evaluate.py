@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
 import numpy as np
+from nibabel.affines import voxel_sizes
 import torch
 
 from mddpm import __version__
@@ -47,12 +47,14 @@ from mddpm.evaluation.postprocess import (
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
-from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json
+from mddpm.io import (atomic_write, case_file, check_case_id, check_output_folder, clear_outputs, open_nifti,
+                       read_json, read_nifti, write_json)
 from mddpm.viz.cases import render_case_figure
 
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "figures/*.png")
 
 
 @dataclass
@@ -100,30 +102,37 @@ def open_maps(folder: str | Path, what: str) -> MapsFolder:
         raise MddpmError(f"{folder}: {what} maps folder not found")
     meta = read_json(folder / "predict.json")
     case_ids = meta.get("case_ids")
-    if not isinstance(case_ids, list) or not case_ids or "prepared" not in meta:
+    if not isinstance(case_ids, list) or not case_ids or not isinstance(meta.get("prepared"), str):
         raise MddpmError(f"{folder / 'predict.json'}: needs 'prepared' and a non-empty 'case_ids' list")
     prepared_dir = Path(meta["prepared"])
     prepared = load_prepared(prepared_dir if prepared_dir.is_absolute() else folder / prepared_dir)
     grid_zhw = tuple(prepared.masks.shape[1:])
     expected = (grid_zhw[1], grid_zhw[2], grid_zhw[0])
     for cid in case_ids:
+        path = case_file(folder, check_case_id(cid, folder / "predict.json"), ".nii.gz")
         prepared.index(cid)
-        path = folder / f"{cid}.nii.gz"
         if not path.is_file():
             raise MddpmError(f"{path}: file not found (listed in {folder / 'predict.json'})")
-        try:
-            shape = tuple(nib.load(str(path)).shape)
-        except Exception as e:  # nibabel raises many types for broken files
-            raise MddpmError(f"{path}: cannot read as NIfTI ({type(e).__name__})") from None
+        shape = tuple(open_nifti(path).shape)
         if shape[:3] != expected or any(s != 1 for s in shape[3:]):
             raise MddpmError(f"{path}: map shape {shape} does not match the prepared grid {expected} "
                              f"of {prepared.folder}")
     return MapsFolder(folder, meta, prepared, [str(c) for c in case_ids])
 
 
+def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
+    """A threshold chosen on maps of test cases (the test folder itself, or a copy) is refused."""
+    if other is None or other.meta.get("dataset") != test.meta.get("dataset"):
+        return
+    shared = sorted(set(test.case_ids) & set(other.case_ids))
+    if shared:
+        raise MddpmError(f"{other.folder}: holds {len(shared)} case(s) of the test maps {test.folder} (e.g. {shared[0]}); "
+                         "a threshold must be chosen on other cases")
+
+
 def grid_spacing_mm(maps: MapsFolder) -> float:
     """The model grid's voxel size in mm (geometric mean of the first volume's three edges)."""
-    return float(np.prod(nib.affines.voxel_sizes(maps.prepared.affines[0])) ** (1 / 3))
+    return float(np.prod(voxel_sizes(maps.prepared.affines[0])) ** (1 / 3))
 
 
 def _postprocess_settings(width: int, constants: PostprocessConstants, spacing_mm: float) -> dict:
@@ -313,9 +322,12 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     if device == "cuda" and not torch.cuda.is_available():
         raise MddpmError("--device cuda: no CUDA device is available")
     dev = torch.device(device)
-    out = check_new_output(Path(out), force)
+    out = Path(out)
+    earlier = check_output_folder(out, force, OUTPUT_FILES)
     test, val = open_maps(test_maps, "test"), open_maps(val_maps, "validation")
     healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
+    for other in (val, healthy):
+        _refuse_test_cases(test, other)
     grids = {m.folder: tuple(m.prepared.masks.shape[1:]) for m in (test, val, healthy) if m is not None}
     if len(set(grids.values())) != 1:
         shapes = ", ".join(f"{k}: {v}" for k, v in grids.items())
@@ -377,6 +389,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         "run": test.meta.get("run"), "config": test.meta.get("config"), "predict_settings": test.meta.get("settings"),
     }
     report = _finite_or_none(report)
+    clear_outputs(out, earlier)
     write_json(out / "metrics.json", report)
     with atomic_write(out / "metrics.csv") as tmp:
         tmp.write_text(_csv_text(rows, rules))
@@ -385,6 +398,6 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
                                         "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
     for cid, png in pictures.items():
-        with atomic_write(out / "figures" / f"{cid}.png") as tmp:
+        with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
             tmp.write_bytes(png)
     return report

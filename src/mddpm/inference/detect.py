@@ -27,23 +27,27 @@ from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxe
 from mddpm.errors import MddpmError
 from mddpm.evaluation.postprocess import CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, remove_small_components
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
-from mddpm.io import atomic_write, check_new_output, read_json, read_nifti, write_json, write_nifti
+from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
 from mddpm.training import derive_seed
 from mddpm.training.checkpoint import build_from_weights
 
+OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "detect.json")
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
 
 
 def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None) -> tuple[float, str, dict]:
     """``(threshold, where it came from, postprocess settings)`` from a number, a ``threshold.json``
     path, or (``None``) ``RUN/threshold.json``."""
-    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
-        return float(threshold), "--threshold", {}
+    number = threshold if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else None
     if isinstance(threshold, str):
         try:
-            return float(threshold), "--threshold", {}
+            number = float(threshold)
         except ValueError:
             pass
+    if number is not None:
+        if not np.isfinite(number):
+            raise MddpmError(f"--threshold {threshold}: must be a finite number")
+        return float(number), "--threshold", {}
     path = Path(threshold) if threshold is not None else run / "threshold.json"
     if threshold is None and not path.is_file():
         raise MddpmError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
@@ -51,8 +55,27 @@ def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None) ->
     meta = read_json(path)
     value = meta.get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise MddpmError(f"{path}: no numeric \"threshold\"")
-    return float(value), str(path), meta.get("postprocess", {}) or {}
+        raise MddpmError(f"{path}: no finite numeric \"threshold\"")
+    postprocess = meta.get("postprocess") or {}
+    if not _valid_postprocess(postprocess):
+        raise MddpmError(f"{path}: malformed \"postprocess\" settings (expected the object `mddpm evaluate` writes)")
+    return float(value), str(path), postprocess
+
+
+def _valid_postprocess(settings) -> bool:
+    """The post-processing part of a threshold.json: objects where objects go, counts as integers >= 0."""
+    if not isinstance(settings, dict):
+        return False
+    median, components = settings.get("median_filter", {}), settings.get("components", {})
+    if not isinstance(median, dict) or not isinstance(components, dict):
+        return False
+
+    def count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    erosion = settings.get("erosion_iterations")  # None: the published width-derived default
+    return (erosion is None or count(erosion)) and count(median.get("kernel", 0)) and \
+        count(components.get("removed_if_voxels_at_most", 0))
 
 
 def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,7 +104,7 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
     image, brain, affine = read_scan(scan, mask)
     method, payload = build_from_weights(run / "best.pt")
     value, source, postprocess = resolve_threshold(run, threshold)
-    check_new_output(out, force)
+    check_output_folder(out, force, OUTPUT_FILES)
     cfg = payload["config"]
     device = resolve_device(device)
 

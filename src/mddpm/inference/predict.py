@@ -22,8 +22,8 @@ Options beyond the published protocol (all off by default):
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
-import shutil
 import time
 import zlib
 from pathlib import Path
@@ -36,7 +36,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.inference.scores import SCORES, SSIM_L1_ALPHA, SSIM_SIGMA, SSIM_WINDOW, anomaly_score
-from mddpm.io import check_new_output, write_json, write_nifti
+from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
 from mddpm.methods.base import AnomalyMethod
 from mddpm.training.checkpoint import build_from_weights
 from mddpm.training import derive_seed
@@ -154,7 +154,7 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
         raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if score not in SCORES:
         raise MddpmError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
-    out = check_new_output(Path(out).resolve(), force)
+    out = Path(out).resolve()
     device = resolve_device(device)
     method, payload = build_from_weights(run / f"{weights}.pt")
     cfg = payload["config"]
@@ -163,10 +163,11 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     case_ids = [c.id for c in load_dataset(dataset_root).split(split)]
     if not case_ids:
         raise MddpmError(f"{dataset_root / 'dataset.json'}: split {split!r} is empty")
+    earlier = check_output_folder(out, force, _own_files(out, case_ids))
     prepared = load_prepared(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress))
     method.to(device)
 
-    _clear_previous(out)
+    clear_outputs(out, earlier)
     seconds = []
     for case_id in _progress(case_ids, progress, f"predict {split}"):
         image, mask, _ = prepared.volume(case_id)
@@ -178,8 +179,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
         amap, recon = amap[:, 0].cpu().numpy(), recon[:, 0].cpu().numpy()  # [Z, H, W]; waits for the device
         seconds.append(time.perf_counter() - start)
         affine = prepared.affines[prepared.index(case_id)]
-        write_nifti(out / f"{case_id}.nii.gz", amap.transpose(1, 2, 0), affine)
-        write_nifti(out / "recon" / f"{case_id}.nii.gz", recon.transpose(1, 2, 0), affine)
+        write_nifti(case_file(out, case_id, ".nii.gz"), amap.transpose(1, 2, 0), affine)
+        write_nifti(case_file(out, case_id, ".nii.gz", "recon"), recon.transpose(1, 2, 0), affine)
 
     settings = {
         "weights": str(run / f"{weights}.pt"), "weights_step": payload["step"], "precision": precision,
@@ -199,13 +200,16 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     return out
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove what an earlier prediction wrote into ``out`` (maps, recon/, predict.json), nothing else."""
-    for path in [out / "predict.json", *out.glob("*.nii.gz")]:
-        if path.is_file():
-            path.unlink()
-    if (out / "recon").is_dir():
-        shutil.rmtree(out / "recon")
+def _own_files(out: Path, case_ids: list[str]) -> list[str]:
+    """What predict writes into ``out`` for ``case_ids``, and what an earlier predict.json says it wrote
+    (``--force`` removes those and refuses a folder holding anything else)."""
+    try:
+        earlier = read_json(out / "predict.json").get("case_ids", []) if (out / "predict.json").is_file() else []
+    except MddpmError:
+        earlier = []
+    ids = {str(c) for c in (earlier if isinstance(earlier, list) else [])} | set(case_ids)
+    names = [glob.escape(f"{c}.nii.gz") for c in sorted(ids)]
+    return ["predict.json", *names, *(f"recon/{n}" for n in names)]
 
 
 def _progress(items: list, enabled: bool, description: str):

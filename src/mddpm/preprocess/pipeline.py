@@ -30,7 +30,7 @@ import SimpleITK as sitk
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.errors import MddpmError
-from mddpm.io import read_json, write_json, write_nifti
+from mddpm.io import case_id_problem, read_json, write_json, write_nifti
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
@@ -283,6 +283,10 @@ def find_cases(input_dir: str | Path, pattern: str | None = None, masks_dir: str
     labels = _index_dir(Path(labels_dir), "labels") if labels_dir else {}
     cases, problems = [], []
     for cid, paths in scans.items():
+        problem = case_id_problem(cid)
+        if problem:
+            problems.append(f"{paths[0]}: case id {cid!r} {problem}")
+            continue
         if len(paths) > 1:
             problems.append(f"{paths[0]}: case id {cid!r} is used by {len(paths)} files ({', '.join(p.name for p in paths)})")
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ import torch
 from mddpm import __version__
 from mddpm.config import build_method
 from mddpm.errors import MddpmError
-from mddpm.io import atomic_write
+from mddpm.io import atomic_write, first_line
 
 FORMAT = "mddpm-weights"
 FORMAT_VERSION = 1
@@ -49,6 +50,20 @@ def save_weights(path: str | os.PathLike, method_name: str, config: dict, state_
     return path
 
 
+def read_torch_file(path: Path):
+    """``torch.load`` with ``weights_only=True``; one line naming ``path`` for anything else than a torch file
+    of plain data and tensors (random bytes, a truncated file, a crafted or foreign pickle)."""
+    if not zipfile.is_zipfile(path):
+        raise MddpmError(f"{path}: not a PyTorch file (truncated, overwritten or another format)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise MddpmError(f"{path}: refused to load: it holds objects other than plain data and tensors "
+                         "(crafted or foreign pickle)") from None
+    except Exception as e:  # a damaged archive, ...
+        raise MddpmError(f"{path}: cannot read as a PyTorch file ({first_line(e)})") from None
+
+
 def load_weights(path: str | os.PathLike, method: str | None = None) -> dict:
     """Read and validate a weights file; with ``method``, require weights of that method.
 
@@ -58,14 +73,7 @@ def load_weights(path: str | os.PathLike, method: str | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MddpmError(f"{path}: weights file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise MddpmError(f"{path}: refused to load: it holds objects other than plain data and tensors "
-                         "(not an mddpm weights file; crafted or foreign pickle)") from None
-    except Exception as e:  # truncated zip, not a torch file, ...
-        raise MddpmError(f"{path}: cannot read as a weights file ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MddpmError(f"{path}: not an mddpm weights file (no \"format\": {FORMAT!r})")
     if payload.get("format_version") != FORMAT_VERSION:

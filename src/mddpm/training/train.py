@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -38,12 +36,13 @@ from mddpm.config import apply_overrides, build_method, resolve_config
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
-from mddpm.io import check_new_output, read_json, write_json
-from mddpm.training.checkpoint import save_weights
+from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
+from mddpm.training.checkpoint import read_torch_file, save_weights
 from mddpm.training.module import AnomalyModule
 
 RUN_EXTRA_KEYS = ("dataset", "fold", "prepared")
-_RUN_ENTRIES = ("config.json", "best.pt", "last.pt", "checkpoints", "logs")
+# what a run folder holds (threshold.json: put there by `mddpm demo` for `mddpm detect`)
+RUN_FILES = ("config.json", "best.pt", "last.pt", "threshold.json", "checkpoints/*", "logs/*")
 
 
 def process_rank_is_zero() -> bool:
@@ -98,7 +97,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         run = Path(out or default_run_dir(method, preset, fold)).resolve()
         cfg = resolve_config(method, preset, overrides)
         if rank_zero:
-            check_new_output(run, force)
+            earlier = check_output_folder(run, force, RUN_FILES)
     check_train_settings(cfg)
 
     dataset_root = Path(dataset_root).resolve()
@@ -121,7 +120,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
 
     if rank_zero:
         if force:
-            _remove_run_files(run)
+            clear_outputs(run, earlier)
         try:
             run.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -165,10 +164,7 @@ def export_weights(run: Path) -> None:
         ckpt_path = run / "checkpoints" / f"{name}.ckpt"
         if not ckpt_path.is_file():
             raise MddpmError(f"{ckpt_path}: missing after training")
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise MddpmError(f"{ckpt_path}: refused to load: holds objects other than plain data and tensors") from None
+        ckpt = read_torch_file(ckpt_path)
         state = {k[len("method."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
         save_weights(run / f"{name}.pt", cfg["method"], cfg, state, ckpt["global_step"],
                      ckpt.get("mddpm", {}).get("val_loss"))
@@ -176,9 +172,16 @@ def export_weights(run: Path) -> None:
 
 def _resume_config(run: Path, dataset_root, method, preset, fold, overrides):
     config_path = run / "config.json"
-    if not (run / "checkpoints" / "last.ckpt").is_file():
-        raise MddpmError(f"{run / 'checkpoints' / 'last.ckpt'}: nothing to resume (no checkpoint)")
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise MddpmError(f"{last}: nothing to resume (no checkpoint)")
+    ckpt = read_torch_file(last)  # a damaged checkpoint is one line here, not a traceback inside Lightning
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "global_step" not in ckpt:
+        raise MddpmError(f"{last}: not a Lightning checkpoint of a training run (no state_dict or global_step)")
+    del ckpt
     saved = read_json(config_path)
+    if not isinstance(saved.get("dataset"), str) or not isinstance(saved.get("fold", 0), (int, type(None))):
+        raise MddpmError(f"{config_path}: not the config.json of a run (no dataset path or fold)")
     for key, given in (("method", method), ("preset", preset), ("fold", fold)):
         if given is not None and given != saved.get(key):
             raise MddpmError(f"{config_path}: run has {key} {saved.get(key)!r}, not {given!r}")
@@ -186,16 +189,6 @@ def _resume_config(run: Path, dataset_root, method, preset, fold, overrides):
         raise MddpmError(f"{config_path}: run was trained on {saved['dataset']}, not {Path(dataset_root).resolve()}")
     cfg = apply_overrides({k: v for k, v in saved.items() if k not in RUN_EXTRA_KEYS}, overrides)
     return cfg, saved["dataset"], saved["fold"]
-
-
-def _remove_run_files(run: Path) -> None:
-    """--force: delete what an earlier run wrote (only our own entries, never the whole folder)."""
-    for name in _RUN_ENTRIES:
-        path = run / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 def _ddp_strategy(strategy: str, devices, num_nodes: int, accelerator: str, optimizers: int) -> str:
