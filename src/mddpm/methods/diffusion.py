@@ -251,7 +251,7 @@ def _presets(model: dict, paper_steps: int, paper_val_every: int, paper_val_batc
                   "data": {"grid": "paper"}},
         "demo": {"about": DEMO_ABOUT, "model": demo_model,
                  "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2,
-                           "precision": "bf16"},
+                           "precision": "32"},
                  "data": {"grid": "demo"}},
     }
 
