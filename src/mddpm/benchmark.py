@@ -158,7 +158,7 @@ def grid_path(spec: str | os.PathLike) -> Path:
 def load_grid(spec: str | os.PathLike) -> Grid:
     """Read and validate a grid (path or shipped name); every problem is a one-line MddpmError naming the file."""
     from mddpm.config import resolve_config
-    from mddpm.data.synth import SIZES
+    from mddpm.data.synth_sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
     from mddpm.evaluation.postprocess import POSTPROCESS_RULES
     from mddpm.registry import all_methods
@@ -460,7 +460,8 @@ def resolve_datasets(grid: Grid, data: dict[str, str], out: Path, grid_file: Pat
         elif d.synth is not None:
             root = (out / "data" / d.name).resolve()
             if create and not (root / "dataset.json").is_file():
-                from mddpm.data.synth import SIZES, synthesize
+                from mddpm.data.synth import synthesize
+                from mddpm.data.synth_sizes import SIZES
 
                 print(f"generating the {d.synth['size']} synthetic dataset in {root}", file=sys.stderr)
                 synthesize(root, **SIZES[d.synth["size"]], seed=d.synth.get("seed", 0), progress=progress)

@@ -27,7 +27,8 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
              overrides=(), force: bool = False, log=print) -> dict:
     """Run the demo into ``out``; returns {stage: seconds} and the evaluation summaries."""
     from mddpm.data.prepare import prepare_dataset
-    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES, SIZES, synthesize
+    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES, synthesize
+    from mddpm.data.synth_sizes import SIZES
     from mddpm.data.verify import verify_dataset
     from mddpm.evaluation.evaluate import OUTPUT_FILES as EVAL_FILES, evaluate
     from mddpm.inference.predict import predict

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mddpm.data.synth import COUNT_ARGS, SIZES
+from mddpm.data.synth_sizes import COUNT_ARGS, SIZES
 
 
 def add_parser(sub) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from mddpm.data.verify import SEVERITIES, Verification, check_dataset
+if TYPE_CHECKING:
+    from mddpm.data.verify import Verification
 
 SHOWN_PER_KIND = 10  # warnings/notes of one kind shown before "... and N more" (errors: all)
 
@@ -28,6 +30,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from mddpm.data.verify import check_dataset
+
     show_progress = not args.json and sys.stderr.isatty()
     if show_progress:
         from rich.progress import Progress
@@ -49,6 +53,8 @@ def run(args) -> int:
 
 def report_lines(result: Verification, show_all: bool = False) -> list[str]:
     """One line per problem (file path first), then a summary line."""
+    from mddpm.data.verify import SEVERITIES
+
     lines, shown, hidden = [], {}, {}
     for p in result.problems:
         key = (p.severity, p.code)
