@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -165,13 +163,6 @@ def test_pr_curve_from_histograms_matches_sklearn():
     assert pr_from_histograms(total, np.zeros_like(total))["ap"] is None
 
 
-def _find_browser() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 _PROBE = """<script>
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
@@ -186,12 +177,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def test_report_renders_in_headless_chromium(two_methods, tmp_path):
-    browser = _find_browser()
-    if browser is None:
-        if os.environ.get("MDDPM_SKIP_BROWSER") == "1":
-            pytest.skip("MDDPM_SKIP_BROWSER=1 and no chromium")
-        pytest.fail("chromium not found (install it: apt-get install -y chromium; or set MDDPM_SKIP_BROWSER=1)")
+def test_report_renders_in_headless_chromium(browser, two_methods, tmp_path):
     folders, table = two_methods
     report = write_report(tmp_path / "report.html", folders, "Browser check", table=table)
     probe = tmp_path / "probe.html"
