@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import pickle
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -321,3 +323,18 @@ def test_ddp_with_several_optimisers_tolerates_unused_parameters():
     assert _ddp_strategy("auto", 1, 1, "cpu", optimizers=3) == "auto"
     assert _ddp_strategy("auto", "auto", 1, "cpu", optimizers=3) == "auto"  # "auto" on the CPU is one process
     assert _ddp_strategy("ddp_spawn", 2, 1, "cpu", optimizers=3) == "ddp_spawn"  # an explicit choice is kept
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_training_shows_the_rich_bar_only_on_a_terminal(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    train(dataset, "tiny", out=tmp_path / "shown", overrides=["train.max_steps=2"])
+    assert "Epoch 0" in sys.stderr.getvalue() and "━" in sys.stderr.getvalue()  # rich's bar; tqdm draws with █
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file: no bar
+    train(dataset, "tiny", out=tmp_path / "logged", overrides=["train.max_steps=2"])
+    assert "Epoch" not in sys.stderr.getvalue()

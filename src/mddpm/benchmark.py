@@ -526,7 +526,8 @@ def run_stage(stage: Stage, status: str, grid: Grid, dataset_root: Path, device:
         t = stage.test_set
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=grid.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=_figures_for(stage, grid), device=device, force=True, log=log, postprocess=grid.postprocess)
+                 figures=_figures_for(stage, grid), device=device, force=True, log=log, postprocess=grid.postprocess,
+                 progress=progress)
 
 
 def _cpu_seconds() -> float:

@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
                    help="skip the published curvature-flow smoothing of the images")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date cache exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -21,6 +22,7 @@ def run(args) -> int:
     from mddpm.data.prepare import prepare_dataset, replace_grid
 
     grid = replace_grid(args.grid, curvature_flow=not args.no_curvature_flow)
-    out = prepare_dataset(args.dataset, grid, force=args.force, workers=max(1, args.workers))
+    out = prepare_dataset(args.dataset, grid, force=args.force, workers=max(1, args.workers),
+                          progress=not args.no_progress)
     print(out)
     return 0

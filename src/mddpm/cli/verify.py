@@ -26,22 +26,17 @@ def add_parser(sub) -> None:
     p.add_argument("--headers-only", action="store_true",
                    help="read NIfTI headers only: files, 3-D, shapes, affines (fast); no voxel-value checks")
     p.add_argument("--workers", type=int, default=None, help="threads reading files (default: up to 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from mddpm.data.verify import check_dataset
+    from mddpm.progress import progress_bar
 
-    show_progress = not args.json and sys.stderr.isatty()
-    if show_progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("verifying", total=None)
-            result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-    else:
-        result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only)
+    with progress_bar("verify", None, not (args.json or args.no_progress)) as advance:
+        result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only,
+                               progress=lambda done, total: advance())
     failed = not result.ok or (args.strict and result.count("warning") > 0)
     if args.json:
         print(json.dumps({**result.to_dict(), "ok": not failed, "strict": args.strict}, indent=2))

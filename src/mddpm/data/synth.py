@@ -32,6 +32,7 @@ from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_sizes import COUNT_ARGS
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, write_nifti
+from mddpm.progress import progress_bar
 
 # (set name, group, role); the position in this list is part of every case's seed
 SETS: list[tuple[str, str, str]] = [
@@ -462,18 +463,14 @@ def _write_case(job: dict) -> dict:
 
 
 def _run_jobs(jobs: list[dict], anat: Anatomy, settings: SynthSettings, workers: int, progress: bool) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
     results: dict[str, dict] = {}
-    with bar:
-        task = bar.add_task("cases", total=len(jobs))
+    with progress_bar("synth", len(jobs), progress) as advance:
         if workers <= 1:
             _WORKER.update(anatomy=anat, settings=settings)
             try:
                 for job in jobs:
                     results[job["id"]] = _write_case(job)
-                    bar.advance(task)
+                    advance()
             finally:
                 _WORKER.clear()
         else:
@@ -483,7 +480,7 @@ def _run_jobs(jobs: list[dict], anat: Anatomy, settings: SynthSettings, workers:
                 pending = {pool.submit(_write_case, job): job["id"] for job in jobs}
                 for done in futures.as_completed(pending):
                     results[pending[done]] = done.result()
-                    bar.advance(task)
+                    advance()
     return [results[job["id"]] for job in jobs]
 
 
