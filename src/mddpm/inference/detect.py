@@ -168,7 +168,8 @@ def overlay_slices(brain: np.ndarray, segmentation: np.ndarray, count: int = 5) 
 
 
 def save_overlay(path: Path, image: np.ndarray, brain: np.ndarray, score: np.ndarray, segmentation: np.ndarray) -> None:
-    """PNG: per chosen axial slice, the scan in grey, the anomaly map in colour on top, the segmentation outline."""
+    """PNG: per chosen axial slice, the scan in grey, the anomaly map in colour on top (colour bar on the right),
+    the segmentation outline."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     slices = overlay_slices(brain, segmentation)
@@ -177,12 +178,14 @@ def save_overlay(path: Path, image: np.ndarray, brain: np.ndarray, score: np.nda
     axes = fig.subplots(1, len(slices), squeeze=False)
     for ax, k in zip(axes[0], slices):
         ax.imshow(image[:, :, k].T, cmap="gray", origin="lower")
-        ax.imshow(np.ma.masked_less_equal(score[:, :, k].T, 0), cmap="hot", alpha=0.6, vmin=0, vmax=vmax,
-                  origin="lower")
+        shown = ax.imshow(np.ma.masked_less_equal(score[:, :, k].T, 0), cmap="hot", alpha=0.6, vmin=0, vmax=vmax,
+                          origin="lower")
         if segmentation[:, :, k].any():
             ax.contour(segmentation[:, :, k].T.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
         ax.set_title(f"z = {k}", fontsize=8)
         ax.axis("off")
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.02)
+    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.01, top=0.9, wspace=0.02)
+    bar = fig.colorbar(shown, cax=fig.add_axes((0.945, 0.08, 0.012, 0.78)))
+    bar.ax.tick_params(labelsize=7)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
