@@ -111,6 +111,22 @@ def test_single_evaluation_report_shows_its_numbers(tmp_path):
     assert "Trained here: preset demo, 1,200 steps of batch 16." in text
 
 
+def test_training_curve_of_every_run_is_drawn_from_its_csv_log(tmp_path):
+    folders = []
+    for run in ("seed1", "seed2"):
+        m = make_metrics("alpha", "tumour_test", [0.5, 0.7], [0.4, 0.6], run=run)
+        m["run"] = str(tmp_path / "runs" / run)
+        log = tmp_path / "runs" / run / "logs" / "csv" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        log.write_text("epoch,step,train/loss,val/loss\n0,0,0.5,\n0,1,0.3,\n0,1,,0.2\n")  # Lightning's layout
+        folders.append(write_evaluation(tmp_path / "eval" / run, m))
+    text = write_report(tmp_path / "report.html", folders, "Demo").read_text()
+    assert text.count('alt="training alpha"') == 1 and "RUN/logs/csv/metrics.csv" in text  # both runs, one figure
+    for run in ("seed1", "seed2"):
+        (tmp_path / "runs" / run / "logs" / "csv" / "metrics.csv").unlink()
+    assert 'alt="training' not in write_report(tmp_path / "none.html", folders, "Demo").read_text()
+
+
 def test_benchmark_report_has_table1_and_p_values(two_methods, tmp_path):
     folders, table = two_methods
     text = write_report(tmp_path / "report.html", folders, "Bench", table=table).read_text()

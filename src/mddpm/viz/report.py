@@ -12,9 +12,12 @@ fetch. It shows
 - precision-recall curves, POOLED over all voxels of the post-processed maps of the test volumes
   (the maps are post-processed again here as the evaluation did; scores rounded to float16 for
   counting, which is finer than any plot). Without the maps folder, no curve;
-- per method, example cases (best, median and worst Dice at the default rule: input, reconstruction,
-  anomaly map, thresholded map, ground truth), rendered from the maps, else the evaluation's own
-  figures;
+- per test set, one line on its lesion sizes against the post-processing's, saying when typical
+  lesions are too small to survive it (:mod:`mddpm.viz.lesion_scale`; needs the prepared cache);
+- per method, the training curve of every run from ``RUN/logs/csv/metrics.csv``
+  (:mod:`mddpm.viz.training_curves`), and example cases (best, median and worst Dice at the default
+  rule: input, reconstruction, anomaly map with its colour bar, thresholded map, ground truth),
+  rendered from the maps, else the evaluation's own figures;
 - per run, the configuration as collapsible JSON; the protocol settings at the end.
 
 With ``cache_dir`` the curves and pictures are cached per ``metrics.json`` content, so a benchmark
@@ -41,6 +44,8 @@ from matplotlib.figure import Figure
 from mddpm import __version__
 from mddpm.errors import MddpmError
 from mddpm.io import atomic_write, read_json, write_json
+from mddpm.viz.lesion_scale import lesion_scale
+from mddpm.viz.training_curves import read_losses, training_curve_figure
 
 EXAMPLES = 3
 _HALF_CODES = 1 << 16
@@ -470,6 +475,30 @@ def _training_summary(config: dict) -> str:
     return f"preset {config.get('preset', '?')}, {train['max_steps']:,} steps of batch {train.get('batch_size', '?')}"
 
 
+def _lesion_scales(evals: list[_Eval]) -> str:
+    """One line per test set: its lesion sizes against the post-processing's ('' without prepared caches)."""
+    first = {}
+    for ev in evals:
+        first.setdefault(ev.column, ev)
+    lines = [f"<li><b>{_e(column)}</b>: {_e(scale.sentence())}</li>"
+             for column, ev in first.items() if (scale := lesion_scale(ev.metrics))]
+    return f"<h3>Lesion sizes at this scale</h3><ul class=note>{''.join(lines)}</ul>" if lines else ""
+
+
+def _training_curves(evs: list[_Eval], label: str) -> str:
+    """The training curve of every run of a method, from the runs' CSV logs ('' when no log is left)."""
+    runs = {}
+    for ev in evs:
+        if ev.run not in runs and ev.metrics.get("run"):
+            runs[ev.run] = read_losses(ev.metrics["run"])
+    shown = [(_run_label(run), losses) for run, losses in runs.items() if losses]
+    if not shown:
+        return ""
+    return (f"<div class=plots><figure>{_img(training_curve_figure(shown, f'{label}: training'), 'training ' + label)}"
+            "<figcaption>Loss against the optimiser step: training (thin line) and validation (dots) of each run, "
+            "from RUN/logs/csv/metrics.csv.</figcaption></figure></div>")
+
+
 def _method_description(method: str) -> str:
     from mddpm.registry import all_methods
 
@@ -578,6 +607,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
                          f"{_summary_from_evaluations(evals)}</details>")
     else:
         parts.append(_summary_from_evaluations(evals))
+    parts.append(_lesion_scales(evals))
 
     parts.append('<h2 id="pr">Precision–recall</h2>')
     dashed = {labels.get(r["method"], r["method"]) for r in (table or {}).get("rows", []) if r["extra"]}
@@ -605,6 +635,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
         trained = _training_summary(evs[0].metrics.get("config") or {})
         if trained:
             parts.append(f"<p class=desc>Trained here: {_e(trained)}.</p>")
+        parts.append(_training_curves(evs, label))
         method_curves = [(column.split("/", 1)[1], curves.get((m, column))) for column in columns if (m, column) in first]
         method_curves = [(n, c) for n, c in method_curves if c and c["recall"]]
         for column in columns:
