@@ -16,7 +16,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from mddpm.benchmark import Evaluation, build_table
 from mddpm.errors import MddpmError
-from mddpm.viz.report import pr_from_histograms, sortable_half_key, write_report
+from mddpm.viz.pr_curves import pr_from_histograms, sortable_half_key
+from mddpm.viz.report import write_report
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]

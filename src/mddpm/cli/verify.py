@@ -7,7 +7,6 @@ warnings fail too), 2 otherwise.
 from __future__ import annotations
 
 import json
-import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

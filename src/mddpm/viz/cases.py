@@ -7,10 +7,10 @@ display needed).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from matplotlib.figure import Figure
+
+from mddpm.viz.png import png_bytes
 
 
 def lesion_slice(label: np.ndarray, scores: np.ndarray | None = None) -> int:
@@ -56,6 +56,4 @@ def render_case_figure(image: np.ndarray, reconstruction: np.ndarray | None, ano
             fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
     fig.suptitle(f"{title}  (axial slice {z})".strip(), fontsize=11)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=100)

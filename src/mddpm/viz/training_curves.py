@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
+
+from mddpm.viz.png import png_bytes
 
 LOG = Path("logs") / "csv" / "metrics.csv"
 LOSSES = ("train/loss", "val/loss")
@@ -52,6 +53,4 @@ def training_curve_figure(runs: list[tuple[str, dict[str, list[tuple[int, float]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(runs) > 2 else 1)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)
