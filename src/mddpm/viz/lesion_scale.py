@@ -47,8 +47,9 @@ class LesionScale:
         spacing = " × ".join(f"{v:g}" for v in self.voxel_mm)
         text = (f"{self.lesions} lesions in {self.volumes} volumes; median lesion {self.median_voxels:g} voxels on "
                 f"the {'×'.join(map(str, self.grid))} model grid ({mm3:,.0f} mm³, voxels of {spacing} mm). "
-                f"Post-processing flattens spots under {self.median_erases_below:g} voxels "
-                f"({self.median_kernel}³ median) and removes components of ≤ {self.removed_if_voxels_at_most} voxels.")
+                f"Post-processing flattens isolated spots smaller than half its {self.median_kernel}³ = "
+                f"{self.median_kernel ** 3}-voxel median window and removes components of ≤ "
+                f"{self.removed_if_voxels_at_most} voxels.")
         if self.typical_lesion_is_erased:
             text += (" Typical lesions here are at or below that size, so low Dice and AUPRC are expected at this "
                      "scale: most lesions cannot survive the post-processing.")
