@@ -8,6 +8,7 @@ from pathlib import Path
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mddpm.viz.png import png_bytes
 
@@ -39,14 +40,16 @@ def training_curve_figure(runs: list[tuple[str, dict[str, list[tuple[int, float]
     values = []
     for i, (run, losses) in enumerate(runs):
         colour = colours[i % len(colours)]
-        for name, style in (("train/loss", {"lw": 0.9, "alpha": 0.55}), ("val/loss", {"marker": "o", "ms": 3.5})):
+        for name, shown, style in (("train/loss", "training", {"lw": 0.9, "alpha": 0.55}),
+                                   ("val/loss", "validation", {"marker": "o", "ms": 3.5})):
             points = losses.get(name) or []
             if points:
-                steps, losses_at = zip(*points)
-                ax.plot(steps, losses_at, color=colour, label=f"{run}: {name.split('/')[0]}", **style)
-                values += [v for v in losses_at if math.isfinite(v)]
+                steps, logged = zip(*points)
+                ax.plot(steps, logged, color=colour, label=shown if len(runs) == 1 else f"{run}: {shown}", **style)
+                values += [v for v in logged if math.isfinite(v)]
     if values and min(values) > 0 and max(values) / min(values) > 20:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
