@@ -25,3 +25,14 @@ def test_version_and_help_print_without_running_a_command(capsys):
         except SystemExit as e:
             assert e.code == 0
         assert expected in capsys.readouterr().out
+
+
+def test_every_long_running_command_can_turn_progress_off():
+    import argparse
+
+    from mddpm.cli.main import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    long_running = ["demo", "synth", "verify", "preprocess", "prepare", "train", "predict", "evaluate", "detect",
+                    "benchmark"]
+    assert [c for c in long_running if "--no-progress" not in commands[c]._option_string_actions] == []
