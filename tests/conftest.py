@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny phantom datasets written to disk in the mddpm dataset format."""
+"""Shared fixtures: tiny phantom datasets written to disk in the mddpm dataset format, and the browser."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,27 @@ def make_phantom_dataset(root: Path, shape=(32, 32, 16), n_healthy=6, n_anomalou
 @pytest.fixture
 def phantom_dataset(tmp_path) -> Path:
     return make_phantom_dataset(tmp_path / "phantom")
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+NO_BROWSER = "no chromium on PATH"
+ENABLE_BROWSER = "apt-get install -y chromium (`make test` does it when run as root), then run the tests again"
+
+
+@pytest.fixture
+def browser() -> str:
+    """Path of a Chromium for headless rendering; skips without one, but fails under CI=true."""
+    found = next(filter(None, map(shutil.which, BROWSERS)), None)
+    if found is None:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{NO_BROWSER} and CI=true: the browser test must run here; {ENABLE_BROWSER}")
+        pytest.skip(NO_BROWSER)
+    return found
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line at the end of the run when the browser test was skipped, saying how to enable it."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any(NO_BROWSER in str(report.longrepr) for report in skipped):
+        terminalreporter.write_line(f"the browser test was SKIPPED ({NO_BROWSER}); to run it: {ENABLE_BROWSER}",
+                                    yellow=True, bold=True)

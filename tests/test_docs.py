@@ -15,3 +15,9 @@ def test_relative_links_resolve(page):
     targets = [t.split("#")[0] for t in LINK.findall(page.read_text()) if "://" not in t and not t.startswith("#")]
     missing = [t for t in targets if t and not (page.parent / t).exists()]
     assert not missing, f"{page.relative_to(ROOT)}: missing {missing}"
+
+
+def test_every_picture_in_docs_img_is_shown_somewhere():
+    shown = {(page.parent / t).resolve() for page in PAGES for t in LINK.findall(page.read_text()) if "://" not in t}
+    unused = [p.name for p in sorted((ROOT / "docs" / "img").iterdir()) if p.resolve() not in shown]
+    assert not unused, f"docs/img: not referenced from README.md or docs/*.md: {unused}"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,7 +16,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from mddpm.benchmark import Evaluation, build_table
 from mddpm.errors import MddpmError
-from mddpm.viz.report import pr_from_histograms, sortable_half_key, write_report
+from mddpm.viz.pr_curves import pr_from_histograms, sortable_half_key
+from mddpm.viz.report import write_report
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
@@ -113,6 +112,22 @@ def test_single_evaluation_report_shows_its_numbers(tmp_path):
     assert "Trained here: preset demo, 1,200 steps of batch 16." in text
 
 
+def test_training_curve_of_every_run_is_drawn_from_its_csv_log(tmp_path):
+    folders = []
+    for run in ("seed1", "seed2"):
+        m = make_metrics("alpha", "tumour_test", [0.5, 0.7], [0.4, 0.6], run=run)
+        m["run"] = str(tmp_path / "runs" / run)
+        log = tmp_path / "runs" / run / "logs" / "csv" / "metrics.csv"
+        log.parent.mkdir(parents=True)
+        log.write_text("epoch,step,train/loss,val/loss\n0,0,0.5,\n0,1,0.3,\n0,1,,0.2\n")  # Lightning's layout
+        folders.append(write_evaluation(tmp_path / "eval" / run, m))
+    text = write_report(tmp_path / "report.html", folders, "Demo").read_text()
+    assert text.count('alt="training alpha"') == 1 and "RUN/logs/csv/metrics.csv" in text  # both runs, one figure
+    for run in ("seed1", "seed2"):
+        (tmp_path / "runs" / run / "logs" / "csv" / "metrics.csv").unlink()
+    assert 'alt="training' not in write_report(tmp_path / "none.html", folders, "Demo").read_text()
+
+
 def test_benchmark_report_has_table1_and_p_values(two_methods, tmp_path):
     folders, table = two_methods
     text = write_report(tmp_path / "report.html", folders, "Bench", table=table).read_text()
@@ -165,13 +180,6 @@ def test_pr_curve_from_histograms_matches_sklearn():
     assert pr_from_histograms(total, np.zeros_like(total))["ap"] is None
 
 
-def _find_browser() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 _PROBE = """<script>
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
@@ -186,12 +194,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def test_report_renders_in_headless_chromium(two_methods, tmp_path):
-    browser = _find_browser()
-    if browser is None:
-        if os.environ.get("MDDPM_SKIP_BROWSER") == "1":
-            pytest.skip("MDDPM_SKIP_BROWSER=1 and no chromium")
-        pytest.fail("chromium not found (install it: apt-get install -y chromium; or set MDDPM_SKIP_BROWSER=1)")
+def test_report_renders_in_headless_chromium(browser, two_methods, tmp_path):
     folders, table = two_methods
     report = write_report(tmp_path / "report.html", folders, "Browser check", table=table)
     probe = tmp_path / "probe.html"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import pickle
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from mddpm.methods.base import AnomalyMethod
 from mddpm.registry import METHODS, register_method
 from mddpm.training.checkpoint import FORMAT, build_from_weights, load_weights, save_weights
 from mddpm.training.train import train
+from mddpm.viz.training_curves import read_losses
 
 TINY_TRAIN = {"batch_size": 4, "max_steps": 4, "val_every": 2, "val_batches": 2, "log_every": 1, "lr": 1e-2}
 
@@ -321,3 +324,28 @@ def test_ddp_with_several_optimisers_tolerates_unused_parameters():
     assert _ddp_strategy("auto", 1, 1, "cpu", optimizers=3) == "auto"
     assert _ddp_strategy("auto", "auto", 1, "cpu", optimizers=3) == "auto"  # "auto" on the CPU is one process
     assert _ddp_strategy("ddp_spawn", 2, 1, "cpu", optimizers=3) == "ddp_spawn"  # an explicit choice is kept
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_training_shows_the_rich_bar_only_on_a_terminal(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", _Terminal())
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    train(dataset, "tiny", out=tmp_path / "shown", overrides=["train.max_steps=2"])
+    assert "Epoch 0" in sys.stderr.getvalue() and "━" in sys.stderr.getvalue()  # rich's bar; tqdm draws with █
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file: no bar
+    train(dataset, "tiny", out=tmp_path / "logged", overrides=["train.max_steps=2"])
+    assert "Epoch" not in sys.stderr.getvalue()
+
+
+def test_losses_are_read_from_the_run_log_with_steps_done(dataset, tmp_path):
+    run = train(dataset, "tiny", out=tmp_path / "run", overrides=["train.max_steps=4"], progress=False)
+    losses = read_losses(run)  # TINY_TRAIN: a training loss every step, validation every 2 steps
+    assert [step for step, _ in losses["train/loss"]] == [1, 2, 3, 4]
+    assert [step for step, _ in losses["val/loss"]] == [2, 4]
+    logged = [float(r["val/loss"]) for r in _metrics(run) if r["val/loss"]]
+    assert [value for _, value in losses["val/loss"]] == logged
+    assert read_losses(tmp_path / "no-run") is None

@@ -158,7 +158,7 @@ def grid_path(spec: str | os.PathLike) -> Path:
 def load_grid(spec: str | os.PathLike) -> Grid:
     """Read and validate a grid (path or shipped name); every problem is a one-line MddpmError naming the file."""
     from mddpm.config import resolve_config
-    from mddpm.data.synth import SIZES
+    from mddpm.data.synth_sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
     from mddpm.evaluation.postprocess import POSTPROCESS_RULES
     from mddpm.registry import all_methods
@@ -460,7 +460,8 @@ def resolve_datasets(grid: Grid, data: dict[str, str], out: Path, grid_file: Pat
         elif d.synth is not None:
             root = (out / "data" / d.name).resolve()
             if create and not (root / "dataset.json").is_file():
-                from mddpm.data.synth import SIZES, synthesize
+                from mddpm.data.synth import synthesize
+                from mddpm.data.synth_sizes import SIZES
 
                 print(f"generating the {d.synth['size']} synthetic dataset in {root}", file=sys.stderr)
                 synthesize(root, **SIZES[d.synth["size"]], seed=d.synth.get("seed", 0), progress=progress)
@@ -525,7 +526,8 @@ def run_stage(stage: Stage, status: str, grid: Grid, dataset_root: Path, device:
         t = stage.test_set
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=grid.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=_figures_for(stage, grid), device=device, force=True, log=log, postprocess=grid.postprocess)
+                 figures=_figures_for(stage, grid), device=device, force=True, log=log, postprocess=grid.postprocess,
+                 progress=progress)
 
 
 def _cpu_seconds() -> float:

@@ -24,10 +24,12 @@ LESION_SETS = ("tumour", "ms")
 
 
 def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", seed: int = 0,
-             overrides=(), force: bool = False, log=print) -> dict:
-    """Run the demo into ``out``; returns {stage: seconds} and the evaluation summaries."""
+             overrides=(), force: bool = False, progress: bool = True, log=print) -> dict:
+    """Run the demo into ``out``; returns {stage: seconds} and the evaluation summaries.
+    ``progress``: bars on a terminal."""
     from mddpm.data.prepare import prepare_dataset
-    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES, SIZES, synthesize
+    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES, synthesize
+    from mddpm.data.synth_sizes import SIZES
     from mddpm.data.verify import verify_dataset
     from mddpm.evaluation.evaluate import OUTPUT_FILES as EVAL_FILES, evaluate
     from mddpm.inference.predict import predict
@@ -48,25 +50,26 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
 
     with stage("synth", f"synthesising brains ({size} size) from the MNI152 anatomy in nilearn"):
         counts = dict(SIZES[size])
-        data = synthesize(out / "data", **counts, seed=seed, workers=2, progress=True)
+        data = synthesize(out / "data", **counts, seed=seed, workers=2, progress=progress)
     with stage("verify", "verifying the dataset"):
         errors = [p for p in verify_dataset(data) if p.severity == "error"]
         if errors:
             raise MddpmError(f"{data}: synthetic dataset failed verification: {errors[0]}")
     with stage("prepare", "preparing the model grid and a preview picture"):
-        prepare_dataset(data, "demo", progress=True)
+        prepare_dataset(data, "demo", progress=progress)
         preview_montage(data, out / "preview.png")
     with stage("train", f"training {method} (demo preset)"):
-        run = train(data, method, "demo", out / "run", overrides=overrides, progress=True)
+        run = train(data, method, "demo", out / "run", overrides=overrides, progress=progress)
     with stage("predict", "predicting anomaly maps"):
         splits = ["val"] + [f"{s}_{part}" for s in LESION_SETS for part in ("val", "test")]
         for split in splits:
-            predict(run, data, split, out / "maps" / split, progress=False)
+            predict(run, data, split, out / "maps" / split, progress=progress)
     with stage("evaluate", "evaluating (published protocol; exact threshold beside it)"):
         summaries = {}
         for s in LESION_SETS:
             summaries[s] = evaluate(out / "maps" / f"{s}_test", out / "maps" / f"{s}_val", out / "eval" / s,
-                                    rules=["exact"], healthy_val=out / "maps" / "val", figures=4, log=lambda m: None)
+                                    rules=["exact"], healthy_val=out / "maps" / "val", figures=4, log=lambda m: None,
+                                    progress=progress)
         # `mddpm detect --model run` uses the tumour validation threshold
         shutil.copyfile(out / "eval" / "tumour" / "threshold.json", run / "threshold.json")
     with stage("report", "writing report.html"):

@@ -8,9 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mddpm.bench import BenchSettings, run_bench, to_markdown
 from mddpm.errors import MddpmError
-from mddpm.io import atomic_write, check_new_output, write_json
 
 STAGES = ("noise_masking", "train", "predict", "postprocess", "threshold", "bf16_parity")
 
@@ -40,6 +38,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from mddpm.bench import BenchSettings, run_bench, to_markdown
+    from mddpm.io import atomic_write, check_new_output, write_json
+
     out = Path(args.out)
     json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
     check_new_output(json_path, args.force)

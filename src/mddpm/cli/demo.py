@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for training, e.g. train.max_steps=100 (repeatable)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -27,7 +28,7 @@ def run(args) -> int:
 
     console = Console(stderr=True)
     result = run_demo(args.out, method=args.method, size=args.size, seed=args.seed, overrides=args.overrides,
-                      force=args.force, log=lambda m: console.print(f"[bold cyan]{m}"))
+                      force=args.force, progress=not args.no_progress, log=lambda m: console.print(f"[bold cyan]{m}"))
     table = Table(title=f"{args.method} on synthetic lesions (test sets, mean ± std over volumes)")
     for col in ("lesions", "volumes", "Dice (val threshold)", "Dice (exact threshold)", "AUPRC", "ORACLE best Dice"):
         table.add_column(col)

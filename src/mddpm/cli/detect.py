@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, ...")
     p.add_argument("--precision", default="32", choices=["32", "bf16"], help="default: 32")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -25,6 +26,7 @@ def run(args) -> int:
     from mddpm.inference.detect import detect
 
     out = detect(args.scan, args.model, args.out, mask=args.mask, threshold=args.threshold, force=args.force,
-                 device=args.device, precision=args.precision)
+                 device=args.device, precision=args.precision,
+                 progress=not args.no_progress)
     print(f"wrote {out}/anomaly_map.nii.gz, segmentation.nii.gz, overlay.png, detect.json")
     return 0

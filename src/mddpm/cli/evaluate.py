@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
                         "default) or 'physical' (the same sizes in mm: equal at 2 mm, 3^3 and none at 4 mm)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where post-processing runs")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -40,7 +41,7 @@ def run(args) -> int:
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
                       figures=args.figures, device=args.device, force=args.force,
-                      postprocess=args.postprocess)
+                      postprocess=args.postprocess, progress=not args.no_progress)
     agg = report["aggregate"]
     print(f"{report['test']['split']}: {report['test']['cases']} volumes")
     print(f"  AUPRC {_fmt(agg['auprc'])}   AUROC {_fmt(agg['auroc'])}   "

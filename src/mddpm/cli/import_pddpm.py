@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sys
 
-from mddpm.data.import_pddpm import read_pddpm, write_import
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("import-pddpm", help="make a dataset of the pDDPM/mDDPM preprocessed data (Data/splits layout)",
@@ -25,6 +23,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from mddpm.data.import_pddpm import read_pddpm, write_import
+
     imported = read_pddpm(args.data_dir, drop_missing=args.drop_missing)
     for line in imported.missing:
         print(line, file=sys.stderr)

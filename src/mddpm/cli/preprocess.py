@@ -10,9 +10,6 @@ import dataclasses
 from pathlib import Path
 
 from mddpm.errors import MddpmError
-from mddpm.preprocess.hdbet import hdbet_command
-from mddpm.preprocess.pipeline import PreprocessSettings, preprocess_dataset, print_report
-from mddpm.preprocess.steps import N4Settings
 
 
 def add_parser(sub) -> None:
@@ -43,11 +40,11 @@ def add_parser(sub) -> None:
     p.add_argument("--template-mask", metavar="PATH", help="brain mask of --template (default: template > 0)")
     p.add_argument("--skip-registration", action="store_true", help="keep each scan in its own space")
     p.add_argument("--skip-n4", action="store_true", help="no bias-field correction")
-    p.add_argument("--n4-shrink", type=int, default=N4Settings.shrink,
-                   help=f"N4 shrink factor (default {N4Settings.shrink}, what the published ANTsPy call used; "
-                        "1 = estimate at full resolution, slower)")
-    p.add_argument("--n4-iterations", default=",".join(map(str, N4Settings.iterations)),
-                   help="N4 iterations per fitting level, comma-separated (default 200,200,200,200, published)")
+    p.add_argument("--n4-shrink", type=int,
+                   help="N4 shrink factor (default: the published ANTsPy call's; 1 = estimate at full resolution, "
+                        "slower)")
+    p.add_argument("--n4-iterations",
+                   help="N4 iterations per fitting level, comma-separated (default: the published 200,200,200,200)")
     p.add_argument("--spacing", type=float, default=1.0, help="isotropic voxel size in mm (default 1, published)")
     p.add_argument("--orientation", default="LPS",
                    help="voxel axis code for sitk.DICOMOrient (default LPS = ANTs 'RAI', the published orientation)")
@@ -63,6 +60,8 @@ def mask_source(args) -> str:
         raise MddpmError("choose one brain-mask source: --masks, --nonzero-mask or --hd-bet")
     if chosen:
         return chosen[0]
+    from mddpm.preprocess.hdbet import hdbet_command
+
     return "hd-bet" if hdbet_command() else "files"  # "files" without --masks gives the how-to error
 
 
@@ -80,12 +79,23 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
+def _n4_settings(args):
+    """N4Settings with the values given on the command line, the published ones otherwise."""
+    from mddpm.preprocess.steps import N4Settings
+
+    given = {"shrink": args.n4_shrink,
+             "iterations": None if args.n4_iterations is None else _iterations(args.n4_iterations)}
+    return dataclasses.replace(N4Settings(), **{k: v for k, v in given.items() if v is not None})
+
+
 def run(args) -> int:
+    from mddpm.preprocess.pipeline import PreprocessSettings, preprocess_dataset, print_report
+
     settings = PreprocessSettings(
         orientation=args.orientation.upper(), spacing_mm=args.spacing, mask_source=mask_source(args),
         hdbet_device=args.hd_bet_device, register=not args.skip_registration, template=_absolute(args.template),
         template_mask=_absolute(args.template_mask), bias_correction=not args.skip_n4,
-        n4=dataclasses.replace(N4Settings(), shrink=args.n4_shrink, iterations=_iterations(args.n4_iterations)))
+        n4=_n4_settings(args))
     report = preprocess_dataset(args.input_dir, args.out, settings, masks_dir=args.masks, labels_dir=args.labels,
                                 pattern=args.pattern, role=args.role, split_name=args.split_name,
                                 modality=args.modality, workers=max(1, args.workers), force=args.force,

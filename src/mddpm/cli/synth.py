@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mddpm.data.synth import COUNT_ARGS, SIZES
+from mddpm.data.synth_sizes import COUNT_ARGS, SIZES
 
 
 def add_parser(sub) -> None:
@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png, a montage with lesion outlines")
     p.add_argument("--force", action="store_true", help="replace an existing dataset folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -43,7 +44,8 @@ def run(args) -> int:
     if args.spacing_mm is not None:
         spec["spacing_mm"] = args.spacing_mm
     start = time.perf_counter()
-    out = synthesize(args.out, **spec, seed=args.seed, force=args.force, workers=args.workers, progress=True)
+    out = synthesize(args.out, **spec, seed=args.seed, force=args.force, workers=args.workers,
+                     progress=not args.no_progress)
     n_cases = sum(spec[name] for name in COUNT_ARGS)
     print(f"wrote {n_cases} cases to {out} in {time.perf_counter() - start:.1f} s")
     if args.preview:

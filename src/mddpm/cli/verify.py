@@ -7,9 +7,10 @@ warnings fail too), 2 otherwise.
 from __future__ import annotations
 
 import json
-import sys
+from typing import TYPE_CHECKING
 
-from mddpm.data.verify import SEVERITIES, Verification, check_dataset
+if TYPE_CHECKING:
+    from mddpm.data.verify import Verification
 
 SHOWN_PER_KIND = 10  # warnings/notes of one kind shown before "... and N more" (errors: all)
 
@@ -24,20 +25,17 @@ def add_parser(sub) -> None:
     p.add_argument("--headers-only", action="store_true",
                    help="read NIfTI headers only: files, 3-D, shapes, affines (fast); no voxel-value checks")
     p.add_argument("--workers", type=int, default=None, help="threads reading files (default: up to 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    show_progress = not args.json and sys.stderr.isatty()
-    if show_progress:
-        from rich.progress import Progress
+    from mddpm.data.verify import check_dataset
+    from mddpm.progress import progress_bar
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task("verifying", total=None)
-            result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only,
-                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
-    else:
-        result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only)
+    with progress_bar("verify", None, not (args.json or args.no_progress)) as advance:
+        result = check_dataset(args.dataset, workers=args.workers, voxels=not args.headers_only,
+                               progress=lambda done, total: advance())
     failed = not result.ok or (args.strict and result.count("warning") > 0)
     if args.json:
         print(json.dumps({**result.to_dict(), "ok": not failed, "strict": args.strict}, indent=2))
@@ -49,6 +47,8 @@ def run(args) -> int:
 
 def report_lines(result: Verification, show_all: bool = False) -> list[str]:
     """One line per problem (file path first), then a summary line."""
+    from mddpm.data.verify import SEVERITIES
+
     lines, shown, hidden = [], {}, {}
     for p in result.problems:
         key = (p.severity, p.code)

@@ -45,6 +45,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, read_json, read_nifti, write_json
+from mddpm.progress import progress_bar
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
 CURVATURE_FLOW = {"time_step": 0.125, "iterations": 3}
@@ -426,7 +427,7 @@ def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bo
         images[i], masks[i], affines[i] = vol.image, vol.mask, vol.affine.tolist()
         labels[i] = vol.label if vol.label is not None else 0
 
-    with _progress_bar(progress, f"prepare {grid.tag}", n) as advance:
+    with progress_bar(f"prepare {grid.tag}", n, progress) as advance:
         jobs = [(c.image, c.mask, c.label, grid, label_encoding) for c in cases]
         workers = max(1, min(workers, n))
         if workers == 1:
@@ -450,27 +451,3 @@ def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bo
         a.flush()
     del images, masks, labels
     return affines
-
-
-class _progress_bar:
-    """Context manager yielding ``advance()``; a rich progress bar when ``enabled``."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True))
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False

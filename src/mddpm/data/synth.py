@@ -29,8 +29,10 @@ from scipy import ndimage
 
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
+from mddpm.data.synth_sizes import COUNT_ARGS
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, write_nifti
+from mddpm.progress import progress_bar
 
 # (set name, group, role); the position in this list is part of every case's seed
 SETS: list[tuple[str, str, str]] = [
@@ -45,18 +47,6 @@ SETS: list[tuple[str, str, str]] = [
 # what a synthetic dataset folder holds (prepared/: the caches `mddpm prepare` adds; preview.png: `synth --preview`)
 OUTPUT_FILES = ("dataset.json", "images/synth_*_0000.nii.gz", "masks/synth_*.nii.gz", "labels/synth_*.nii.gz",
                 "prepared/*", "preview.png")
-COUNT_ARGS = ["n_train", "n_val", "n_test", "n_tumour_val", "n_tumour_test", "n_ms_val", "n_ms_test"]
-
-# Named sizes: set counts and voxel spacing (mm). "paper-like" mirrors the published splits
-# (IXI fold-0 train/val, IXI test, BraTS21 val, MSLUB val/test) except BraTS test (1151 there).
-SIZES: dict[str, dict] = {
-    "small": dict(n_train=4, n_val=2, n_test=1, n_tumour_val=2, n_tumour_test=2, n_ms_val=2, n_ms_test=2,
-                  spacing_mm=2.0),
-    "demo": dict(n_train=40, n_val=8, n_test=8, n_tumour_val=8, n_tumour_test=16, n_ms_val=8, n_ms_test=16,
-                 spacing_mm=2.0),
-    "paper-like": dict(n_train=385, n_val=44, n_test=158, n_tumour_val=100, n_tumour_test=300, n_ms_val=10,
-                       n_ms_test=20, spacing_mm=1.0),
-}
 
 
 @dataclass(frozen=True)
@@ -473,18 +463,14 @@ def _write_case(job: dict) -> dict:
 
 
 def _run_jobs(jobs: list[dict], anat: Anatomy, settings: SynthSettings, workers: int, progress: bool) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
     results: dict[str, dict] = {}
-    with bar:
-        task = bar.add_task("cases", total=len(jobs))
+    with progress_bar("synth", len(jobs), progress) as advance:
         if workers <= 1:
             _WORKER.update(anatomy=anat, settings=settings)
             try:
                 for job in jobs:
                     results[job["id"]] = _write_case(job)
-                    bar.advance(task)
+                    advance()
             finally:
                 _WORKER.clear()
         else:
@@ -494,7 +480,7 @@ def _run_jobs(jobs: list[dict], anat: Anatomy, settings: SynthSettings, workers:
                 pending = {pool.submit(_write_case, job): job["id"] for job in jobs}
                 for done in futures.as_completed(pending):
                     results[pending[done]] = done.result()
-                    bar.advance(task)
+                    advance()
     return [results[job["id"]] for job in jobs]
 
 

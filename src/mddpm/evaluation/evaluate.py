@@ -49,6 +49,7 @@ from mddpm.evaluation.threshold import (
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.io import (atomic_write, case_file, check_case_id, check_output_folder, clear_outputs, open_nifti,
                        read_json, read_nifti, write_json)
+from mddpm.progress import track
 from mddpm.viz.cases import render_case_figure
 
 RULES = ("bisection", "exact")
@@ -166,14 +167,15 @@ def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] 
     }
 
 
-def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], kernel: int) -> PooledScores:
+def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], kernel: int,
+              progress: bool) -> PooledScores:
     """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
     needs only counts; the exact rule ranks the pool).
 
     Each volume is reduced to its voxels above its minimum as it streams past (the published code
     concatenated the flat maps with repeated ``np.append``)."""
     parts = []
-    for cid in maps.case_ids:
+    for cid in track(maps.case_ids, "evaluate: threshold maps", progress):
         score, mask, label = maps.load(cid, device)
         parts.append(PooledScores.from_scores(postprocess_map(score, mask, median_kernel=kernel), label))
     pooled = PooledScores.pool(parts)
@@ -184,10 +186,10 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     return pooled
 
 
-def _pool_healthy(maps: MapsFolder, device: torch.device, kernel: int) -> RankedScores:
+def _pool_healthy(maps: MapsFolder, device: torch.device, kernel: int, progress: bool) -> RankedScores:
     """The in-brain voxels of every post-processed healthy map, ranked together."""
     parts = []
-    for cid in maps.case_ids:
+    for cid in track(maps.case_ids, "evaluate: healthy maps", progress):
         score, mask, _ = maps.load(cid, device)
         inside = postprocess_map(score, mask, median_kernel=kernel)[mask]
         if inside.numel():
@@ -302,15 +304,15 @@ def _markdown(report: dict) -> str:
 
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
-             log: Callable[[str], None] | None = None, postprocess: str = "published") -> dict:
+             log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True) -> dict:
     """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
 
     ``rules``: threshold rules to report besides the default ``"bisection"`` (e.g. ``["exact"]``);
     the default is always computed and listed first. ``healthy_val``: maps of healthy volumes for
     FPR-based thresholds. ``figures``: number of test cases to draw. ``postprocess``: ``"published"``
     (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
-    :func:`~mddpm.evaluation.postprocess.postprocess_constants`). Returns the metrics dict written to
-    ``metrics.json``.
+    :func:`~mddpm.evaluation.postprocess.postprocess_constants`). ``progress``: bars on a terminal. Returns the
+    metrics dict written to ``metrics.json``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     rules = [DEFAULT_RULE] + [r for r in dict.fromkeys(rules or []) if r != DEFAULT_RULE]
@@ -345,12 +347,12 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             f"{val.meta.get('run')}")
 
     with torch.inference_mode():
-        val_pool = _pool_val(val, dev, log, kernel)
+        val_pool = _pool_val(val, dev, log, kernel, progress)
         thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:
             thresholds["exact"] = exact_search(val_pool.ranked())
         if healthy is not None:
-            for result in fpr_search(_pool_healthy(healthy, dev, kernel), FPR_RATES):
+            for result in fpr_search(_pool_healthy(healthy, dev, kernel, progress), FPR_RATES):
                 result.dice = pooled_dice(val_pool, result.threshold)
                 thresholds[result.rule] = result
                 rules.append(result.rule)
@@ -359,7 +361,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {_fmt(thresholds[rule].dice)})")
 
         rows, pictures = [], {}
-        for i, cid in enumerate(test.case_ids):
+        for i, cid in enumerate(track(test.case_ids, "evaluate: test maps", progress)):
             score, mask, label = test.load(cid, dev)
             score = postprocess_map(score, mask, median_kernel=kernel)
             row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules,

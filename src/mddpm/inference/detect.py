@@ -28,6 +28,7 @@ from mddpm.errors import MddpmError
 from mddpm.evaluation.postprocess import CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, remove_small_components
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
+from mddpm.progress import progress_bar
 from mddpm.training import derive_seed
 from mddpm.training.checkpoint import build_from_weights
 
@@ -96,55 +97,62 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
 
 def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike,
            mask: str | os.PathLike | None = None, threshold: float | str | os.PathLike | None = None,
-           force: bool = False, device: str = "auto", precision: str = "32") -> Path:
-    """Detect anomalies in one scan with a trained run (see module docstring); returns ``out``."""
+           force: bool = False, device: str = "auto", precision: str = "32", progress: bool = True) -> Path:
+    """Detect anomalies in one scan with a trained run (see module docstring); returns ``out``.
+    ``progress``: a bar over the steps on a terminal."""
     scan, run, out = Path(scan).resolve(), Path(run).resolve(), Path(out).resolve()
     if precision not in PRECISIONS:
         raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    image, brain, affine = read_scan(scan, mask)
-    method, payload = build_from_weights(run / "best.pt")
-    value, source, postprocess = resolve_threshold(run, threshold)
-    check_output_folder(out, force, OUTPUT_FILES)
-    cfg = payload["config"]
-    device = resolve_device(device)
+    with progress_bar("detect", 5, progress, label="reading the scan and the run") as step:
+        image, brain, affine = read_scan(scan, mask)
+        method, payload = build_from_weights(run / "best.pt")
+        value, source, postprocess = resolve_threshold(run, threshold)
+        check_output_folder(out, force, OUTPUT_FILES)
+        cfg = payload["config"]
+        device = resolve_device(device)
 
-    try:
-        vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
-    except MddpmError as e:
-        raise MddpmError(f"{scan}: {e}") from None
-    x = torch.from_numpy(vol.image).unsqueeze(1).to(device)  # [Z, 1, H, W]
-    m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(device)
-    generator = torch.Generator(device=device).manual_seed(derive_seed(cfg["train"]["seed"]))
-    amap, _ = score_volume(method.to(device), x, m, generator, precision=precision)
+        step("resampling onto the model grid")
+        try:
+            vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
+        except MddpmError as e:
+            raise MddpmError(f"{scan}: {e}") from None
+        step("scoring")
+        x = torch.from_numpy(vol.image).unsqueeze(1).to(device)  # [Z, 1, H, W]
+        m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(device)
+        generator = torch.Generator(device=device).manual_seed(derive_seed(cfg["train"]["seed"]))
+        amap, _ = score_volume(method.to(device), x, m, generator, precision=precision)
 
-    erosion = postprocess.get("erosion_iterations")  # None: W // 25, as published
-    kernel = postprocess.get("median_filter", {}).get("kernel", MEDIAN_KERNEL)
-    max_size = postprocess.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE)
-    score = postprocess_map(amap[:, 0], m[:, 0], erosion_iterations=erosion, median_kernel=kernel)
-    segmentation = remove_small_components(score > value, max_size=max_size)
-    score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
+        step("post-processing")
+        erosion = postprocess.get("erosion_iterations")  # None: W // 25, as published
+        kernel = postprocess.get("median_filter", {}).get("kernel", MEDIAN_KERNEL)
+        max_size = postprocess.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE)
+        score = postprocess_map(amap[:, 0], m[:, 0], erosion_iterations=erosion, median_kernel=kernel)
+        segmentation = remove_small_components(score > value, max_size=max_size)
+        score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
 
-    map_scan = to_original_space(score, vol.affine, image.shape, affine, order=1)
-    seg_scan = (to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5)
-    seg_scan &= brain
-    voxel_ml = float(np.prod(voxel_sizes(affine))) / 1000.0
+        step("back to the scan's geometry, writing")
+        map_scan = to_original_space(score, vol.affine, image.shape, affine, order=1)
+        seg_scan = (to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5)
+        seg_scan &= brain
+        voxel_ml = float(np.prod(voxel_sizes(affine))) / 1000.0
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
-    write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
-    save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)
-    write_json(out / "detect.json", {
-        "scan": str(scan), "mask": str(Path(mask).resolve()), "run": str(run), "method": payload["method"],
-        "weights_step": payload["step"], "grid": cfg["data"]["grid"],
-        "threshold": value, "threshold_source": source,
-        "postprocess": {"erosion_iterations": erosion, "median_kernel": kernel, "components_removed_if_at_most": max_size},
-        "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": float(seg_scan.sum() * voxel_ml),
-        "max_score": float(map_scan.max()), "device": str(device), "precision": precision,
-        "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
-    })
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
+        write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
+        write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
+        save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)
+        write_json(out / "detect.json", {
+            "scan": str(scan), "mask": str(Path(mask).resolve()), "run": str(run), "method": payload["method"],
+            "weights_step": payload["step"], "grid": cfg["data"]["grid"],
+            "threshold": value, "threshold_source": source,
+            "postprocess": {"erosion_iterations": erosion, "median_kernel": kernel, "components_removed_if_at_most": max_size},
+            "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": float(seg_scan.sum() * voxel_ml),
+            "max_score": float(map_scan.max()), "device": str(device), "precision": precision,
+            "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
+        })
+        step("done")
     return out
 
 
@@ -160,7 +168,8 @@ def overlay_slices(brain: np.ndarray, segmentation: np.ndarray, count: int = 5) 
 
 
 def save_overlay(path: Path, image: np.ndarray, brain: np.ndarray, score: np.ndarray, segmentation: np.ndarray) -> None:
-    """PNG: per chosen axial slice, the scan in grey, the anomaly map in colour on top, the segmentation outline."""
+    """PNG: per chosen axial slice, the scan in grey, the anomaly map in colour on top (colour bar on the right),
+    the segmentation outline."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     slices = overlay_slices(brain, segmentation)
@@ -169,12 +178,14 @@ def save_overlay(path: Path, image: np.ndarray, brain: np.ndarray, score: np.nda
     axes = fig.subplots(1, len(slices), squeeze=False)
     for ax, k in zip(axes[0], slices):
         ax.imshow(image[:, :, k].T, cmap="gray", origin="lower")
-        ax.imshow(np.ma.masked_less_equal(score[:, :, k].T, 0), cmap="hot", alpha=0.6, vmin=0, vmax=vmax,
-                  origin="lower")
+        shown = ax.imshow(np.ma.masked_less_equal(score[:, :, k].T, 0), cmap="hot", alpha=0.6, vmin=0, vmax=vmax,
+                          origin="lower")
         if segmentation[:, :, k].any():
             ax.contour(segmentation[:, :, k].T.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
         ax.set_title(f"z = {k}", fontsize=8)
         ax.axis("off")
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.02)
+    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.01, top=0.9, wspace=0.02)
+    bar = fig.colorbar(shown, cax=fig.add_axes((0.945, 0.08, 0.012, 0.78)))
+    bar.ax.tick_params(labelsize=7)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

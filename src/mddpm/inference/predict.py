@@ -38,6 +38,7 @@ from mddpm.errors import MddpmError
 from mddpm.inference.scores import SCORES, SSIM_L1_ALPHA, SSIM_SIGMA, SSIM_WINDOW, anomaly_score
 from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
 from mddpm.methods.base import AnomalyMethod
+from mddpm.progress import track
 from mddpm.training.checkpoint import build_from_weights
 from mddpm.training import derive_seed
 
@@ -169,7 +170,7 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
 
     clear_outputs(out, earlier)
     seconds = []
-    for case_id in _progress(case_ids, progress, f"predict {split}"):
+    for case_id in track(case_ids, f"predict {split}", progress):
         image, mask, _ = prepared.volume(case_id)
         x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)  # a copy: the cache is read-only
         m = torch.from_numpy(np.array(mask, dtype=np.float32)).unsqueeze(1).to(device)
@@ -211,10 +212,3 @@ def _own_files(out: Path, case_ids: list[str]) -> list[str]:
     names = [glob.escape(f"{c}.nii.gz") for c in sorted(ids)]
     return ["predict.json", *names, *(f"recon/{n}" for n in names)]
 
-
-def _progress(items: list, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, description=description)

@@ -35,6 +35,7 @@ from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
 from mddpm.preprocess.template import load_template, template_fingerprint
+from mddpm.progress import progress_bar
 
 PIPELINE_VERSION = 1  # bump when the algorithm changes: finished cases of older versions are redone
 STATE_DIR = ".preprocess"
@@ -412,7 +413,7 @@ def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, 
         else:
             report.failures.append(f"{case.image}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
-    with _progress_bar(progress, len(todo)) as advance:
+    with progress_bar("preprocess", len(todo), progress and bool(todo)) as advance:
         if workers == 1:
             for c in todo:
                 try:
@@ -504,30 +505,6 @@ def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> lis
                          "distance 200 mm (ANTsPy defaults), mask = ants.get_mask(image), weight = brain mask "
                          "smoothed with sigma 1; SimpleITK has no weight image, so the binary mask is used"}})
     return entries
-
-
-class _progress_bar:
-    """Context manager yielding ``advance(case_id)``; a rich progress bar on stderr when enabled."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled and total > 0, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda case_id: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.description}"), console=Console(stderr=True))
-        self.bar.start()
-        task = self.bar.add_task("", total=self.total)
-        return lambda case_id: self.bar.update(task, advance=1, description=case_id)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False
 
 
 def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ") -> None:

@@ -37,6 +37,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
+from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.training.checkpoint import read_torch_file, save_weights
 from mddpm.training.module import AnomalyModule
 
@@ -212,6 +213,7 @@ def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: st
     last = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            save_on_exception=True, enable_version_counter=False, auto_insert_metric_name=False)
     timer = StepTimer()
+    progress = shows_progress(progress)
     try:
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
@@ -221,7 +223,7 @@ def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: st
             log_every_n_steps=t["log_every"],
             logger=[CSVLogger(run, name="logs", version="csv"),
                     TensorBoardLogger(run, name="logs", version="tb", default_hp_metric=False)],
-            callbacks=[best, last, timer],
+            callbacks=[best, last, timer] + ([training_progress_bar()] if progress else []),
             default_root_dir=run, enable_progress_bar=progress, enable_model_summary=False,
         )
     except (MisconfigurationException, ValueError, RuntimeError) as e:

@@ -7,10 +7,10 @@ display needed).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from matplotlib.figure import Figure
+
+from mddpm.viz.png import png_bytes
 
 
 def lesion_slice(label: np.ndarray, scores: np.ndarray | None = None) -> int:
@@ -29,7 +29,8 @@ def render_case_figure(image: np.ndarray, reconstruction: np.ndarray | None, ano
     """PNG bytes of the five panels for axial slice ``z`` (default :func:`lesion_slice`).
 
     ``image`` and ``reconstruction`` are in [0, 1] units; ``anomaly_map`` is the post-processed
-    score (colour scale from 0 to its volume maximum); ``prediction`` and ``label`` are binary.
+    score (colour scale from 0 to its volume maximum, with a colour bar); ``prediction`` and ``label``
+    are binary.
     A missing reconstruction leaves its panel empty.
     """
     if z is None:
@@ -50,9 +51,9 @@ def render_case_figure(image: np.ndarray, reconstruction: np.ndarray | None, ano
         if vol is None:
             ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
             continue
-        ax.imshow(np.asarray(vol[z], dtype=np.float32).T, origin="lower", interpolation="nearest", **style)
+        shown = ax.imshow(np.asarray(vol[z], dtype=np.float32).T, origin="lower", interpolation="nearest", **style)
+        if name == "anomaly map":
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
     fig.suptitle(f"{title}  (axial slice {z})".strip(), fontsize=11)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=100)

@@ -1,0 +1,16 @@
+"""Named sizes of a synthetic dataset: set counts and voxel spacing (light: the CLI reads it to build --help)."""
+
+from __future__ import annotations
+
+COUNT_ARGS = ["n_train", "n_val", "n_test", "n_tumour_val", "n_tumour_test", "n_ms_val", "n_ms_test"]
+
+# Named sizes: set counts and voxel spacing (mm). "paper-like" mirrors the published splits
+# (IXI fold-0 train/val, IXI test, BraTS21 val, MSLUB val/test) except BraTS test (1151 there).
+SIZES: dict[str, dict] = {
+    "small": dict(n_train=4, n_val=2, n_test=1, n_tumour_val=2, n_tumour_test=2, n_ms_val=2, n_ms_test=2,
+                  spacing_mm=2.0),
+    "demo": dict(n_train=40, n_val=8, n_test=8, n_tumour_val=8, n_tumour_test=16, n_ms_val=8, n_ms_test=16,
+                 spacing_mm=2.0),
+    "paper-like": dict(n_train=385, n_val=44, n_test=158, n_tumour_val=100, n_tumour_test=300, n_ms_val=10,
+                       n_ms_test=20, spacing_mm=1.0),
+}
