@@ -22,6 +22,7 @@ from mddpm.evaluation.evaluate import evaluate
 from mddpm.errors import MddpmError
 from mddpm.evaluation.threshold import bisection_threshold
 from mddpm.io import write_json, write_nifti
+from mddpm.viz.pr_curves import pooled_pr_curve
 
 GRID = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=2.0, curvature_flow=False)  # the phantom's own 32x32x16
 
@@ -139,6 +140,12 @@ def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, t
         assert case["rules"]["bisection"]["dice"] == pytest.approx(ref["dice"], abs=1e-12)
         assert case["auprc"] == pytest.approx(ref["auprc"], abs=1e-12)
     assert json.loads((tmp_path / "physical" / "threshold.json").read_text())["postprocess"] == settings
+    # the report's pooled PR curve post-processes as the evaluation did (float16-binned scores)
+    refs = [reference_case(test, c["case_id"], threshold, kernel=3, max_size=0) for c in physical["cases"]]
+    pooled_ap = average_precision_score(np.concatenate([r["gt"].ravel() for r in refs]),
+                                        np.concatenate([r["post"].ravel() for r in refs]).astype(np.float16))
+    assert pooled_pr_curve(test, "cpu", settings)["ap"] == pytest.approx(pooled_ap, abs=1e-6)
+    assert pooled_pr_curve(test, "cpu")["ap"] != pytest.approx(pooled_ap, abs=1e-6)
     with pytest.raises(MddpmError, match="--postprocess"):
         evaluate(test, val, tmp_path / "bad", log=lambda msg: None, postprocess="metric")
 

@@ -25,7 +25,7 @@ import torch
 from mddpm import __version__
 from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
 from mddpm.errors import MddpmError
-from mddpm.evaluation.postprocess import CC_MAX_SIZE, MEDIAN_KERNEL, postprocess_map, remove_small_components
+from mddpm.evaluation.postprocess import postprocess_map, remove_small_components, stored_constants
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
 from mddpm.progress import progress_bar
@@ -123,9 +123,7 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
         amap, _ = score_volume(method.to(device), x, m, generator, precision=precision)
 
         step("post-processing")
-        erosion = postprocess.get("erosion_iterations")  # None: W // 25, as published
-        kernel = postprocess.get("median_filter", {}).get("kernel", MEDIAN_KERNEL)
-        max_size = postprocess.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE)
+        erosion, kernel, max_size = stored_constants(postprocess)
         score = postprocess_map(amap[:, 0], m[:, 0], erosion_iterations=erosion, median_kernel=kernel)
         segmentation = remove_small_components(score > value, max_size=max_size)
         score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()

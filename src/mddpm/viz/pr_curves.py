@@ -54,21 +54,22 @@ def pr_from_histograms(total: np.ndarray, positive: np.ndarray) -> dict:
     return out
 
 
-def pooled_pr_curve(maps_dir: str | os.PathLike, device: str = "cpu") -> dict:
-    """Pooled precision-recall curve of a maps folder: every voxel of every post-processed map (the
-    published post-processing, as ``mddpm evaluate``) against its label. See :func:`pr_from_histograms`;
-    adds "volumes"."""
+def pooled_pr_curve(maps_dir: str | os.PathLike, device: str = "cpu", postprocess: dict | None = None) -> dict:
+    """Pooled precision-recall curve of a maps folder: every voxel of every post-processed map (with the
+    evaluation's stored ``postprocess`` settings; None: the published ones) against its label. See
+    :func:`pr_from_histograms`; adds "volumes"."""
     from mddpm.evaluation.evaluate import open_maps
-    from mddpm.evaluation.postprocess import postprocess_map
+    from mddpm.evaluation.postprocess import postprocess_map, stored_constants
 
     maps = open_maps(maps_dir, "test")
     dev = torch.device(device)
+    erosion, kernel, _ = stored_constants(postprocess)
     total = torch.zeros(_HALF_CODES, dtype=torch.int64, device=dev)
     positive = torch.zeros(_HALF_CODES, dtype=torch.int64, device=dev)
     with torch.inference_mode():
         for cid in maps.case_ids:
             score, mask, label = maps.load(cid, dev)
-            key = sortable_half_key(postprocess_map(score, mask))
+            key = sortable_half_key(postprocess_map(score, mask, erosion_iterations=erosion, median_kernel=kernel))
             total += torch.bincount(key.reshape(-1), minlength=_HALF_CODES)
             positive += torch.bincount(key[label], minlength=_HALF_CODES)
     return {**pr_from_histograms(total.cpu().numpy(), positive.cpu().numpy()), "volumes": len(maps.case_ids)}

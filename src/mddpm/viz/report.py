@@ -118,7 +118,7 @@ def _pr_curve(ev: _Eval, cache_dir: Path | None, device: str) -> dict | None:
     if not (maps / "predict.json").is_file():
         return None
     try:
-        curve = pooled_pr_curve(maps, device)
+        curve = pooled_pr_curve(maps, device, ev.metrics["protocol"].get("postprocess"))
     except MddpmError:
         return None  # maps or prepared cache changed since the evaluation
     if cache is not None:
@@ -147,7 +147,7 @@ def _render_examples(ev: _Eval, n: int, device: str) -> list[tuple[str, bytes]] 
     """Pictures of :func:`_example_cases` rendered from the maps; None if the maps are gone."""
     from mddpm.evaluation.evaluate import open_maps
     from mddpm.evaluation.metrics import binarise
-    from mddpm.evaluation.postprocess import postprocess_map, remove_small_components
+    from mddpm.evaluation.postprocess import postprocess_map, remove_small_components, stored_constants
     from mddpm.viz.cases import render_case_figure
 
     maps_dir = Path(ev.metrics["test"]["maps"])
@@ -156,12 +156,13 @@ def _render_examples(ev: _Eval, n: int, device: str) -> list[tuple[str, bytes]] 
     try:
         maps = open_maps(maps_dir, "test")
         threshold = ev.metrics["thresholds"][ev.default_rule]["threshold"]
+        erosion, kernel, max_size = stored_constants(ev.metrics["protocol"].get("postprocess"))
         out = []
         with torch.inference_mode():
             for cid, caption in _example_cases(ev, n):
                 score, mask, label = maps.load(cid, torch.device(device))
-                score = postprocess_map(score, mask)
-                pred = remove_small_components(binarise(score, threshold))
+                score = postprocess_map(score, mask, erosion_iterations=erosion, median_kernel=kernel)
+                pred = remove_small_components(binarise(score, threshold), max_size=max_size)
                 image = np.asarray(maps.prepared.volume(cid)[0])
                 png = render_case_figure(image, maps.reconstruction(cid), score.cpu().numpy(), pred.cpu().numpy(),
                                          label.cpu().numpy(), title=f"{cid} ({caption}, {ev.default_rule})")
