@@ -112,6 +112,13 @@ def test_single_evaluation_report_shows_its_numbers(tmp_path):
     assert "Trained here: preset demo, 1,200 steps of batch 16." in text
 
 
+def test_report_describes_the_registered_preset(tmp_path):
+    folder = write_evaluation(tmp_path / "eval", make_metrics("mddpm-fpmcm", "tumour_test", [0.5], [0.4]), figures=0)
+    text = write_report(tmp_path / "report.html", [folder], "Demo").read_text()
+    assert "Trained here: preset demo, 1,200 steps of batch 16 (the preset: CPU-sized" in text
+    assert "train_t_band=[399, 599]" in text
+
+
 def test_training_curve_of_every_run_is_drawn_from_its_csv_log(tmp_path):
     folders = []
     for run in ("seed1", "seed2"):

@@ -38,6 +38,7 @@ import torch
 from mddpm import __version__
 from mddpm.errors import MddpmError
 from mddpm.io import atomic_write, read_json, write_json
+from mddpm.registry import all_methods
 from mddpm.viz.lesion_scale import lesion_scale
 from mddpm.viz.png import img_tag
 from mddpm.viz.pr_curves import pooled_pr_curve, pr_figure
@@ -204,11 +205,15 @@ def _run_config(ev: _Eval) -> dict:
 
 
 def _training_summary(config: dict) -> str:
-    """"preset demo, 800 steps of batch 16" from a run's resolved config ('' when it has no training)."""
+    """"preset demo, 800 steps of batch 16 (the preset: ...)" from a run's resolved config, with the
+    registered preset's description ('' when it has no training)."""
     train = config.get("train") or {}
     if not train.get("max_steps"):
         return ""
-    return f"preset {config.get('preset', '?')}, {train['max_steps']:,} steps of batch {train.get('batch_size', '?')}"
+    summary = f"preset {config.get('preset', '?')}, {train['max_steps']:,} steps of batch {train.get('batch_size', '?')}"
+    spec = all_methods().get(config.get("method"))
+    about = spec.presets.get(config.get("preset"), {}).get("about") if spec else None
+    return f"{summary} (the preset: {about})" if about else summary
 
 
 def _lesion_scales(evals: list[_Eval]) -> str:
