@@ -66,13 +66,17 @@ def run_setting(data: Path, work: Path, method: str, preset: str, name: str, ove
     return results
 
 
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
 def table(lines: list[dict]) -> str:
     out = ["| method | setting | steps | seed | post-processing | tumour Dice | tumour AUPRC | MS Dice | MS AUPRC "
            "| train s | predict s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in lines:
         out.append(f"| {r['method']} | {r['setting']} | {r['steps']} | {r['seed']} | {r['postprocess']} "
                    f"| {100 * r['tumour_dice']:.1f} | {100 * r['tumour_auprc']:.1f} | {100 * r['ms_dice']:.1f} "
-                   f"| {100 * r['ms_auprc']:.1f} | {r['seconds_train']:.0f} | {r['seconds_predict']:.0f} |")
+                   f"| {100 * r['ms_auprc']:.1f} | {_seconds(r['seconds_train'])} | {_seconds(r['seconds_predict'])} |")
     return "\n".join(out) + "\n"
 
 
