@@ -23,10 +23,7 @@ Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``thresho
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +38,7 @@ from mddpm.data.prepare import Prepared, load_prepared
 from mddpm.errors import MddpmError
 from mddpm.evaluation.metrics import (
     COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
+from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
 from mddpm.evaluation.postprocess import (
     PostprocessConstants, postprocess_constants, postprocess_map, published_erosion_iterations,
     remove_small_components)
@@ -235,73 +233,6 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
     return out
 
 
-def _finite_or_none(obj):
-    """JSON-safe copy: NaN and infinities become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def _fmt(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
-def _pm(stat: dict) -> str:
-    return f"{_fmt(stat['mean'])} ± {_fmt(stat['std'])}" if stat["n"] else "n/a"
-
-
-def _csv_text(rows: list[dict], rules: list[str]) -> str:
-    fixed = [k for k in rows[0] if k not in ("rules",)]
-    columns = fixed + [f"{rule}.{m}" for rule in rules for m in RATIO_NAMES + COUNT_NAMES]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for r in rows:
-        values = [r[k] for k in fixed] + [r["rules"][rule][m] for rule in rules for m in RATIO_NAMES + COUNT_NAMES]
-        writer.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in values])
-    return buf.getvalue()
-
-
-def _markdown(report: dict) -> str:
-    agg, rules = report["aggregate"], report["protocol"]["threshold"]["rules"]
-    test, val = report["test"], report["val"]
-    lines = [f"# Evaluation of `{test['split']}` ({test['cases']} volumes)", "",
-             f"- maps: `{test['maps']}`",
-             f"- thresholds chosen on: `{val['split']}` ({val['cases']} volumes, `{val['maps']}`)"]
-    config = report.get("config") or {}
-    if config.get("method"):
-        lines.append(f"- method: `{config['method']}` (preset `{config.get('preset')}`)")
-    lines += ["", "## Threshold-free (per volume, mean ± std)", "", "| metric | mean ± std | n |", "|---|---|---|"]
-    names = {"auprc": "AUPRC", "auroc": "AUROC", "oracle_dice_bisection": "ORACLE best Dice (bisection, own labels)",
-             "oracle_dice_exact": "ORACLE best Dice (exact, own labels)"}
-    for key, name in names.items():
-        if key in agg:
-            lines.append(f"| {name} | {_pm(agg[key])} | {agg[key]['n']} |")
-    components = report["protocol"]["postprocess"]["components"]["removed_if_voxels_at_most"]
-    lines += ["", f"## Thresholded (A > τ, components ≤ {components} voxels removed)", "",
-              "| rule | τ | val pooled Dice | Dice (mean ± std) | pooled Dice | precision | recall | FPR | FDR |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for rule in rules:
-        th, a, p = report["thresholds"][rule], agg["rules"][rule], report["pooled"][rule]
-        label = f"**{rule}** (default)" if rule == report["default_rule"] else rule
-        lines.append(f"| {label} | {_fmt(th['threshold'], 6)} | {_fmt(th['dice'])} | {_pm(a['dice'])} "
-                     f"| {_fmt(p['dice'])} | {_pm(a['precision'])} | {_pm(a['recall'])} | {_pm(a['fpr'])} "
-                     f"| {_pm(a['fdr'])} |")
-    dice_columns = " | ".join(f"Dice ({r})" for r in rules)
-    lines += ["", "## Per case", "", f"| case | lesion voxels | AUPRC | AUROC | {dice_columns} |",
-              "|---|---|---|---|" + "---|" * len(rules)]
-    for c in report["cases"]:
-        dices = " | ".join(_fmt(c["rules"][r]["dice"]) for r in rules)
-        lines.append(f"| {c['case_id']} | {c['lesion_voxels']} | {_fmt(c['auprc'])} | {_fmt(c['auroc'])} | {dices} |")
-    return "\n".join(lines) + "\n"
-
-
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
              log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True) -> dict:
@@ -358,7 +289,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
                 rules.append(result.rule)
         del val_pool
         for rule in rules:
-            log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {_fmt(thresholds[rule].dice)})")
+            log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {fmt(thresholds[rule].dice)})")
 
         rows, pictures = [], {}
         for i, cid in enumerate(track(test.case_ids, "evaluate: test maps", progress)):
@@ -369,7 +300,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             rows.append({"case_id": cid, **row})
             if i < figures:
                 image = np.asarray(test.prepared.volume(cid)[0])
-                title = f"{cid}: Dice {_fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})"
+                title = f"{cid}: Dice {fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})"
                 pictures[cid] = render_case_figure(
                     image, test.reconstruction(cid), score.cpu().numpy(), predictions[DEFAULT_RULE].cpu().numpy(),
                     label.cpu().numpy(), title=title)
@@ -390,13 +321,13 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         "cases": rows,
         "run": test.meta.get("run"), "config": test.meta.get("config"), "predict_settings": test.meta.get("settings"),
     }
-    report = _finite_or_none(report)
+    report = finite_or_none(report)
     clear_outputs(out, earlier)
     write_json(out / "metrics.json", report)
     with atomic_write(out / "metrics.csv") as tmp:
-        tmp.write_text(_csv_text(rows, rules))
+        tmp.write_text(csv_text(rows, rules))
     with atomic_write(out / "metrics.md") as tmp:
-        tmp.write_text(_markdown(report))
+        tmp.write_text(markdown(report))
     write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
                                         "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
     for cid, png in pictures.items():

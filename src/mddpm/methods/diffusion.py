@@ -102,7 +102,8 @@ class DiffusionAnomalyMethod(AnomalyMethod):
             raise MddpmError("model.chunk_size and model.mask_cells must be positive")
         if not simplex_frequency > 0:
             raise MddpmError(f"model.simplex_frequency={simplex_frequency}: must be a positive number of pixels")
-        if train_t_band is not None and (len(train_t_band) != 2 or not 0 <= train_t_band[0] <= train_t_band[1] < timesteps):
+        band = train_t_band
+        if band is not None and (len(band) != 2 or not 0 <= band[0] <= band[1] < timesteps):
             raise MddpmError(f"model.train_t_band={list(train_t_band)}: expected [lo, hi] with "
                              f"0 <= lo <= hi <= {timesteps - 1}, or null")
         net_args = dict(PAPER_NET, **(net or {}))
