@@ -3,7 +3,6 @@ checked before any allocation, JSON that is an object."""
 
 from __future__ import annotations
 
-import gzip
 import json
 
 import nibabel as nib
@@ -14,6 +13,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import (case_file, case_id_problem, check_output_folder, clear_outputs, read_json, read_nifti,
                       write_nifti)
+from reliability.corpus import patch_header
 
 
 @pytest.mark.parametrize("cid", ["../escape", "/abs/path", "a/b", "a\\b", "..", ".hidden", "a\x00b", "a\nb", "",
@@ -71,12 +71,7 @@ def test_force_never_follows_a_symlinked_folder(tmp_path):
 def _lying_nifti(path, data, **fields):
     """A NIfTI file whose header fields are then overwritten as given (what nibabel would not write)."""
     nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
-    raw = bytearray(gzip.decompress(path.read_bytes()))
-    header = nib.Nifti1Header(bytes(raw[:348]))
-    for key, value in fields.items():
-        header[key] = value
-    raw[:348] = header.binaryblock
-    path.write_bytes(gzip.compress(bytes(raw)))
+    patch_header(path, **fields)
     return path
 
 

@@ -128,7 +128,7 @@ def constant(path: Path) -> None:
     _rewrite(path, lambda a, aff: (np.full_like(a, 0.5), aff))
 
 
-def _patch_header(path: Path, **fields) -> None:
+def patch_header(path: Path, **fields) -> None:
     """Overwrite header fields in place (what nibabel would not write: a lying size, a zero voxel size)."""
     raw = bytearray(gzip.decompress(path.read_bytes()))
     header = nib.Nifti1Header(bytes(raw[:348]))
@@ -139,14 +139,14 @@ def _patch_header(path: Path, **fields) -> None:
 
 
 def lying_header(path: Path) -> None:
-    _patch_header(path, dim=[3, 1000, 1000, 1000, 1, 1, 1, 1])
+    patch_header(path, dim=[3, 1000, 1000, 1000, 1, 1, 1, 1])
 
 
 def zero_voxel_size(path: Path) -> None:
     img = nib.load(str(path))
     srow = np.asarray(img.affine[0], dtype=np.float32).copy()
     srow[0] = 0.0
-    _patch_header(path, qform_code=0, sform_code=1, srow_x=srow, srow_y=img.affine[1], srow_z=img.affine[2])
+    patch_header(path, qform_code=0, sform_code=1, srow_x=srow, srow_y=img.affine[1], srow_z=img.affine[2])
 
 
 def rename_case(dataset_json: Path, old: str, new: str) -> None:
