@@ -1,4 +1,4 @@
-"""mddpm benchmark: grid files, Table 1 statistics and p-values, resume, the CLI, and one real run."""
+"""mddpm benchmark: experiment files, Table 1 statistics and p-values, resume, the CLI, and one real run."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-import mddpm.benchmark as bm
-from mddpm.benchmark import (Evaluation, across_runs, build_table, expected_run_config, load_grid, paired_wilcoxon,
-                             parse_data_args, plan, run_benchmark, table_csv, table_markdown)
+import mddpm.benchmark.runner as runner
+from mddpm.benchmark.experiment import load_experiment, parse_data_args
+from mddpm.benchmark.runner import run_benchmark
+from mddpm.benchmark.plan import expected_run_config, plan
+from mddpm.benchmark.statistics import across_runs, paired_wilcoxon
+from mddpm.benchmark.table import Evaluation, build_table, stage_seconds
+from mddpm.report.table_files import table_csv, table_markdown
 from mddpm.cli.main import main
 from mddpm.errors import MddpmError
 from mddpm.io import write_json
@@ -107,26 +111,26 @@ def test_table_files_markdown_and_csv():
     assert {r["metric"] for r in rows} >= {"dice", "auprc", "auroc", "oracle_dice", "dice[bisection]"}
 
 
-# ---- grids --------------------------------------------------------------------------------------
+# ---- experiments-----------------------------------------------------------------------------------
 
-def test_shipped_grids_have_every_table1_row():
+def test_shipped_experiments_have_every_table1_row():
     for name, kind, preset in (("paper", "folds", "paper"), ("synthetic", "seeds", "demo")):
-        grid = load_grid(name)
-        assert grid.methods[:9] == TABLE1_ROWS and set(grid.extra_rows) == {"mddpm-released", "intensity"}
-        assert grid.run_kind == kind and grid.preset == preset and grid.reference == "mddpm-fpmcm"
-        assert len(grid.datasets) == 1 and len(grid.datasets[0].test_sets) == 2
-    assert [r.fold for r in load_grid("paper").runs] == [0, 1, 2, 3, 4]
-    assert [t.test for t in load_grid("paper").datasets[0].test_sets] == ["brats21_test", "mslub_test"]
-    assert [t.test for t in load_grid("synthetic").datasets[0].test_sets] == ["tumour_test", "ms_test"]
+        experiment = load_experiment(name)
+        assert experiment.methods[:9] == TABLE1_ROWS and set(experiment.extra_rows) == {"mddpm-released", "intensity"}
+        assert experiment.run_kind == kind and experiment.preset == preset and experiment.reference == "mddpm-fpmcm"
+        assert len(experiment.datasets) == 1 and len(experiment.datasets[0].test_sets) == 2
+    assert [r.fold for r in load_experiment("paper").runs] == [0, 1, 2, 3, 4]
+    assert [t.test for t in load_experiment("paper").datasets[0].test_sets] == ["brats21_test", "mslub_test"]
+    assert [t.test for t in load_experiment("synthetic").datasets[0].test_sets] == ["tumour_test", "ms_test"]
 
 
-def _grid_dict(**changes) -> dict:
-    grid = {"name": "tiny", "preset": "demo", "methods": ["intensity", "vae"], "reference": "intensity",
+def _experiment_dict(**changes) -> dict:
+    experiment = {"name": "tiny", "preset": "demo", "methods": ["intensity", "vae"], "reference": "intensity",
             "runs": {"seeds": [1, 2]}, "thresholds": ["bisection"], "figures": 0,
             "datasets": [{"name": "phantom", "path": None, "healthy_val": "val",
                           "test_sets": [{"name": "blob", "test": "lesion_test", "val": "lesion_val"}]}]}
-    grid.update(changes)
-    return grid
+    experiment.update(changes)
+    return experiment
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -139,34 +143,34 @@ def _grid_dict(**changes) -> dict:
     ({"thresholds": ["median"]}, "unknown threshold rule"),
     ({"runs": {"folds": [0]}}, "healthy_val needs seed runs"),
 ])
-def test_bad_grids_name_the_file_and_problem(tmp_path, changes, message):
-    path = tmp_path / "grid.json"
-    path.write_text(json.dumps(_grid_dict(**changes)))
+def test_bad_experiments_name_the_file_and_problem(tmp_path, changes, message):
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(_experiment_dict(**changes)))
     with pytest.raises(MddpmError, match=message) as err:
-        load_grid(path)
+        load_experiment(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
 
 
-def test_unknown_grid_and_bad_data_arguments(tmp_path):
-    with pytest.raises(MddpmError, match="shipped grids: paper, synthetic"):
-        load_grid("no-such-grid")
+def test_unknown_experiment_and_bad_data_arguments(tmp_path):
+    with pytest.raises(MddpmError, match="shipped experiments: paper, synthetic"):
+        load_experiment("no-such-experiment")
     assert parse_data_args(["ixi=/data/x=y"]) == {"ixi": "/data/x=y"}
     with pytest.raises(MddpmError, match="NAME=PATH"):
         parse_data_args(["ixi"])
-    with pytest.raises(MddpmError, match="--data ixi"):  # the paper grid needs its data
+    with pytest.raises(MddpmError, match="--data ixi"):  # the paper experiment needs its data
         run_benchmark("paper", out=tmp_path / "out")
     with pytest.raises(MddpmError, match="no dataset of that name"):
         run_benchmark("paper", out=tmp_path / "out", data={"brats": str(tmp_path)})
 
 
 def test_plan_lists_every_stage_in_order(tmp_path):
-    grid = load_grid("paper")
-    stages = plan(grid, tmp_path)
+    experiment = load_experiment("paper")
+    stages = plan(experiment, tmp_path)
     # per run: train, predict 4 splits (2 val + 2 test), evaluate 2 test sets
     assert len(stages) == 11 * 5 * 7
     assert [s.name for s in stages[:7]] == ["train", "predict/brats21_val", "predict/brats21_test", "predict/mslub_val",
                                            "predict/mslub_test", "evaluate/BraTS21", "evaluate/MSLUB"]
-    assert {s.method for s in plan(grid, tmp_path, only=["dae"])} == {"dae"}
+    assert {s.method for s in plan(experiment, tmp_path, only=["dae"])} == {"dae"}
 
 
 # ---- resume (stages mocked) ---------------------------------------------------------------------
@@ -176,11 +180,11 @@ def fake_stages(monkeypatch):
     """Replace the real train/predict/evaluate by stand-ins that write the files the benchmark checks."""
     calls = []
 
-    def fake_run_stage(stage, status, grid, dataset_root, device, force, progress, log):
+    def fake_run_stage(stage, status, experiment, dataset_root, device, force, progress, log):
         calls.append((stage.method, stage.run.tag, stage.name, status))
         p = stage.paths
         if stage.kind == "train":
-            cfg = expected_run_config(grid, stage, dataset_root)
+            cfg = expected_run_config(experiment, stage, dataset_root)
             write_json(p.train / "config.json", {**cfg, "mddpm_version": "0", "prepared": "/cache"})
             (p.train / "best.pt").write_bytes(f"weights {stage.method} {stage.run.tag}".encode())
         elif stage.kind == "predict":
@@ -190,31 +194,31 @@ def fake_stages(monkeypatch):
             write_json(p.eval(stage.test_set) / "metrics.json",
                        metrics({"c1": value, "c2": value + 0.1}, {"c1": value, "c2": value}))
 
-    monkeypatch.setattr(bm, "run_stage", fake_run_stage)
+    monkeypatch.setattr(runner, "run_stage", fake_run_stage)
     return calls
 
 
-def _write_grid(tmp_path: Path, **changes) -> Path:
-    path = tmp_path / "grid.json"
-    path.write_text(json.dumps(_grid_dict(**changes)))
+def _write_experiment(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(_experiment_dict(**changes)))
     return path
 
 
 def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_dataset, fake_stages):
-    grid, out, data = _write_grid(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
-    first = run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    experiment, out, data = _write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
+    first = run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert len(fake_stages) == 2 * 2 * 5 and {r["status"] for r in first["stages"]} == {"ran"}
     assert (out / "table.md").is_file() and (out / "table.csv").is_file() and (out / "benchmark.json").is_file()
     cell = first["table"]["rows"][1]["cells"]["phantom/blob"]
     assert cell["dice"]["mean"] == pytest.approx(0.45) and cell["p_dice"]["n_pairs"] == 4
 
     fake_stages.clear()
-    second = run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    second = run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert fake_stages == [] and {r["status"] for r in second["stages"]} == {"skipped"}
 
     # new weights for one run: its predictions and evaluation run again, nothing else
     (out / "runs/phantom/vae/seed1/train/best.pt").write_bytes(b"other weights")
-    run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert sorted(c[2] for c in fake_stages) == ["evaluate/blob", "predict/lesion_test", "predict/lesion_val",
                                                   "predict/val"]
     assert {(c[0], c[1]) for c in fake_stages} == {("vae", "seed1")}
@@ -225,31 +229,31 @@ def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_
     (run / "best.pt").unlink()
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
-    run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert fake_stages[0] == ("intensity", "seed2", "train", "resume") and len(fake_stages) == 5
 
 
 def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_dataset, fake_stages, monkeypatch):
-    out, data, grid = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_grid(tmp_path, methods=["intensity"])
-    fake = bm.run_stage
+    out, data, experiment = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_experiment(tmp_path, methods=["intensity"])
+    fake = runner.run_stage
 
     def interrupted(stage, status, *args):
         if stage.kind == "train" and stage.run.tag == "seed2" and status != "resume":
             (stage.paths.train / "checkpoints").mkdir(parents=True)
             (stage.paths.train / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
-            write_json(stage.paths.train / "config.json", {**expected_run_config(load_grid(grid), stage, args[1]),
+            write_json(stage.paths.train / "config.json", {**expected_run_config(load_experiment(experiment), stage, args[1]),
                                                             "prepared": "/cache"})
             raise MddpmError("training interrupted")
         fake(stage, status, *args)
 
-    monkeypatch.setattr(bm, "run_stage", interrupted)
+    monkeypatch.setattr(runner, "run_stage", interrupted)
     with pytest.raises(MddpmError, match="interrupted"):
-        run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+        run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     record = json.loads((out / "runs/phantom/intensity/seed2/stages.json").read_text())["train"]
     assert set(record) == {"interrupted_seconds", "interrupted_cpu_seconds"} and record["interrupted_seconds"] > 0
     spent = record["interrupted_seconds"]
-    assert bm.stage_seconds(load_grid(grid), out)["intensity"]["runs"] == 1  # only seed1 finished
-    result = run_benchmark(grid, out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    assert stage_seconds(load_experiment(experiment), out)["intensity"]["runs"] == 1  # only seed1 finished
+    result = run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     resumed = [r for r in result["stages"] if r["run"] == "seed2" and r["stage"] == "train"][0]
     record = json.loads((out / "runs/phantom/intensity/seed2/stages.json").read_text())["train"]
     assert record["seconds"] == pytest.approx(resumed["seconds"] + spent) and "finished" in record
@@ -258,10 +262,10 @@ def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_datas
 
 def test_changed_grid_config_needs_force(tmp_path, phantom_dataset, fake_stages):
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
-    run_benchmark(_write_grid(tmp_path), out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    run_benchmark(_write_experiment(tmp_path), out=out, data=data, report=False, device="cpu", log=lambda m: None)
     fake_stages.clear()
-    changed = _write_grid(tmp_path, overrides={"vae": ["train.max_steps=7"]})
-    with pytest.raises(MddpmError, match=r"config.json: train.max_steps: \d+ \(saved\) != 7 \(grid\)"):
+    changed = _write_experiment(tmp_path, overrides={"vae": ["train.max_steps=7"]})
+    with pytest.raises(MddpmError, match=r"config.json: train.max_steps: \d+ \(saved\) != 7 \(experiment\)"):
         run_benchmark(changed, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert fake_stages == []
     run_benchmark(changed, out=out, data=data, report=False, device="cpu", force=True, log=lambda m: None)
@@ -273,24 +277,24 @@ def test_changed_grid_config_needs_force(tmp_path, phantom_dataset, fake_stages)
 
 
 def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
-    out, data, grid = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_grid(tmp_path)
-    dry = run_benchmark(grid, out=out, data=data, dry_run=True)
+    out, data, experiment = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_experiment(tmp_path)
+    dry = run_benchmark(experiment, out=out, data=data, dry_run=True)
     assert fake_stages == [] and not out.exists() and len(dry["stages"]) == 20
     assert "20 stages: 0 done, 20 to run" in capsys.readouterr().out
-    assert {s["run"] for s in run_benchmark(grid, out=out, data=data, dry_run=True, max_runs=1)["stages"]} == {"seed1"}
-    result = run_benchmark(grid, out=out, data=data, only=["vae"], report=False, device="cpu", log=lambda m: None)
+    assert {s["run"] for s in run_benchmark(experiment, out=out, data=data, dry_run=True, max_runs=1)["stages"]} == {"seed1"}
+    result = run_benchmark(experiment, out=out, data=data, only=["vae"], report=False, device="cpu", log=lambda m: None)
     assert {c[0] for c in fake_stages} == {"vae"} and len(fake_stages) == 10
     assert [r["method"] for r in result["table"]["rows"] if r["cells"]] == ["vae"]
     with pytest.raises(MddpmError, match="--only dae"):
-        run_benchmark(grid, out=out, data=data, only=["dae"])
+        run_benchmark(experiment, out=out, data=data, only=["dae"])
 
     fake_stages.clear()
     (out / "table.md").unlink()
-    rebuilt = run_benchmark(grid, out=out, table_only=True, report=False, log=lambda m: None)
+    rebuilt = run_benchmark(experiment, out=out, table_only=True, report=False, log=lambda m: None)
     assert fake_stages == [] and (out / "table.md").is_file()
     assert rebuilt["table"]["rows"] == result["table"]["rows"]
     with pytest.raises(MddpmError, match="no finished evaluation"):
-        run_benchmark(grid, out=tmp_path / "empty", table_only=True, log=lambda m: None)
+        run_benchmark(experiment, out=tmp_path / "empty", table_only=True, log=lambda m: None)
 
     # evaluations of one dataset made on two different folders cannot share a table
     for tag, folder in (("seed1", "/data/a"), ("seed2", "/data/b")):
@@ -299,12 +303,12 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
         content["test"]["dataset"] = folder
         path.write_text(json.dumps(content))
     with pytest.raises(MddpmError, match="seed2/eval/blob/metrics.json: evaluated on /data/b, but .*/data/a"):
-        run_benchmark(grid, out=out, table_only=True, report=False, log=lambda m: None)
+        run_benchmark(experiment, out=out, table_only=True, report=False, log=lambda m: None)
 
 
-def test_cli_dry_run_and_bad_grid(tmp_path, phantom_dataset, capsys):
-    grid = _write_grid(tmp_path)
-    assert main(["benchmark", str(grid), "--out", str(tmp_path / "o"), "--data", f"phantom={phantom_dataset}",
+def test_cli_dry_run_and_bad_experiment(tmp_path, phantom_dataset, capsys):
+    experiment = _write_experiment(tmp_path)
+    assert main(["benchmark", str(experiment), "--out", str(tmp_path / "o"), "--data", f"phantom={phantom_dataset}",
                  "--dry-run"]) == 0
     assert "todo    phantom intensity seed1 train" in capsys.readouterr().out
     bad = tmp_path / "bad.json"
@@ -320,9 +324,9 @@ def test_cli_dry_run_and_bad_grid(tmp_path, phantom_dataset, capsys):
 def test_intensity_grid_end_to_end_then_resumed(tmp_path, phantom_dataset):
     """The real stages on the phantom dataset: the intensity method needs no training (slow: ~8 s of CPU,
     mostly preparing the dataset's cache in worker processes)."""
-    grid = _write_grid(tmp_path, methods=["intensity"], runs={"seeds": [5]}, figures=1, thresholds=["bisection", "exact"])
+    experiment = _write_experiment(tmp_path, methods=["intensity"], runs={"seeds": [5]}, figures=1, thresholds=["bisection", "exact"])
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
-    first = run_benchmark(grid, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
+    first = run_benchmark(experiment, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
     assert [r["status"] for r in first["stages"]] == ["ran"] * 5
     run = out / "runs/phantom/intensity/seed5"
     assert json.loads((run / "train/config.json").read_text())["train"]["seed"] == 5
@@ -333,5 +337,5 @@ def test_intensity_grid_end_to_end_then_resumed(tmp_path, phantom_dataset):
     html = (out / "report.html").read_text()
     assert 'alt="precision-recall phantom/blob"' in html and html.count("<img") >= 2  # curve + example cases
     assert any((out / "cache").rglob("pr.json"))
-    second = run_benchmark(grid, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
+    second = run_benchmark(experiment, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
     assert [r["status"] for r in second["stages"]] == ["skipped"] * 5

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmark_golden import differences, golden_grid, load_golden, record, run_golden_benchmark
-from mddpm.benchmark import run_benchmark
+from mddpm.benchmark.runner import run_benchmark
 
 
 def _compare(golden: dict, actual: dict, keys) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
-from mddpm.benchmark import Evaluation, build_table
+from mddpm.benchmark.table import Evaluation, build_table
 from mddpm.errors import MddpmError
 from mddpm.viz.pr_curves import pr_from_histograms, sortable_half_key
 from mddpm.viz.report import write_report

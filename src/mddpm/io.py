@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import json
 import os
 import tempfile
@@ -143,6 +144,23 @@ def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file, read in 1 MiB blocks; remembered per path, size and modification time."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 def read_json(path: str | os.PathLike) -> dict:

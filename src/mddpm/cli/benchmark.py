@@ -1,28 +1,31 @@
-"""``mddpm benchmark GRID``: train, predict and evaluate every method × run of a grid; Table 1 with p-values."""
+"""``mddpm benchmark EXPERIMENT``: train, predict and evaluate every method × run of an experiment; Table 1 with p-values."""
 
 from __future__ import annotations
 
 import argparse
 
+from mddpm.benchmark import DEFAULT_OUT
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "benchmark", help="run a grid of methods x runs x test sets and build Table 1 (mean ± std, p-values)",
-        description="For every dataset x method x run (fold or seed) of GRID: train (skipped when RUN/best.pt exists "
-                    "with the same config), predict the validation and test splits, evaluate each test set (skipped "
-                    "when done from the same inputs); then write OUT/table.{md,csv,json} and OUT/report.html. "
-                    "GRID is a JSON file or a shipped grid: paper, synthetic.")
-    p.add_argument("grid", metavar="GRID", help="grid file, or a shipped grid name (paper, synthetic)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: benchmarks/<grid name>)")
+        "benchmark", help="run an experiment (methods x runs x test sets) and build Table 1 (mean ± std, p-values)",
+        description="For every dataset x method x run (fold or seed) of EXPERIMENT: train (skipped when RUN/best.pt "
+                    "exists with the same config), predict the validation and test splits, evaluate each test set "
+                    "(skipped when done from the same inputs); then write OUT/table.{md,csv,json} and OUT/report.html. "
+                    "EXPERIMENT is a JSON file or a shipped experiment: paper, synthetic.")
+    p.add_argument("experiment", metavar="EXPERIMENT",
+                   help="experiment file, or a shipped experiment name (paper, synthetic)")
+    p.add_argument("--out", metavar="DIR", help=f"output folder (default: {DEFAULT_OUT}/<experiment name>)")
     p.add_argument("--data", action="append", default=[], metavar="NAME=PATH",
-                   help="folder of the grid's dataset NAME (repeatable); e.g. --data ixi=PATH for the paper grid, "
-                        "PATH written by `mddpm import-pddpm`")
+                   help="folder of the experiment's dataset NAME (repeatable); e.g. --data ixi=PATH for the paper "
+                        "experiment, PATH written by `mddpm import-pddpm`")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip finished stages (default); --no-resume runs every stage again (needs --force when "
                         "the output folder is not empty)")
     p.add_argument("--dry-run", action="store_true", help="list every stage and whether it would run; change nothing")
     p.add_argument("--runs", type=int, metavar="N",
-                   help="only the grid's first N runs (folds or seeds), e.g. --runs 1 for a quick table; "
+                   help="only the experiment's first N runs (folds or seeds), e.g. --runs 1 for a quick table; "
                         "a later call with more resumes the finished ones")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: rebuild the table files and the report from the finished evaluations in --out")
@@ -31,16 +34,18 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where training, prediction and evaluation run (default: auto)")
     p.add_argument("--force", action="store_true",
-                   help="retrain runs whose saved config differs from the grid; with --no-resume, overwrite")
+                   help="retrain runs whose saved config differs from the experiment; with --no-resume, overwrite")
     p.add_argument("--no-report", action="store_true", help="write the table files but not report.html")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from mddpm.benchmark import format_p, parse_data_args, run_benchmark
+    from mddpm.benchmark.experiment import parse_data_args
+    from mddpm.benchmark.runner import run_benchmark
+    from mddpm.report.formatting import format_p
 
-    result = run_benchmark(args.grid, out=args.out, data=parse_data_args(args.data), resume=args.resume,
+    result = run_benchmark(args.experiment, out=args.out, data=parse_data_args(args.data), resume=args.resume,
                            dry_run=args.dry_run, only=args.only, device=args.device, force=args.force,
                            progress=not args.no_progress, report=not args.no_report, table_only=args.table_only,
                            max_runs=args.runs)

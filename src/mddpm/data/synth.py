@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import functools
-import hashlib
 import multiprocessing
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_sizes import COUNT_ARGS
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, clear_outputs, write_nifti
+from mddpm.io import check_output_folder, clear_outputs, file_sha256, write_nifti
 from mddpm.progress import progress_bar
 
 # (set name, group, role); the position in this list is part of every case's seed
@@ -130,10 +129,6 @@ def case_seed(seed: int, set_name: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, code, index]).generate_state(1)[0])
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @functools.lru_cache(maxsize=2)
 def load_anatomy(spacing_mm: float = 2.0, settings: SynthSettings = SynthSettings()) -> Anatomy:
     """MNI152 tissue maps from the nilearn wheel, cropped to the brain box plus a margin and
@@ -192,7 +187,7 @@ def load_anatomy(spacing_mm: float = 2.0, settings: SynthSettings = SynthSetting
     files = []
     for role, path in (("t1 (brain mask: nilearn t1 > 0.2, holes filled)", struct.MNI152_FILE_PATH),
                        ("gm", struct.GM_MNI152_FILE_PATH), ("wm", struct.WM_MNI152_FILE_PATH)):
-        files.append({"map": role, "file": Path(path).name, "sha256": _sha256(path)})
+        files.append({"map": role, "file": Path(path).name, "sha256": file_sha256(path)})
     anatomy = Anatomy(gm=gm, wm=wm, csf=csf.astype(np.float32), mask=mask, ventricles=ventricles, depth_mm=depth,
                       ventricle_distance_mm=ventricle_distance, affine=affine, spacing_mm=spacing_mm, files=files)
     for value in vars(anatomy).values():

@@ -9,7 +9,6 @@ template is expected).
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mddpm.errors import MddpmError
+from mddpm.io import file_sha256
 from mddpm.preprocess import steps
 
 
@@ -27,14 +27,6 @@ class Template:
     grid: steps.Grid  # the output grid of registered cases (reoriented, ``spacing_mm`` voxels)
     space: str  # short name for dataset.json geometry ("MNI152" or the file's name)
     fingerprint: dict  # what identifies the template (file hashes or the nilearn version)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def template_fingerprint(path: str | None, mask_path: str | None) -> dict:

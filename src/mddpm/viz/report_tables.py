@@ -78,7 +78,7 @@ def _best_rows(rows: list[dict], key: str, metric: str) -> set[str]:
 
 
 def _p_html(test: dict | None) -> str:
-    from mddpm.benchmark import format_p
+    from mddpm.report.formatting import format_p
 
     if not test or test.get("p") is None:
         return ""
@@ -147,7 +147,7 @@ def every_metric_table(table: dict) -> str:
 
 
 def published_table(table: dict) -> str:
-    from mddpm.benchmark import published_values
+    from mddpm.report.formatting import published_values
 
     published = published_values(table)
     if not published:
@@ -162,7 +162,7 @@ def published_table(table: dict) -> str:
 
 
 def seconds_table(table: dict) -> str:
-    from mddpm.benchmark import format_seconds
+    from mddpm.report.formatting import format_seconds
 
     seconds = table.get("seconds")
     if not seconds:

@@ -1,0 +1,233 @@
+"""An *experiment*: the JSON file that names what a benchmark runs (not the voxel grid of ``prepare``).
+
+It names the datasets with their test sets (a test split and the lesion validation split its
+threshold is chosen on), the methods, the runs (``{"folds": [...]}`` or ``{"seeds": [...]}``), the
+preset, per-method ``--set`` overrides, the post-processing rule of evaluate (``"published"`` or
+``"physical"``), the threshold rules, the reference method of the significance tests and, optionally,
+the published values. Shipped: ``paper`` and ``synthetic`` in ``mddpm/benchmark/experiments/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mddpm.errors import MddpmError
+from mddpm.io import read_json
+
+EXPERIMENT_DIR = Path(__file__).parent / "experiments"
+RUN_KINDS = ("folds", "seeds")
+_EXPERIMENT_KEYS = {"name", "description", "preset", "datasets", "methods", "extra_rows", "labels", "runs",
+                    "overrides", "reference", "thresholds", "figures", "published", "postprocess"}
+_DATASET_KEYS = {"name", "path", "synth", "healthy_val", "test_sets"}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A test split scored with the threshold chosen on the lesion validation split ``val``."""
+
+    name: str
+    test: str
+    val: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of the experiment. ``path`` None: given with ``--data NAME=PATH`` or generated (``synth``)."""
+
+    name: str
+    path: str | None
+    synth: dict | None
+    healthy_val: str | None
+    test_sets: tuple[TestSet, ...]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a fold of the dataset (``fold``) or a training seed (``seed``)."""
+
+    tag: str
+    fold: int | None = None
+    seed: int | None = None
+
+    def overrides(self) -> list[str]:
+        return [] if self.seed is None else [f"train.seed={self.seed}"]
+
+
+@dataclass
+class Experiment:
+    """A parsed and validated experiment file (see the module docstring)."""
+
+    name: str
+    description: str
+    preset: str
+    datasets: list[DatasetSpec]
+    methods: list[str]
+    runs: list[RunSpec]
+    reference: str | None
+    extra_rows: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+    thresholds: list[str] = field(default_factory=lambda: ["bisection"])
+    figures: int = 3
+    published: dict | None = None
+    postprocess: str = "published"
+    source: str = ""
+
+    @property
+    def run_kind(self) -> str:
+        return "folds" if self.runs[0].fold is not None else "seeds"
+
+    def label(self, method: str) -> str:
+        return self.labels.get(method, method)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "preset": self.preset, "source": self.source,
+            "datasets": [{"name": d.name, "path": d.path, "synth": d.synth, "healthy_val": d.healthy_val,
+                          "test_sets": [vars(t) for t in d.test_sets]} for d in self.datasets],
+            "methods": self.methods, "extra_rows": self.extra_rows, "labels": self.labels,
+            "runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in self.runs]},
+            "overrides": self.overrides, "reference": self.reference, "thresholds": self.thresholds,
+            "figures": self.figures, "published": self.published, "postprocess": self.postprocess,
+        }
+
+
+def shipped_experiments() -> list[str]:
+    """Names of the experiments shipped in ``mddpm/experiments``."""
+    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.json"))
+
+
+def experiment_path(spec: str | os.PathLike) -> Path:
+    """The file of an experiment given as a path or as a shipped name (``paper``, ``synthetic``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if str(spec) in shipped_experiments():
+        return EXPERIMENT_DIR / f"{spec}.json"
+    raise MddpmError(f"{spec}: no such experiment file (shipped experiments: {', '.join(shipped_experiments())})")
+
+
+def load_experiment(spec: str | os.PathLike) -> Experiment:
+    """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError naming the file."""
+    from mddpm.config import resolve_config
+    from mddpm.data.synth_sizes import SIZES
+    from mddpm.evaluation.evaluate import RULES
+    from mddpm.evaluation.postprocess import POSTPROCESS_RULES
+    from mddpm.registry import all_methods
+
+    path = experiment_path(spec)
+    raw = read_json(path)
+
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise MddpmError(f"{path}: {msg}")
+
+    def str_list(value, what: str, allow_empty: bool = False) -> list[str]:
+        check(isinstance(value, list) and (allow_empty or value) and all(isinstance(v, str) and v for v in value),
+              f"{what} must be a {'' if allow_empty else 'non-empty '}list of names")
+        check(len(set(value)) == len(value), f"{what} lists a name twice")
+        return list(value)
+
+    check(isinstance(raw, dict), "an experiment is a JSON object")
+    unknown = set(raw) - _EXPERIMENT_KEYS
+    check(not unknown, f"unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_EXPERIMENT_KEYS))})")
+    for key in ("name", "preset", "datasets", "methods", "runs"):
+        check(key in raw, f"missing key {key!r}")
+    check(isinstance(raw["name"], str) and bool(_SAFE_NAME.match(raw["name"])), "name must be a simple name")
+    check(isinstance(raw["preset"], str) and raw["preset"], "preset must be a name")
+
+    methods = str_list(raw["methods"], "methods")
+    known = all_methods()
+    for m in methods:
+        check(m in known, f"unknown method {m!r} (known: {', '.join(sorted(known))})")
+        check(raw["preset"] in known[m].presets, f"method {m!r} has no preset {raw['preset']!r}")
+    extra_rows = str_list(raw.get("extra_rows", []), "extra_rows", allow_empty=True)
+    check(set(extra_rows) <= set(methods), "extra_rows must be methods of the experiment")
+    labels = raw.get("labels", {})
+    check(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()), "labels must map names to text")
+    reference = raw.get("reference")
+    check(reference is None or reference in methods, f"reference {reference!r} is not one of the experiment's methods")
+
+    runs_raw = raw["runs"]
+    check(isinstance(runs_raw, dict) and len(runs_raw) == 1 and next(iter(runs_raw), None) in RUN_KINDS,
+          'runs must be {"folds": [...]} or {"seeds": [...]}')
+    kind, values = next(iter(runs_raw.items()))
+    check(isinstance(values, list) and values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                          for v in values), f"runs.{kind} must be non-negative integers")
+    check(len(set(values)) == len(values), f"runs.{kind} lists a value twice")
+    runs = [RunSpec(f"fold{v}", fold=v) if kind == "folds" else RunSpec(f"seed{v}", seed=v) for v in values]
+
+    overrides = raw.get("overrides", {})
+    check(isinstance(overrides, dict), "overrides must map method names to lists of key=value strings")
+    for m, items in overrides.items():
+        check(m in methods, f"overrides for {m!r}, which is not one of the experiment's methods")
+        check(isinstance(items, list) and all(isinstance(s, str) for s in items),
+              f"overrides of {m!r} must be a list of key=value strings")
+    for m in methods:
+        try:
+            resolve_config(m, raw["preset"], overrides.get(m, []) + runs[0].overrides())
+        except MddpmError as e:
+            raise MddpmError(f"{path}: overrides of {m!r}: {e}") from None
+
+    thresholds = str_list(raw.get("thresholds", ["bisection"]), "thresholds")
+    for rule in thresholds:
+        check(rule in RULES, f"unknown threshold rule {rule!r} (known: {', '.join(RULES)})")
+    figures = raw.get("figures", 3)
+    check(isinstance(figures, int) and not isinstance(figures, bool) and figures >= 0, "figures must be an integer >= 0")
+    postprocess = raw.get("postprocess", "published")
+    check(postprocess in POSTPROCESS_RULES, f"postprocess must be one of {', '.join(POSTPROCESS_RULES)}")
+    published = raw.get("published")
+    check(published is None or (isinstance(published, dict) and isinstance(published.get("values"), dict)),
+          'published must be {"source": ..., "values": {method: {test set: {"dice": [mean, std], ...}}}}')
+
+    check(isinstance(raw["datasets"], list) and raw["datasets"], "datasets must be a non-empty list")
+    datasets = []
+    for i, d in enumerate(raw["datasets"]):
+        where = f"datasets[{i}]"
+        check(isinstance(d, dict), f"{where} must be an object")
+        unknown = set(d) - _DATASET_KEYS
+        check(not unknown, f"{where}: unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_DATASET_KEYS))})")
+        name = d.get("name")
+        check(isinstance(name, str) and bool(_SAFE_NAME.match(name)), f"{where}: name must be a simple name")
+        check(d.get("path") is None or isinstance(d.get("path"), str), f"{where}: path must be a string or null")
+        synth = d.get("synth")
+        if synth is not None:
+            check(isinstance(synth, dict) and set(synth) <= {"size", "seed"} and synth.get("size") in SIZES
+                  and isinstance(synth.get("seed", 0), int),
+                  f"{where}: synth must be {{\"size\": one of {', '.join(SIZES)}, \"seed\": int}}")
+        healthy_val = d.get("healthy_val")
+        check(healthy_val is None or isinstance(healthy_val, str), f"{where}: healthy_val must be a split name")
+        check(healthy_val is None or kind == "seeds",
+              f"{where}: healthy_val needs seed runs (with folds, predict would score fold 0's val split for every fold)")
+        sets = d.get("test_sets")
+        check(isinstance(sets, list) and sets, f"{where}: test_sets must be a non-empty list")
+        test_sets = []
+        for j, t in enumerate(sets):
+            check(isinstance(t, dict) and set(t) == {"name", "test", "val"}
+                  and all(isinstance(t[k], str) and t[k] for k in t) and bool(_SAFE_NAME.match(t["name"])),
+                  f'{where}.test_sets[{j}] must be {{"name", "test", "val"}} (simple names)')
+            test_sets.append(TestSet(t["name"], t["test"], t["val"]))
+        check(len({t.name for t in test_sets}) == len(test_sets), f"{where}: test set names must be unique")
+        datasets.append(DatasetSpec(name, d.get("path"), synth, healthy_val, tuple(test_sets)))
+    check(len({d.name for d in datasets}) == len(datasets), "dataset names must be unique")
+
+    return Experiment(name=raw["name"], description=str(raw.get("description", "")), preset=raw["preset"],
+                datasets=datasets, methods=methods, runs=runs, reference=reference, extra_rows=extra_rows,
+                labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()}, thresholds=thresholds,
+                figures=figures, published=published, postprocess=postprocess, source=str(path.resolve()))
+
+
+def parse_data_args(items: list[str] | None) -> dict[str, str]:
+    """``["NAME=PATH", ...]`` (``--data``) -> ``{NAME: PATH}``."""
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise MddpmError(f"--data {item!r}: expected NAME=PATH, e.g. --data ixi=data/pddpm")
+        out[name] = path
+    return out
+

@@ -1,0 +1,56 @@
+"""Formatters shared by every rendering of Table 1 (Markdown, CSV, HTML): percentages, p-values,
+seconds, CSV numbers and the experiment's published values."""
+
+from __future__ import annotations
+
+import math
+
+
+def percent(stat: dict | None) -> str:
+    """An across-runs statistic in %: ``"12.34 ± 1.05"``, ``"12.34"`` from one run, ``–`` without a value."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    std = stat.get("std")
+    return f"{100 * stat['mean']:.2f} ± {100 * std:.2f}" if stat["n_runs"] > 1 else f"{100 * stat['mean']:.2f}"
+
+
+def format_p(test: dict | None) -> str:
+    """A p-value for people: ``<0.001``, ``0.012``, ``0.43``; ``–`` when there is none."""
+    if not test or test.get("p") is None:
+        return "–"
+    p = test["p"]
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+def format_seconds(wall: float, cpu: float | None) -> str:
+    """``"123 s (240 s CPU)"``; without CPU time ``"123 s"``."""
+    return f"{wall:.0f} s" + ("" if cpu is None else f" ({cpu:.0f} s CPU)")
+
+
+def csv_number(v) -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v))
+
+
+def row_name(row: dict) -> str:
+    name = row["label"]
+    if row["reference"]:
+        name += " (reference)"
+    return name
+
+
+def published_values(table: dict) -> tuple[list[str], list[tuple[str, list]]] | None:
+    """The grid's published Table-1 values for the table's rows: (column names, [(row label,
+    [(mean, std) or None per test set and metric])]); None when the grid gives none."""
+    published = table.get("published")
+    if not published:
+        return None
+    cols = table["columns"]
+    names = [f"{c['test_set']} {m}" for c in cols for m in ("DICE", "AUPRC")]
+    rows = []
+    for r in table["rows"]:
+        values = published["values"].get(r["method"])
+        if values:
+            rows.append((r["label"], [(values.get(c["test_set"]) or {}).get(m) for c in cols for m in ("dice", "auprc")]))
+    return names, rows
