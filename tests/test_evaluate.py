@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 from skimage.measure import label as sk_label
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from mddpm.cli.main import main
 from mddpm.data.dataset import load_dataset
@@ -22,7 +22,8 @@ from mddpm.evaluation.evaluate import evaluate
 from mddpm.errors import MddpmError
 from mddpm.evaluation.threshold import bisection_threshold
 from mddpm.io import write_json, write_nifti
-from mddpm.viz.pr_curves import pooled_pr_curve
+from mddpm.evaluation.scoring import pooled_pr_curve
+from mddpm.viz.cases import render_case_figure
 
 GRID = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=2.0, curvature_flow=False)  # the phantom's own 32x32x16
 
@@ -76,7 +77,7 @@ def reference_case(maps_dir: Path, cid: str, threshold: float, kernel: int = 5, 
 def test_evaluate_end_to_end_matches_reference(maps, tmp_path):
     out = tmp_path / "eval"
     report = evaluate(maps["test"], maps["val"], out, rules=["exact"], healthy_val=maps["healthy"], figures=1,
-                      log=lambda msg: None)
+                      draw_case=render_case_figure, log=lambda msg: None)
     for name in ("metrics.json", "metrics.csv", "metrics.md", "threshold.json"):
         assert (out / name).is_file()
     figures = list((out / "figures").glob("*.png"))
@@ -140,12 +141,17 @@ def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, t
         assert case["rules"]["bisection"]["dice"] == pytest.approx(ref["dice"], abs=1e-12)
         assert case["auprc"] == pytest.approx(ref["auprc"], abs=1e-12)
     assert json.loads((tmp_path / "physical" / "threshold.json").read_text())["postprocess"] == settings
-    # the report's pooled PR curve post-processes as the evaluation did (float16-binned scores)
+    # the report's pooled PR curve post-processes as the evaluation did, and its points and AP are scikit-learn's
     refs = [reference_case(test, c["case_id"], threshold, kernel=3, max_size=0) for c in physical["cases"]]
-    pooled_ap = average_precision_score(np.concatenate([r["gt"].ravel() for r in refs]),
-                                        np.concatenate([r["post"].ravel() for r in refs]).astype(np.float16))
-    assert pooled_pr_curve(test, "cpu", settings)["ap"] == pytest.approx(pooled_ap, abs=1e-6)
-    assert pooled_pr_curve(test, "cpu")["ap"] != pytest.approx(pooled_ap, abs=1e-6)
+    gt, post = np.concatenate([r["gt"].ravel() for r in refs]), np.concatenate([r["post"].ravel() for r in refs])
+    curve = pooled_pr_curve(test, "cpu", settings)
+    assert curve["ap"] == pytest.approx(average_precision_score(gt, post), abs=1e-12)
+    assert curve["voxels"] == gt.size and curve["lesion_voxels"] == gt.sum() and curve["volumes"] == len(refs)
+    precision, recall, _ = precision_recall_curve(gt, post)
+    points = set(zip(np.round(recall, 12), np.round(precision, 12)))
+    assert len(curve["recall"]) > 10 and all((round(r, 12), round(p, 12)) in points
+                                             for r, p in zip(curve["recall"], curve["precision"]))
+    assert pooled_pr_curve(test, "cpu")["ap"] != pytest.approx(curve["ap"], abs=1e-6)
     with pytest.raises(MddpmError, match="--postprocess"):
         evaluate(test, val, tmp_path / "bad", log=lambda msg: None, postprocess="metric")
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_phantom_dataset
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import load_prepared, prepare_dataset
-from mddpm.viz.lesion_scale import lesion_scale
+from mddpm.evaluation.lesion_scale import lesion_scale
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,9 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     from mddpm.evaluation.evaluate import OUTPUT_FILES as EVAL_FILES, evaluate
     from mddpm.inference.predict import predict
     from mddpm.training.train import RUN_FILES, train
+    from mddpm.viz.cases import render_case_figure
     from mddpm.viz.montage import preview_montage
-    from mddpm.viz.report import write_report
+    from mddpm.report.html import write_report
 
     out = Path(out).resolve()
     own = ["preview.png", "report.html", "maps/*.nii.gz", "maps/*/predict.json", *(f"data/{p}" for p in DATA_FILES),
@@ -69,6 +70,7 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
         for s in LESION_SETS:
             summaries[s] = evaluate(out / "maps" / f"{s}_test", out / "maps" / f"{s}_val", out / "eval" / s,
                                     rules=["exact"], healthy_val=out / "maps" / "val", figures=4, log=lambda m: None,
+                                    draw_case=render_case_figure,
                                     progress=progress)
         # `mddpm detect --model run` uses the tumour validation threshold
         shutil.copyfile(out / "eval" / "tumour" / "threshold.json", run / "threshold.json")

@@ -115,11 +115,12 @@ def _stage_key(stage: Stage, experiment: Experiment) -> dict | None:
         if not all((folder / "predict.json").is_file() for folder in inputs.values()):
             return None
         key = {name: file_sha256(folder / "predict.json") for name, folder in inputs.items()}
-        return {**key, "rules": experiment.thresholds, "figures": _figures_for(stage, experiment), "postprocess": experiment.postprocess}
+        return {**key, "rules": experiment.thresholds, "figures": figures_for(stage, experiment),
+                "postprocess": experiment.postprocess}
     raise ValueError(stage.kind)
 
 
-def _figures_for(stage: Stage, experiment: Experiment) -> int:
+def figures_for(stage: Stage, experiment: Experiment) -> int:
     """Case figures are drawn for the first run only."""
     return experiment.figures if stage.run == experiment.runs[0] else 0
 

@@ -13,7 +13,8 @@ from typing import Callable
 from mddpm import __version__
 from mddpm.benchmark import DEFAULT_OUT
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
-from mddpm.benchmark.plan import (Stage, now_iso, read_records, record_finished, record_interrupted, plan, stage_status)
+from mddpm.benchmark.plan import (Stage, figures_for, now_iso, plan, read_records, record_finished, record_interrupted,
+                                  stage_status)
 from mddpm.benchmark.table import build_benchmark_table
 from mddpm.errors import MddpmError
 from mddpm.io import check_new_output, write_json
@@ -100,12 +101,13 @@ def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: P
         predict(p.train, dataset_root, stage.split, p.maps(stage.split), device=device, force=True, progress=progress)
     else:
         from mddpm.evaluation.evaluate import evaluate
+        from mddpm.viz.cases import render_case_figure
 
         t = stage.test_set
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=_figures_for(stage, experiment), device=device, force=True, log=log, postprocess=experiment.postprocess,
-                 progress=progress)
+                 figures=figures_for(stage, experiment), draw_case=render_case_figure, device=device, force=True,
+                 log=log, postprocess=experiment.postprocess, progress=progress)
 
 
 def _cpu_seconds() -> float:
@@ -200,7 +202,7 @@ def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: 
         raise MddpmError(f"{out}: no finished evaluation of experiment {experiment.name!r} to tabulate")
     write_table_files(table, out)
     if report:
-        from mddpm.viz.report import write_report
+        from mddpm.report.html import write_report
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
                      f"Benchmark {experiment.name}", table=table, cache_dir=out / "cache",

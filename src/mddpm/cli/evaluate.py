@@ -38,9 +38,10 @@ def _fmt(stat: dict) -> str:
 
 def run(args) -> int:
     from mddpm.evaluation.evaluate import evaluate
+    from mddpm.viz.cases import render_case_figure
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
-                      figures=args.figures, device=args.device, force=args.force,
+                      figures=args.figures, draw_case=render_case_figure, device=args.device, force=args.force,
                       postprocess=args.postprocess, progress=not args.no_progress)
     agg = report["aggregate"]
     print(f"{report['test']['split']}: {report['test']['cases']} volumes")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,89 +33,22 @@ from nibabel.affines import voxel_sizes
 import torch
 
 from mddpm import __version__
-from mddpm.data.prepare import Prepared, load_prepared
 from mddpm.errors import MddpmError
 from mddpm.evaluation.metrics import (
     COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
 from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
-from mddpm.evaluation.postprocess import (
-    PostprocessConstants, postprocess_constants, postprocess_map, published_erosion_iterations,
-    remove_small_components)
+from mddpm.evaluation.postprocess import PostprocessConstants, postprocess_constants, published_erosion_iterations
+from mddpm.evaluation.scoring import Scoring
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
-from mddpm.data.verify import AFFINE_TOLERANCE_MM
-from mddpm.io import (atomic_write, case_file, check_case_id, check_output_folder, clear_outputs, open_nifti,
-                       read_json, read_nifti, write_json)
+from mddpm.evaluation.maps import MapsFolder, open_maps
+from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, write_json
 from mddpm.progress import track
-from mddpm.viz.cases import render_case_figure
 
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
 OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "figures/*.png")
-
-
-@dataclass
-class MapsFolder:
-    """A folder written by ``mddpm predict`` and the prepared cache it names."""
-
-    folder: Path
-    meta: dict
-    prepared: Prepared
-    case_ids: list[str]
-
-    @property
-    def split(self) -> str:
-        return str(self.meta.get("split", "?"))
-
-    def describe(self) -> dict:
-        return {"maps": str(self.folder), "split": self.split, "prepared": str(self.prepared.folder),
-                "dataset": self.meta.get("dataset"), "run": self.meta.get("run"), "cases": len(self.case_ids)}
-
-    def load(self, case_id: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(anomaly map float32, brain mask bool, lesion label bool), each [Z, H, W] on ``device``."""
-        path = self.folder / f"{case_id}.nii.gz"
-        data, affine = read_nifti(path)
-        _, mask, label = self.prepared.volume(case_id)
-        score = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))
-        if score.shape != mask.shape:
-            raise MddpmError(f"{path}: map shape {tuple(data.shape)} does not match the prepared grid "
-                             f"{tuple(np.transpose(mask, (1, 2, 0)).shape)} of {self.prepared.folder}")
-        offset = np.abs(affine - self.prepared.affines[self.prepared.index(case_id)]).max()
-        if offset > AFFINE_TOLERANCE_MM:
-            raise MddpmError(f"{path}: affine differs from the prepared grid's by up to {offset:.4g} mm")
-        return (score.to(device), torch.from_numpy(np.asarray(mask) > 0).to(device),
-                torch.from_numpy(np.asarray(label) > 0).to(device))
-
-    def reconstruction(self, case_id: str) -> np.ndarray | None:
-        """The reconstruction [Z, H, W] if ``recon/<case>.nii.gz`` exists."""
-        path = self.folder / "recon" / f"{case_id}.nii.gz"
-        return read_nifti(path)[0].transpose(2, 0, 1) if path.is_file() else None
-
-
-def open_maps(folder: str | Path, what: str) -> MapsFolder:
-    """Open and check a maps folder: ``predict.json``, its prepared cache, every map's shape."""
-    folder = Path(folder).resolve()
-    if not folder.is_dir():
-        raise MddpmError(f"{folder}: {what} maps folder not found")
-    meta = read_json(folder / "predict.json")
-    case_ids = meta.get("case_ids")
-    if not isinstance(case_ids, list) or not case_ids or not isinstance(meta.get("prepared"), str):
-        raise MddpmError(f"{folder / 'predict.json'}: needs 'prepared' and a non-empty 'case_ids' list")
-    prepared_dir = Path(meta["prepared"])
-    prepared = load_prepared(prepared_dir if prepared_dir.is_absolute() else folder / prepared_dir)
-    grid_zhw = tuple(prepared.masks.shape[1:])
-    expected = (grid_zhw[1], grid_zhw[2], grid_zhw[0])
-    for cid in case_ids:
-        path = case_file(folder, check_case_id(cid, folder / "predict.json"), ".nii.gz")
-        prepared.index(cid)
-        if not path.is_file():
-            raise MddpmError(f"{path}: file not found (listed in {folder / 'predict.json'})")
-        shape = tuple(open_nifti(path).shape)
-        if shape[:3] != expected or any(s != 1 for s in shape[3:]):
-            raise MddpmError(f"{path}: map shape {shape} does not match the prepared grid {expected} "
-                             f"of {prepared.folder}")
-    return MapsFolder(folder, meta, prepared, [str(c) for c in case_ids])
 
 
 def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
@@ -165,7 +97,7 @@ def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] 
     }
 
 
-def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], kernel: int,
+def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], scoring: Scoring,
               progress: bool) -> PooledScores:
     """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
     needs only counts; the exact rule ranks the pool).
@@ -175,7 +107,7 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     parts = []
     for cid in track(maps.case_ids, "evaluate: threshold maps", progress):
         score, mask, label = maps.load(cid, device)
-        parts.append(PooledScores.from_scores(postprocess_map(score, mask, median_kernel=kernel), label))
+        parts.append(PooledScores.from_scores(scoring.postprocess(score, mask), label))
     pooled = PooledScores.pool(parts)
     if pooled.n_positive == 0:
         raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
@@ -184,12 +116,12 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     return pooled
 
 
-def _pool_healthy(maps: MapsFolder, device: torch.device, kernel: int, progress: bool) -> RankedScores:
+def _pool_healthy(maps: MapsFolder, device: torch.device, scoring: Scoring, progress: bool) -> RankedScores:
     """The in-brain voxels of every post-processed healthy map, ranked together."""
     parts = []
     for cid in track(maps.case_ids, "evaluate: healthy maps", progress):
         score, mask, _ = maps.load(cid, device)
-        inside = postprocess_map(score, mask, median_kernel=kernel)[mask]
+        inside = scoring.postprocess(score, mask)[mask]
         if inside.numel():
             parts.append(RankedScores.from_scores(inside, torch.zeros_like(inside, dtype=torch.bool)))
     if not parts:
@@ -198,7 +130,7 @@ def _pool_healthy(maps: MapsFolder, device: torch.device, kernel: int, progress:
 
 
 def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str, ThresholdResult],
-                  exact_oracle: bool, max_component: int) -> tuple[dict, dict[str, torch.Tensor]]:
+                  exact_oracle: bool, scoring: Scoring) -> tuple[dict, dict[str, torch.Tensor]]:
     """Metrics of one post-processed map; also the filtered predictions per rule."""
     ranked = RankedScores.from_scores(score, label)
     oracle = bisection_search(ranked)
@@ -209,7 +141,7 @@ def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str
         row.update(oracle_dice_exact=best.dice, oracle_threshold_exact=best.threshold)
     predictions, per_rule = {}, {}
     for rule, result in thresholds.items():
-        pred = remove_small_components(binarise(score, result.threshold), max_size=max_component)
+        pred = scoring.segment(score, result.threshold)
         counts = confusion_counts(pred, label)
         per_rule[rule] = {**counts, **ratios(**counts)}
         predictions[rule] = pred
@@ -235,12 +167,15 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
 
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
-             log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True) -> dict:
+             log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True,
+             draw_case: Callable[..., bytes] | None = None) -> dict:
     """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
 
     ``rules``: threshold rules to report besides the default ``"bisection"`` (e.g. ``["exact"]``);
     the default is always computed and listed first. ``healthy_val``: maps of healthy volumes for
-    FPR-based thresholds. ``figures``: number of test cases to draw. ``postprocess``: ``"published"``
+    FPR-based thresholds. ``figures``: number of test cases drawn by ``draw_case(image, reconstruction,
+    anomaly_map, prediction, label, title=...) -> PNG bytes`` (arrays [Z, H, W]; callers pass
+    :func:`mddpm.viz.cases.render_case_figure`: evaluation draws nothing itself). ``postprocess``: ``"published"``
     (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
     :func:`~mddpm.evaluation.postprocess.postprocess_constants`). ``progress``: bars on a terminal. Returns the
     metrics dict written to ``metrics.json``.
@@ -252,6 +187,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         raise MddpmError(f"unknown threshold rule(s) {unknown} (known: {', '.join(RULES)})")
     if figures < 0:
         raise MddpmError(f"--figures must be >= 0, got {figures}")
+    if figures and draw_case is None:
+        raise ValueError("figures need a draw_case function")
     if device == "cuda" and not torch.cuda.is_available():
         raise MddpmError("--device cuda: no CUDA device is available")
     dev = torch.device(device)
@@ -271,19 +208,19 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         constants = postprocess_constants(postprocess, spacing)
     except ValueError as e:
         raise MddpmError(f"--postprocess {postprocess}: {e}") from None
-    kernel = constants.median_kernel
+    scoring = Scoring.from_constants(constants)
 
     if val.meta.get("run") != test.meta.get("run"):
         log(f"warning: test maps come from run {test.meta.get('run')} but the threshold is chosen on maps of run "
             f"{val.meta.get('run')}")
 
     with torch.inference_mode():
-        val_pool = _pool_val(val, dev, log, kernel, progress)
+        val_pool = _pool_val(val, dev, log, scoring, progress)
         thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:
             thresholds["exact"] = exact_search(val_pool.ranked())
         if healthy is not None:
-            for result in fpr_search(_pool_healthy(healthy, dev, kernel, progress), FPR_RATES):
+            for result in fpr_search(_pool_healthy(healthy, dev, scoring, progress), FPR_RATES):
                 result.dice = pooled_dice(val_pool, result.threshold)
                 thresholds[result.rule] = result
                 rules.append(result.rule)
@@ -294,14 +231,13 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         rows, pictures = [], {}
         for i, cid in enumerate(track(test.case_ids, "evaluate: test maps", progress)):
             score, mask, label = test.load(cid, dev)
-            score = postprocess_map(score, mask, median_kernel=kernel)
-            row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules,
-                                             constants.max_component)
+            score = scoring.postprocess(score, mask)
+            row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules, scoring)
             rows.append({"case_id": cid, **row})
             if i < figures:
                 image = np.asarray(test.prepared.volume(cid)[0])
                 title = f"{cid}: Dice {fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})"
-                pictures[cid] = render_case_figure(
+                pictures[cid] = draw_case(
                     image, test.reconstruction(cid), score.cpu().numpy(), predictions[DEFAULT_RULE].cpu().numpy(),
                     label.cpu().numpy(), title=title)
         log(f"test: {len(rows)} volumes of split {test.split!r} scored")

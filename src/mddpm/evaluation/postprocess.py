@@ -156,14 +156,6 @@ def median_filter_3d(x: torch.Tensor, kernel_size: int = MEDIAN_KERNEL, chunk: i
     return out[0] if single else out
 
 
-def stored_constants(settings: dict | None) -> tuple[int | None, int, int]:
-    """(erosion iterations, None = W // 25; median kernel; largest removed component) of the "postprocess"
-    settings that evaluate stores in metrics.json and threshold.json (None: the published values)."""
-    settings = settings or {}
-    return (settings.get("erosion_iterations"), settings.get("median_filter", {}).get("kernel", MEDIAN_KERNEL),
-            settings.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE))
-
-
 def postprocess_map(score: torch.Tensor, brain_mask: torch.Tensor, erosion_iterations: int | None = None,
                     median_kernel: int | None = MEDIAN_KERNEL) -> torch.Tensor:
     """The published post-processing of one anomaly map: [Z, H, W] (or [N, Z, H, W]) -> same shape.

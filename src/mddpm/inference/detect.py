@@ -25,7 +25,7 @@ import torch
 from mddpm import __version__
 from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
 from mddpm.errors import MddpmError
-from mddpm.evaluation.postprocess import postprocess_map, remove_small_components, stored_constants
+from mddpm.evaluation.scoring import Scoring
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
 from mddpm.progress import progress_bar
@@ -123,9 +123,9 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
         amap, _ = score_volume(method.to(device), x, m, generator, precision=precision)
 
         step("post-processing")
-        erosion, kernel, max_size = stored_constants(postprocess)
-        score = postprocess_map(amap[:, 0], m[:, 0], erosion_iterations=erosion, median_kernel=kernel)
-        segmentation = remove_small_components(score > value, max_size=max_size)
+        scoring = Scoring.from_stored(postprocess)
+        score = scoring.postprocess(amap[:, 0], m[:, 0])
+        segmentation = scoring.segment(score, value)
         score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
 
         step("back to the scan's geometry, writing")
@@ -145,7 +145,8 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
             "scan": str(scan), "mask": str(Path(mask).resolve()), "run": str(run), "method": payload["method"],
             "weights_step": payload["step"], "grid": cfg["data"]["grid"],
             "threshold": value, "threshold_source": source,
-            "postprocess": {"erosion_iterations": erosion, "median_kernel": kernel, "components_removed_if_at_most": max_size},
+            "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
+                            "components_removed_if_at_most": scoring.max_component},
             "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": float(seg_scan.sum() * voxel_ml),
             "max_score": float(map_scan.max()), "device": str(device), "precision": precision,
             "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,

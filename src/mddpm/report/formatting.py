@@ -7,11 +7,26 @@ import math
 
 
 def percent(stat: dict | None) -> str:
-    """An across-runs statistic in %: ``"12.34 ± 1.05"``, ``"12.34"`` from one run, ``–`` without a value."""
-    if not stat or stat.get("mean") is None:
-        return "–"
-    std = stat.get("std")
-    return f"{100 * stat['mean']:.2f} ± {100 * std:.2f}" if stat["n_runs"] > 1 else f"{100 * stat['mean']:.2f}"
+    """A statistic in % as text: ``"12.34 ± 1.05"``, ``"12.34"`` from one value, ``–`` without a value."""
+    return " ± ".join(part for part in percent_parts(stat) if part is not None)
+
+
+def percent_parts(stat: dict | None) -> tuple[str, str | None]:
+    """(mean, std) of a statistic in % with two decimals; std None when it comes from one value (``n``
+    or ``n_runs`` below 2); ``("–", None)`` without a finite mean."""
+    mean = (stat or {}).get("mean")
+    if mean is None or not math.isfinite(mean):
+        return "–", None
+    std, n = stat.get("std"), stat.get("n", stat.get("n_runs"))
+    if std is None or n is not None and n < 2:
+        return f"{100 * mean:.2f}", None
+    return f"{100 * mean:.2f}", f"{100 * std:.2f}"
+
+
+def rule_name(rule: str) -> str:
+    """A threshold rule for people: ``exact optimum``, ``FPR 0.05``."""
+    names = {"bisection": "bisection", "exact": "exact optimum"}
+    return names.get(rule, rule.replace("fpr-", "FPR ") if rule.startswith("fpr-") else rule)
 
 
 def format_p(test: dict | None) -> str:
