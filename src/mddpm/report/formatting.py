@@ -6,6 +6,28 @@ from __future__ import annotations
 import math
 
 
+def table1_notes(table: dict) -> dict[str, str]:
+    """Table 1's explanatory text, the one copy every rendering (Markdown, HTML) shows: ``cells`` (what a
+    cell is), ``p`` (what the p-values are; '' without a reference method), ``oracle``, ``rules``."""
+    runs = max((c["dice"]["n_runs"] for r in table["rows"] for c in r["cells"].values()), default=0)
+    spread = (f"mean ± std across runs (up to {runs}) of each run's per-volume mean on the test split (population "
+              "std, ddof 0; a cell without ± comes from one run)" if runs > 1
+              else "the per-volume mean on the test split of a single run (no spread across runs)")
+    reference = table.get("reference_label")
+    return {
+        "cells": f"DICE and AUPRC in %: {spread}. DICE at the threshold chosen on the validation split by the "
+                 f"{rule_name(table['rule'])} rule.",
+        "p": (f"p: paired Wilcoxon signed-rank test (two-sided) against {reference} on per-volume scores, pairs by "
+              "(run, case) pooled over runs (repeated cases make it optimistic); Δ: mean difference (method − "
+              "reference) in points." if reference else ""),
+        "oracle": "ORACLE best Dice uses each test volume's own labels: an upper bound, not a result.",
+        "rules": "The threshold rules side by side: bisection = the published 10-step search for the best pooled Dice "
+                 "on the validation split (default); exact optimum = the exact best pooled-Dice threshold on the "
+                 "validation split; FPR r = the threshold with voxel false-positive rate r on healthy validation "
+                 "scans (no lesion labels).",
+    }
+
+
 def percent(stat: dict | None) -> str:
     """A statistic in % as text: ``"12.34 ± 1.05"``, ``"12.34"`` from one value, ``–`` without a value."""
     return " ± ".join(part for part in percent_parts(stat) if part is not None)

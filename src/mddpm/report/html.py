@@ -35,7 +35,8 @@ from mddpm.io import atomic_write
 from mddpm.report import figures
 from mddpm.report.evaluations import (ReportEvaluation, load_evaluations, method_description, run_config,
                                       training_summary)
-from mddpm.report.formatting import format_p, format_seconds, percent_parts, published_values, rule_name
+from mddpm.report.formatting import (format_p, format_seconds, percent_parts, published_values, rule_name,
+                                     table1_notes)
 from mddpm.viz.pr_curves import pr_figure
 
 EXAMPLES = 3
@@ -157,9 +158,8 @@ def _best(rows: list[dict], key: str, metric: str) -> set[str]:
 
 
 def _table1(table: dict) -> dict:
-    """Table 1's rows with the best cells marked, where the extra rows start, and its note."""
+    """Table 1's best cells per column, where the extra rows start, and its explanatory text."""
     rows, cols = table["rows"], table["columns"]
     best = {(c["key"], m): _best(rows, c["key"], m) for c in cols for m in ("dice", "auprc")}
     first_extra = next((i for i, r in enumerate(rows) if r["extra"]), None)
-    runs = max((c["dice"]["n_runs"] for r in rows for c in r["cells"].values()), default=0)
-    return {"best": best, "first_extra": first_extra, "runs": runs}
+    return {"best": best, "first_extra": first_extra, "notes": table1_notes(table)}

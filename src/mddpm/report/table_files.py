@@ -8,23 +8,20 @@ import io
 from pathlib import Path
 
 from mddpm.io import atomic_write, write_json
-from mddpm.report.formatting import csv_number, format_p, format_seconds, percent, published_values, row_name
+from mddpm.report.formatting import (csv_number, format_p, format_seconds, percent, published_values, row_name,
+                                     table1_notes)
 
 
 def table_markdown(table: dict) -> str:
     """Table 1 and the detail tables as Markdown."""
     cols, rows = table["columns"], table["rows"]
-    n_runs = max((c["dice"]["n_runs"] for r in rows for c in r["cells"].values()), default=0)
+    notes = table1_notes(table)
     grid = table.get("grid", {})
     title = f"Benchmark `{grid['name']}`" if grid else "Benchmark"
     lines = [f"# {title}: Table 1", ""]
     if grid.get("description"):
         lines += [grid["description"], ""]
-    spread = (f"mean ± std across runs (up to {n_runs}) of each run's per-volume mean on the test split; std is the "
-              "population std (ddof 0); a cell without ± comes from one run" if n_runs > 1
-              else "per-volume mean on the test split of a single run (no spread across runs)")
-    lines += [f"DICE and AUPRC in %, {spread}. DICE at the threshold chosen on the validation split (rule "
-              f"`{table['rule']}`).", ""]
+    lines += [notes["cells"], ""]
     main = [r for r in rows if not r["extra"]]
     extra = [r for r in rows if r["extra"]]
 
@@ -42,10 +39,7 @@ def table_markdown(table: dict) -> str:
         lines += ["", "‡ not a row of the paper's Table 1."]
 
     if table.get("reference"):
-        lines += ["", f"## p-values against {table['reference_label']}", "",
-                  "Paired Wilcoxon signed-rank test (two-sided) of per-volume scores, pairs by (run, case) pooled over "
-                  "runs; Δ = mean difference (method − reference) in %. Repeated cases across runs make these "
-                  "p-values optimistic.", ""]
+        lines += ["", f"## p-values against {table['reference_label']}", "", notes["p"], ""]
         names = [f"{c['test_set']} {m}" for c in cols for m in ("DICE p (Δ)", "AUPRC p (Δ)")]
         lines += ["| Model | " + " | ".join(names) + " | pairs |", "|---|" + "---|" * (len(names) + 1)]
         for r in main + extra:
@@ -62,9 +56,7 @@ def table_markdown(table: dict) -> str:
             lines.append(f"| {row_name(r)} | " + " | ".join(values) + f" | {'/'.join(pairs)} |")
 
     rules = list(dict.fromkeys(rule for r in rows for c in r["cells"].values() for rule in c["dice_by_rule"]))
-    lines += ["", "## Every metric", "",
-              "Mean ± std across runs, in %. ORACLE best Dice uses each test volume's own labels: an upper bound, "
-              "not a result.", ""]
+    lines += ["", "## Every metric", "", f"Mean ± std across runs, in %. {notes['rules']} {notes['oracle']}", ""]
     for c in cols:
         names = ["AUROC", "ORACLE best Dice"] + [f"DICE ({rule})" for rule in rules]
         lines += [f"### {c['dataset']} / {c['test_set']}", "", "| Model | runs | volumes | " + " | ".join(names) + " |",
