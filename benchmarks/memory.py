@@ -28,7 +28,6 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -39,10 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from machine import REPO, git_commit, machine
+
 SHAPE = (96, 96, 50)  # voxels (x, y, z) of 2 mm: exactly the 192x192x100 mm crop of both grids
-SPACING_MM = 2.0
-N_TRAIN, N_HEALTHY_VAL = 4, 2
+SPACING_MM = 2.0  # the phantom's voxels
+N_HEALTHY = 6  # 4 to train on, 1 to validate, 1 healthy test volume
 STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
 SAMPLE_S = 0.005  # seconds between samples of RssAnon/RssFile in a measured child
 METHODS = {
@@ -54,47 +54,14 @@ METHODS = {
 
 
 def build_dataset(root: Path, n_lesion: int, seed: int = 0) -> dict[str, float]:
-    """Write ``N_TRAIN + N_HEALTHY_VAL`` healthy and ``2 * n_lesion`` lesion phantoms to ``root``.
-
-    Returns the seconds spent. The splits ``lesion_test_<n>``/``lesion_val_<n>`` are filled in by
-    :func:`write_splits`."""
-    from mddpm.data.dataset import save_dataset_json
-    from mddpm.io import write_nifti
+    """Write the phantom dataset (:func:`mddpm.data.phantom.make_phantom_dataset`) of ``N_HEALTHY`` healthy
+    and ``2 * n_lesion`` lesion volumes to ``root``; returns the seconds spent. The splits
+    ``lesion_test_<n>``/``lesion_val_<n>`` are filled in by :func:`write_splits`."""
+    from mddpm.data.phantom import make_phantom_dataset
 
     start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    affine = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
-    xx, yy, zz = np.meshgrid(*(np.linspace(-1, 1, s, dtype=np.float32) for s in SHAPE), indexing="ij")
-    brain = (xx**2 / 0.8 + yy**2 / 0.9 + zz**2 / 0.7) < 1
-    mask_rel = "masks/brain.nii.gz"  # every phantom has the same brain: one mask file
-    write_nifti(root / mask_rel, brain.astype(np.uint8), affine)
-    cases, healthy, lesion = [], [], []
-    for i in range(N_TRAIN + N_HEALTHY_VAL + 2 * n_lesion):
-        cid = f"case{i:04d}"
-        img = np.where(brain, 0.5 + 0.1 * rng.standard_normal(SHAPE, dtype=np.float32), 0).astype(np.float32)
-        img[brain & (zz > 0)] += 0.3
-        case = {"id": cid, "role": "healthy", "group": None, "image": f"images/{cid}_0000.nii.gz",
-                "mask": mask_rel, "label": None}
-        if i >= N_TRAIN + N_HEALTHY_VAL:
-            c = rng.uniform(-0.3, 0.3, 3)
-            blob = brain & (((xx - c[0]) ** 2 + (yy - c[1]) ** 2 + (zz - c[2]) ** 2) < 0.04)
-            img[blob] = 1.2
-            case.update(role="anomalous", group="blob", label=f"labels/{cid}.nii.gz")
-            write_nifti(root / case["label"], blob.astype(np.uint8), affine)
-            lesion.append(cid)
-        else:
-            healthy.append(cid)
-        write_nifti(root / case["image"], img, affine)
-        cases.append(case)
-    save_dataset_json(root, {
-        "name": "memory-phantom", "modality": "T2",
-        "geometry": {"space": "phantom", "spacing_mm": [SPACING_MM] * 3, "shape": list(SHAPE)},
-        "cases": cases,
-        "splits": {"train": healthy[:N_TRAIN], "val": healthy[N_TRAIN:],
-                   "lesion_test": lesion[:n_lesion], "lesion_val": lesion[n_lesion:]},
-        "label_encoding": "binary",
-        "provenance": [{"step": "phantom", "tool": "benchmarks/memory.py", "settings": {"seed": seed}}],
-    })
+    make_phantom_dataset(root, shape=SHAPE, n_healthy=N_HEALTHY, n_anomalous=2 * n_lesion, seed=seed,
+                         tool="benchmarks/memory.py")
     return {"seconds": time.perf_counter() - start}
 
 
@@ -167,24 +134,6 @@ def run_child(report: Path, argv: list[str]) -> int:
     return code
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "memory_gib": mem_kb / 2**20, "python": platform.python_version(), "load": os.getloadavg()}
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "src")
-    return commit + (" (src/ has uncommitted changes)" if dirty else "")
-
-
 def markdown(results: dict, info: dict) -> str:
     volumes = info["volumes"]
     lo, hi = min(volumes), max(volumes)
@@ -192,13 +141,13 @@ def markdown(results: dict, info: dict) -> str:
              f"- command: `{info['command']}`",
              f"- machine: {info['machine']['cpu']}, {info['machine']['cores']} cores "
              f"({info['machine']['usable_cores']} usable), {info['machine']['memory_gib']:.1f} GiB RAM; "
-             f"load average at start {', '.join(f'{x:.1f}' for x in info['machine']['load'])}",
+             f"load average at start {', '.join(f'{x:.1f}' for x in info['machine']['load_average_start'])}",
              f"- software: Python {info['machine']['python']}, torch {info['torch']}, "
              f"OMP_NUM_THREADS={info['omp_threads']}",
              f"- git commit: {info['commit']}",
              f"- date: {info['date']}",
              f"- data: phantoms {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} at {SPACING_MM:g} mm, prepared on the "
-             f"`{info['grid']}` grid ({info['grid_shape']}); {2 * hi + N_TRAIN + N_HEALTHY_VAL} volumes in one "
+             f"`{info['grid']}` grid ({info['grid_shape']}); {2 * hi + N_HEALTHY} volumes in one "
              f"cache (built in {info['prepare_s']:.0f} s; dataset written in {info['dataset_s']:.0f} s)",
              "- each row is one fresh subprocess; peak RSS = `VmHWM` of the child (its `ru_maxrss` from "
              "`os.wait4` is in the second table); predict runs on the `lesion_test_<N>` split (val maps are predicted "
@@ -279,7 +228,7 @@ def main() -> None:
         return
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     command = f"OMP_NUM_THREADS={omp} " + shlex.join(["python", "benchmarks/memory.py", *sys.argv[1:]])
-    info = {"command": command, "omp_threads": omp, "machine": machine(), "commit": git_commit(), "grid": args.grid,
+    info = {"command": command, "omp_threads": omp, "machine": machine(), "commit": git_commit() or "unknown", "grid": args.grid,
             "volumes": sorted(set(args.volumes)),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if args.work is None:
@@ -301,7 +250,7 @@ def run_all(work: Path, args, info: dict) -> None:
     setup_times = work / "setup_seconds.json"  # first build times, kept when --work is reused
     times = json.loads(setup_times.read_text()) if setup_times.is_file() else {}
     if not (data / "dataset.json").is_file():
-        print(f"writing {2 * max(volumes) + N_TRAIN + N_HEALTHY_VAL} phantom volumes to {data}", flush=True)
+        print(f"writing {2 * max(volumes) + N_HEALTHY} phantom volumes to {data}", flush=True)
         times = {"dataset": build_dataset(data, max(volumes))["seconds"]}
     write_splits(data, volumes)
     start = time.perf_counter()

@@ -10,7 +10,6 @@ several repeats is printed as one Markdown table row per grid.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -19,11 +18,7 @@ import torch
 from mddpm.data.prepare import GRIDS
 from mddpm.data.slicebank import SliceBank
 
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+from machine import machine_info
 
 
 def sync(device: torch.device) -> None:
@@ -56,6 +51,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     device = torch.device(args.device)
+    info = machine_info(device)
+    where = f"{info['device_name']}, {info['torch_threads']} threads"
     print(f"| grid | bank (volumes x slices, HxW) | batch | slices/s (median of {args.repeats}) | "
           f"min..max | device | torch |")
     print("|---|---|---|---|---|---|---|")
@@ -67,7 +64,7 @@ def main() -> None:
         bank = SliceBank(images, masks)
         rates = time_sample(bank, args.batch_size, args.calls, args.repeats)
         print(f"| {name} | {args.volumes} x {z}, {h}x{w} | {args.batch_size} | {statistics.median(rates):,.0f} | "
-              f"{min(rates):,.0f}..{max(rates):,.0f} | {machine(device)} | {torch.__version__} |")
+              f"{min(rates):,.0f}..{max(rates):,.0f} | {where} | {torch.__version__} |")
         del bank, images, masks
 
 

@@ -35,7 +35,7 @@ def golden_grid(methods: list[str]) -> dict:
 
 def run_golden_benchmark(root: Path) -> Path:
     """Write the phantom dataset and the grid under ``root``, run the benchmark; returns its output folder."""
-    from conftest import make_phantom_dataset
+    from mddpm.data.phantom import make_phantom_dataset
     from mddpm.benchmark.runner import run_benchmark
     from mddpm.registry import all_methods
 

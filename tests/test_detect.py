@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import make_phantom_dataset
+from mddpm.data.phantom import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.errors import MddpmError
 from mddpm.inference.detect import NO_MASK, detect, overlay_slices

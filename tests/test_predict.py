@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from conftest import make_phantom_dataset
+from mddpm.data.phantom import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
 from mddpm.data.prepare import load_prepared, prepare_dataset, prepared_path

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_phantom_dataset
+from mddpm.data.phantom import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError

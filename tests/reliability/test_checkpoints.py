@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_phantom_dataset
+from mddpm.data.phantom import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
 from mddpm.errors import MddpmError

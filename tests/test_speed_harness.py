@@ -1,13 +1,20 @@
-"""Smoke tests of the speed harness at tiny sizes (no timing assertions)."""
+"""Smoke tests of the speed harness (benchmarks/speed.py) at tiny sizes (no timing assertions)."""
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from mddpm.bench import BenchSettings, bench_bf16_parity, run_bench, synthetic_maps, time_call, to_markdown
-from mddpm.cli.main import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from speed import main, run_bench, to_markdown  # noqa: E402
+from speed_model import BenchSettings, synthetic_maps, time_call  # noqa: E402
+from speed_scoring import bench_bf16_parity  # noqa: E402
+
+from mddpm.cli.main import main as mddpm_main  # noqa: E402
 
 TINY_NET = ("model.net.model_channels=8", "model.net.head_channels=8", "model.net.groups=4")
 
@@ -64,7 +71,7 @@ def test_run_bench_all_stages_tiny():
     parity = st["bf16_parity"]["result"]
     assert "randomly initialised" in parity["source"] and parity["sets"]["synthetic"]["volumes"] == 1
     assert 0 <= parity["sets"]["synthetic"]["mean_abs_diff"] <= parity["sets"]["synthetic"]["max_abs_diff"]
-    md = to_markdown(results, "mddpm bench")
+    md = to_markdown(results, "python benchmarks/speed.py")
     for heading in ("## Training step", "## Noise and masking", "## Predict", "## Post-processing",
                     "## Threshold search", "## bf16 vs fp32"):
         assert heading in md
@@ -86,8 +93,7 @@ def test_bf16_parity_of_a_trained_run_scores_every_lesion_test_split(phantom_dat
 
 def test_cli_writes_json_and_markdown_and_refuses_overwrite(tmp_path, capsys):
     out = tmp_path / "speed"
-    argv = ["bench", "--out", str(out), "--device", "cpu", "--stages", "threshold", "--repeats", "1",
-            "--pooled-volumes", "2"]
+    argv = ["--out", str(out), "--device", "cpu", "--stages", "threshold", "--repeats", "1", "--pooled-volumes", "2"]
     assert main(argv) == 0
     data = json.loads((tmp_path / "speed.json").read_text())
     assert data["stages"]["threshold"]["result"]["volumes"] == 2
@@ -99,6 +105,15 @@ def test_cli_writes_json_and_markdown_and_refuses_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra", [["--run", "somewhere"], ["--repeats", "0"]])
 def test_cli_rejects_bad_options(tmp_path, extra, capsys):
-    assert main(["bench", "--out", str(tmp_path / "s"), "--device", "cpu", *extra]) == 2
+    assert main(["--out", str(tmp_path / "s"), "--device", "cpu", *extra]) == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_mddpm_bench_is_a_deprecated_spelling_of_the_script(tmp_path, capsys):
+    out = tmp_path / "speed"
+    assert mddpm_main(["bench", "--out", str(out), "--device", "cpu", "--stages", "threshold", "--repeats", "1",
+                       "--pooled-volumes", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "deprecated" in err and "benchmarks/speed.py" in err
+    assert json.loads((tmp_path / "speed.json").read_text())["stages"]["threshold"]["result"]["volumes"] == 2

@@ -1,0 +1,74 @@
+"""The machine a measurement ran on (CPU, cores, memory, load, versions, device, git commit): the one
+helper of every script in ``benchmarks/``, so each results file says where its numbers come from."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) of GPUs we know, matched by name.
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """Short commit of the checkout, with ``-dirty`` when tracked files under ``src/`` changed; None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=REPO)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
+                               capture_output=True, text=True, timeout=10, cwd=REPO)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def bf16_peak_tflops(device) -> float | None:
+    """The dense bf16 peak of a known GPU (TFLOP/s), else None."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+def machine() -> dict:
+    """CPU model, cores (all and usable), memory, load average and Python version; imports no torch (the
+    memory benchmark's parent process must stay light)."""
+    try:
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        mem_kb = None
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "memory_gib": None if mem_kb is None else mem_kb / 2**20, "load_average_start": list(os.getloadavg()),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()}
+
+
+def machine_info(device=None) -> dict:
+    """:func:`machine` plus torch and mddpm versions, torch threads, the torch ``device`` (default CPU)
+    with its name and bf16 peak, and the git commit."""
+    import torch
+
+    from mddpm import __version__
+
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return {**machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "mddpm": __version__,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+            "bf16_peak_tflops": bf16_peak_tflops(device), "git_commit": git_commit()}
