@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 
 from mddpm.config import build_method, resolve_config
 from mddpm.diffusion.noise import make_noise
-from mddpm.diffusion.schedule import from_model_range, to_model_range
+from mddpm.diffusion.schedule import cosine_alphas_cumprod, from_model_range, to_model_range
 from mddpm.errors import MddpmError
+from mddpm.methods.base import InferenceOptions
 from mddpm.methods.diffusion import DiffusionAnomalyMethod
 from mddpm.registry import get_method
 
@@ -361,3 +364,40 @@ def test_simplex_frequency_sets_the_lattice_scale():
     assert torch.equal(method._noise(1, SIZE, SIZE, gen(0), torch.device("cpu"), True), b)
     with pytest.raises(MddpmError, match="simplex_frequency"):
         tiny("ddpm", simplex_frequency=0)
+
+
+class Identity(nn.Module):
+    """A fake x0-predictor that returns its (noised) input and records the timesteps."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.t = t
+        return x
+
+
+def test_one_step_reconstruction_arithmetic():
+    """The reconstruction that runs (DDPM: the whole slice noised to t_fix, x0 predicted in one call)."""
+    method = DiffusionAnomalyMethod(net=TINY_NET, patch_size=None, noise="gaussian", t_fix=499)
+    method.net = Identity()
+    x = torch.rand(2, 1, 6, 6, generator=gen(1))
+    x_hat = method.reconstruct(x, torch.ones_like(x), gen(0))
+    noise = make_noise("gaussian", 2, 6, 6, gen(0), "cpu", shared=True)
+    a = cosine_alphas_cumprod().float()[499]
+    expected = from_model_range(a.sqrt() * to_model_range(x) + (1 - a).sqrt() * noise)
+    torch.testing.assert_close(x_hat, expected, rtol=0, atol=1e-6)
+    assert torch.equal(method.net.t, torch.tensor([499, 499]))
+    assert x_hat.max() > 1 or x_hat.min() < 0  # not clipped to [0, 1], as published
+
+
+def test_inference_options_are_the_contract_of_predict():
+    method = DiffusionAnomalyMethod(net=TINY_NET, chunk_size=5, t_fix=300, timesteps=1000)
+    options = method.inference_options()
+    assert (options.noise_shared, options.chunk_size, options.t_fix, options.timesteps) == (True, 5, 300, 1000)
+    method.set_inference_options(replace(options, noise_shared=False, chunk_size=7, t_fix=10))
+    assert (method.noise_shared, method.chunk_size, method.t_fix) == (False, 7, 10)
+    with pytest.raises(ValueError, match="diffusion steps"):
+        method.set_inference_options(replace(options, timesteps=10))
+    vae = build_method(resolve_config("vae", "demo"))
+    assert vae.inference_options() == InferenceOptions() and vae.lr_scale(3) == 1.0
+    assert vae.optimizer_options() == [{}] * len(vae.param_groups())
+    with pytest.raises(ValueError, match="no inference settings"):
+        vae.set_inference_options(InferenceOptions(chunk_size=4))

@@ -18,11 +18,11 @@ from mddpm.cli.main import main
 from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import read_json
-from mddpm.methods.base import AnomalyMethod
+from mddpm.methods.base import AnomalyMethod, InferenceOptions
 from mddpm.registry import METHODS, register_method
 from mddpm.training.checkpoint import FORMAT, build_from_weights, load_weights, save_weights
 from mddpm.training.train import train
-from mddpm.viz.training_curves import read_losses
+from mddpm.run_folder import RunFolder
 
 TINY_TRAIN = {"batch_size": 4, "max_steps": 4, "val_every": 2, "val_batches": 2, "log_every": 1, "lr": 1e-2}
 
@@ -47,6 +47,12 @@ class TinyMethod(AnomalyMethod):
 
     def validation_loss(self, batch, generator):
         return (self.net(batch["image"]) - batch["image"]).abs().mean()
+
+    def inference_options(self):
+        return InferenceOptions(noise_shared=self.noise_shared, t_fix=self.t_fix, timesteps=1000)
+
+    def set_inference_options(self, options):
+        self.noise_shared, self.t_fix = options.noise_shared, options.t_fix
 
     def reconstruct(self, image, mask, generator):
         shape = (1, *image.shape[1:]) if self.noise_shared else image.shape
@@ -343,9 +349,9 @@ def test_training_shows_the_rich_bar_only_on_a_terminal(dataset, tmp_path, monke
 
 def test_losses_are_read_from_the_run_log_with_steps_done(dataset, tmp_path):
     run = train(dataset, "tiny", out=tmp_path / "run", overrides=["train.max_steps=4"], progress=False)
-    losses = read_losses(run)  # TINY_TRAIN: a training loss every step, validation every 2 steps
+    losses = RunFolder(run).read_losses()  # TINY_TRAIN: a training loss every step, validation every 2 steps
     assert [step for step, _ in losses["train/loss"]] == [1, 2, 3, 4]
     assert [step for step, _ in losses["val/loss"]] == [2, 4]
     logged = [float(r["val/loss"]) for r in _metrics(run) if r["val/loss"]]
     assert [value for _, value in losses["val/loss"]] == logged
-    assert read_losses(tmp_path / "no-run") is None
+    assert RunFolder(tmp_path / "no-run").read_losses() is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, RunSpec, TestSet
 from mddpm.io import file_sha256, read_json, write_json
+from mddpm.run_folder import RunFolder
 
 _IGNORED_CONFIG_KEYS = ("mddpm_version", "prepared")
 
@@ -105,7 +106,7 @@ def _stage_key(stage: Stage, experiment: Experiment) -> dict | None:
     """What a stage's output depends on (None if an input is missing, i.e. an earlier stage must run)."""
     p = stage.paths
     if stage.kind == "predict":
-        weights = p.train / "best.pt"
+        weights = RunFolder(p.train).weights("best")
         return {"weights_sha256": file_sha256(weights), "split": stage.split} if weights.is_file() else None
     if stage.kind == "evaluate":
         t = stage.test_set
@@ -137,15 +138,16 @@ def stage_status(stage: Stage, experiment: Experiment, dataset_root: Path | None
     if stage.kind == "train":
         if dataset_root is None:
             return "todo", "dataset path not given"
-        config_path = p.train / "config.json"
+        run = RunFolder(p.train)
+        config_path = run.config
         if not config_path.is_file():
             return "todo", ""
         diff = _config_difference(expected_run_config(experiment, stage, dataset_root), read_json(config_path))
         if diff:
             return "stale", f"{config_path}: {diff}"
-        if (p.train / "best.pt").is_file():
+        if run.weights("best").is_file():
             return "done", ""
-        if (p.train / "checkpoints" / "last.ckpt").is_file():
+        if run.checkpoint("last").is_file():
             return "resume", "continues from checkpoints/last.ckpt"
         return "todo", "earlier attempt left no checkpoint"
     upstream = {f"{p.root}|train"} if stage.kind == "predict" else {f"{p.root}|predict/{s}" for s in (

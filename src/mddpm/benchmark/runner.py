@@ -18,6 +18,7 @@ from mddpm.benchmark.plan import (Stage, figures_for, now_iso, plan, read_record
 from mddpm.benchmark.table import build_benchmark_table
 from mddpm.errors import MddpmError
 from mddpm.io import check_new_output, write_json
+from mddpm.run_folder import RunFolder
 from mddpm.report.table_files import write_table_files
 
 
@@ -180,7 +181,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         try:
             run_stage(stage, status, experiment, roots[stage.dataset.name], predict_device, force, progress, log)
         except BaseException:
-            if stage.kind == "train" and (stage.paths.train / "checkpoints" / "last.ckpt").is_file():
+            if stage.kind == "train" and RunFolder(stage.paths.train).checkpoint("last").is_file():
                 record_interrupted(stage, time.perf_counter() - start, _cpu_seconds() - cpu_start)
             raise
         seconds = time.perf_counter() - start

@@ -65,14 +65,3 @@ class GaussianDiffusion(nn.Module):
         if not 0 <= t_fix < self.timesteps:
             raise ValueError(f"t_fix={t_fix} outside [0, {self.timesteps - 1}]")
         return torch.full((batch,), t_fix, dtype=torch.long, device=device)
-
-    def noised_input(self, x: torch.Tensor, t_fix: int, noise: torch.Tensor) -> torch.Tensor:
-        """``x [B, 1, H, W]`` in [0, 1] -> x_t in the model range at step ``t_fix`` (the network input)."""
-        return self.q_sample(to_model_range(x), self.fixed_timesteps(x.shape[0], t_fix, x.device), noise)
-
-    def one_step_reconstruction(self, net: nn.Module, x: torch.Tensor, t_fix: int, noise: torch.Tensor) -> torch.Tensor:
-        """Noise ``x [B, 1, H, W]`` ([0, 1] units) to ``t_fix``, predict x0 with one call ``net(x_t, t)``,
-        map back -> x̂ ``[B, 1, H, W]`` in [0, 1] units (unclipped)."""
-        t = self.fixed_timesteps(x.shape[0], t_fix, x.device)
-        x_t = self.q_sample(to_model_range(x), t, noise)
-        return from_model_range(net(x_t, t))

@@ -35,7 +35,7 @@ import torch
 from mddpm import __version__
 from mddpm.errors import MddpmError
 from mddpm.evaluation.metrics import (
-    COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
+    COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, confusion_counts, mean_std, ratios)
 from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
 from mddpm.evaluation.postprocess import PostprocessConstants, postprocess_constants, published_erosion_iterations
 from mddpm.evaluation.scoring import Scoring

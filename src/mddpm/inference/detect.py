@@ -27,6 +27,7 @@ from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxe
 from mddpm.errors import MddpmError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
+from mddpm.run_folder import RunFolder
 from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
 from mddpm.progress import progress_bar
 from mddpm.training import derive_seed
@@ -49,7 +50,7 @@ def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None) ->
         if not np.isfinite(number):
             raise MddpmError(f"--threshold {threshold}: must be a finite number")
         return float(number), "--threshold", {}
-    path = Path(threshold) if threshold is not None else run / "threshold.json"
+    path = Path(threshold) if threshold is not None else RunFolder(run).threshold
     if threshold is None and not path.is_file():
         raise MddpmError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
                          "there, or pass --threshold VALUE or --threshold PATH/threshold.json)")
@@ -105,7 +106,7 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
         raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     with progress_bar("detect", 5, progress, label="reading the scan and the run") as step:
         image, brain, affine = read_scan(scan, mask)
-        method, payload = build_from_weights(run / "best.pt")
+        method, payload = build_from_weights(RunFolder(run).weights("best"))
         value, source, postprocess = resolve_threshold(run, threshold)
         check_output_folder(out, force, OUTPUT_FILES)
         cfg = payload["config"]

@@ -26,6 +26,7 @@ import glob
 import os
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from mddpm.inference.scores import SCORES, SSIM_L1_ALPHA, SSIM_SIGMA, SSIM_WINDO
 from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
 from mddpm.methods.base import AnomalyMethod
 from mddpm.progress import track
+from mddpm.run_folder import RunFolder
 from mddpm.training.checkpoint import build_from_weights
 from mddpm.training import derive_seed
 
@@ -65,40 +67,42 @@ def case_generator(seed: int, case_id: str, device: torch.device) -> torch.Gener
 
 
 def configure_method(method: AnomalyMethod, noise_per: str | None = None, chunk_size: int | None = None) -> str | None:
-    """Apply inference options that live on the method as attributes (``noise_shared``, ``chunk_size``);
+    """Apply the inference options ``noise_per`` and ``chunk_size`` (:class:`~mddpm.methods.base.InferenceOptions`);
     ``None`` keeps the run's setting. An option the method does not have is an error, never ignored.
     Returns the effective noise sharing (``"volume"``, ``"slice"``, or ``None`` for a method without noise)."""
-    name = type(method).__name__
+    name, options = type(method).__name__, method.inference_options()
     if noise_per is not None:
         if noise_per not in NOISE_PER:
             raise MddpmError(f"--noise-per {noise_per!r}: expected one of {', '.join(NOISE_PER)}")
-        if not hasattr(method, "noise_shared"):
+        if options.noise_shared is None:
             raise MddpmError(f"--noise-per {noise_per}: method {name} draws no test-time noise")
-        method.noise_shared = noise_per == "volume"
+        options = replace(options, noise_shared=noise_per == "volume")
     if chunk_size is not None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise MddpmError(f"--chunk-size {chunk_size!r}: must be a positive integer")
-        if not hasattr(method, "chunk_size"):
+        if options.chunk_size is None:
             raise MddpmError(f"--chunk-size: method {name} has no chunk size")
-        method.chunk_size = chunk_size
-    if not hasattr(method, "noise_shared"):
+        options = replace(options, chunk_size=chunk_size)
+    method.set_inference_options(options)
+    if options.noise_shared is None:
         return None
-    return "volume" if method.noise_shared else "slice"
+    return "volume" if options.noise_shared else "slice"
 
 
 def check_t_fix(method: AnomalyMethod, t_fix) -> list[int] | None:
     """Validate a noise-level ensemble: ``None`` or a non-empty list of ints, for methods with ``t_fix``."""
     if t_fix is None:
         return None
-    if not hasattr(method, "t_fix"):
+    options = method.inference_options()
+    if options.t_fix is None:
         raise MddpmError(f"--t-fix: method {type(method).__name__} has no diffusion step to set")
     if isinstance(t_fix, int):
         t_fix = [t_fix]
     if not t_fix or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in t_fix):
         raise MddpmError(f"--t-fix {t_fix!r}: expected one or more non-negative integers")
-    steps = getattr(getattr(method, "diffusion", None), "timesteps", None)
-    if steps is not None and max(t_fix) >= steps:
-        raise MddpmError(f"--t-fix {max(t_fix)}: outside [0, {steps - 1}] (the model has {steps} diffusion steps)")
+    if options.timesteps is not None and max(t_fix) >= options.timesteps:
+        raise MddpmError(f"--t-fix {max(t_fix)}: outside [0, {options.timesteps - 1}] (the model has "
+                         f"{options.timesteps} diffusion steps)")
     return list(t_fix)
 
 
@@ -119,14 +123,14 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
     generator's state on entry, so the ensemble is the mean of the single-step predictions.
     """
     steps = [None] if t_fix is None else t_fix
-    saved_t = getattr(method, "t_fix", None)
+    saved = method.inference_options()
     autocast = torch.autocast(image.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     start_state = generator.get_state()
     total_map, total_recon = None, None
     try:
         for t in steps:
             if t is not None:
-                method.t_fix = t
+                method.set_inference_options(replace(saved, t_fix=t))
             generator.set_state(start_state)  # every ensemble member starts from the case's seed
             with autocast:
                 recon = method.reconstruct(image, mask, generator).float()
@@ -138,8 +142,7 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
             total_map = amap if total_map is None else total_map + amap
             total_recon = recon if total_recon is None else total_recon + recon
     finally:
-        if t_fix is not None:
-            method.t_fix = saved_t
+        method.set_inference_options(saved)
     return total_map / len(steps), total_recon / len(steps)
 
 
@@ -157,10 +160,11 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
         raise MddpmError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
     out = Path(out).resolve()
     device = resolve_device(device)
-    method, payload = build_from_weights(run / f"{weights}.pt")
+    method, payload = build_from_weights(RunFolder(run).weights(weights))
     cfg = payload["config"]
     noise_per = configure_method(method, noise_per, chunk_size)
     t_values = check_t_fix(method, t_fix)
+    options = method.inference_options()
     case_ids = [c.id for c in load_dataset(dataset_root).split(split)]
     if not case_ids:
         raise MddpmError(f"{dataset_root / 'dataset.json'}: split {split!r} is empty")
@@ -184,9 +188,9 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
         write_nifti(case_file(out, case_id, ".nii.gz", "recon"), recon.transpose(1, 2, 0), affine)
 
     settings = {
-        "weights": str(run / f"{weights}.pt"), "weights_step": payload["step"], "precision": precision,
-        "noise_per": noise_per, "t_fix": t_values or ([method.t_fix] if hasattr(method, "t_fix") else None), "score": score,
-        "chunk_size": getattr(method, "chunk_size", None),
+        "weights": str(RunFolder(run).weights(weights)), "weights_step": payload["step"], "precision": precision,
+        "noise_per": noise_per, "t_fix": t_values or (None if options.t_fix is None else [options.t_fix]),
+        "score": score, "chunk_size": options.chunk_size,
         "device": str(device), "seed": cfg["train"]["seed"], "seeding": "per case: (train.seed, crc32(case id))",
         "seconds_per_volume": float(np.mean(seconds)), "seconds_per_volume_first": seconds[0],
         "mddpm_version": __version__,

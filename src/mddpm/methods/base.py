@@ -7,8 +7,22 @@ slice order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Settings of a trained method that inference may change (``mddpm predict`` options). A field is
+    None when the method has no such setting; :meth:`AnomalyMethod.set_inference_options` refuses to
+    give it one."""
+
+    noise_shared: bool | None = None  # one test-time noise field per volume (True) or per slice (False)
+    chunk_size: int | None = None  # inputs per network call
+    t_fix: int | None = None  # the diffusion step of the one-step reconstruction
+    timesteps: int | None = None  # diffusion steps of the model (t_fix lies in [0, timesteps)); read only
 
 
 class AnomalyMethod(nn.Module):
@@ -25,9 +39,10 @@ class AnomalyMethod(nn.Module):
     - ``anomaly_map(image, mask, generator)`` -> ``[S, 1, H, W]`` score, by default |x − x̂|.
     - ``param_groups()`` -> one parameter list per optimiser (default: one with all parameters).
 
-    Optional hooks the training loop uses when a method defines them: ``optimizer_options()`` ->
-    one dict of extra Adam keyword arguments per parameter group (e.g. betas, weight decay), and
-    ``lr_scale(step)`` -> a factor on the learning rate at ``step`` (a schedule).
+    Hooks with defaults, for methods that need them: ``optimizer_options()`` -> one dict of extra
+    Adam keyword arguments per parameter group (default: none), ``lr_scale(step)`` -> a factor on the
+    learning rate at ``step`` (default 1), and ``inference_options()`` /
+    ``set_inference_options(options)`` (:class:`InferenceOptions`; default: none).
     """
 
     sample_unit = "slice"
@@ -50,3 +65,21 @@ class AnomalyMethod(nn.Module):
     def optimizer_index(self, step: int) -> int:
         """Which optimiser (index into :meth:`param_groups`) the loss at ``step`` trains."""
         return 0
+
+    def optimizer_options(self) -> list[dict]:
+        """Extra Adam keyword arguments, one dict per parameter group of :meth:`param_groups`."""
+        return [{} for _ in self.param_groups()]
+
+    def lr_scale(self, step: int) -> float:
+        """Factor on the learning rate at optimiser ``step``."""
+        return 1.0
+
+    def inference_options(self) -> InferenceOptions:
+        """The settings inference may change, as they are now."""
+        return InferenceOptions()
+
+    def set_inference_options(self, options: InferenceOptions) -> None:
+        """Apply ``options`` (from :meth:`inference_options`, with fields replaced). A method without
+        inference settings accepts only its own (empty) options."""
+        if options != self.inference_options():
+            raise ValueError(f"{type(self).__name__} has no inference settings to change")

@@ -44,7 +44,7 @@ from mddpm.diffusion.noise import make_noise
 from mddpm.diffusion.schedule import GaussianDiffusion, from_model_range, to_model_range
 from mddpm.errors import MddpmError
 from mddpm.masking import MASKINGS, SPECTRAL_MASKS, apply_masking
-from mddpm.methods.base import AnomalyMethod
+from mddpm.methods.base import AnomalyMethod, InferenceOptions
 from mddpm.nets.unet import UNet
 from mddpm.registry import register_method
 
@@ -185,6 +185,15 @@ class DiffusionAnomalyMethod(AnomalyMethod):
         return self._loss(batch, generator, training=False)
 
     # ---- inference ------------------------------------------------------------------------------
+
+    def inference_options(self) -> InferenceOptions:
+        return InferenceOptions(noise_shared=self.noise_shared, chunk_size=self.chunk_size, t_fix=self.t_fix,
+                                timesteps=self.diffusion.timesteps)
+
+    def set_inference_options(self, options: InferenceOptions) -> None:
+        if options.timesteps != self.diffusion.timesteps:
+            raise ValueError("the number of diffusion steps is fixed by training")
+        self.noise_shared, self.chunk_size, self.t_fix = options.noise_shared, options.chunk_size, options.t_fix
 
     @torch.no_grad()
     def reconstruct(self, image: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:

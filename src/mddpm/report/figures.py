@@ -12,7 +12,8 @@ import torch
 from mddpm.errors import MddpmError
 from mddpm.io import atomic_write, file_sha256, read_json, write_json
 from mddpm.report.evaluations import ReportEvaluation, example_cases
-from mddpm.viz.training_curves import read_losses, training_curve_figure
+from mddpm.run_folder import RunFolder
+from mddpm.viz.training_curves import training_curve_figure
 
 
 def cache_folder(cache_dir: Path | None, ev: ReportEvaluation) -> Path | None:
@@ -94,6 +95,6 @@ def training_curves(evs: list[ReportEvaluation], label: str) -> bytes | None:
     runs = {}
     for ev in evs:
         if ev.run_label not in runs and ev.metrics.get("run"):
-            runs[ev.run_label] = read_losses(ev.metrics["run"])
+            runs[ev.run_label] = RunFolder(ev.metrics["run"]).read_losses()
     shown = [(run, losses) for run, losses in runs.items() if losses]
     return training_curve_figure(shown, f"{label}: training") if shown else None

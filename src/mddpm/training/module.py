@@ -107,7 +107,7 @@ class AnomalyModule(L.LightningModule):
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         groups = self.method.param_groups()
-        options = self.method.optimizer_options() if hasattr(self.method, "optimizer_options") else [{}] * len(groups)
+        options = self.method.optimizer_options()
         if len(options) != len(groups):
             raise ValueError(f"{type(self.method).__name__}.optimizer_options() gives {len(options)} entries "
                              f"for {len(groups)} parameter groups")
@@ -133,10 +133,9 @@ class AnomalyModule(L.LightningModule):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         optimizer = optimizers[self.method.optimizer_index(step)]
-        if hasattr(self.method, "lr_scale"):
-            scale = self.method.lr_scale(step)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * scale
+        scale = self.method.lr_scale(step)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * scale
         self.method.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()

@@ -39,11 +39,10 @@ from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.training.checkpoint import read_torch_file, save_weights
+from mddpm.run_folder import RUN_FILES, RunFolder
 from mddpm.training.module import AnomalyModule
 
 RUN_EXTRA_KEYS = ("dataset", "fold", "prepared")
-# what a run folder holds (threshold.json: put there by `mddpm demo` for `mddpm detect`)
-RUN_FILES = ("config.json", "best.pt", "last.pt", "threshold.json", "checkpoints/*", "logs/*")
 
 
 def process_rank_is_zero() -> bool:
@@ -126,7 +125,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
             run.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise MddpmError(f"{run}: cannot create the run folder ({e.strerror})") from None
-        write_json(run / "config.json", {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
+        write_json(RunFolder(run).config, {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
 
     if not trainable:
         if rank_zero:  # nothing to optimise (e.g. a thresholding baseline): export the built model as is
@@ -143,7 +142,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # inside Lightning 2.6
         try:
-            trainer.fit(module, ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+            trainer.fit(module, ckpt_path=str(RunFolder(run).checkpoint("last")) if resume else None)
         except SIGTERMException:  # a SystemExit with code None (exit 0): last.ckpt is saved by then
             raise MddpmError(f"{run}: training stopped by SIGTERM at step {trainer.global_step}; "
                              "continue with --resume") from None
@@ -160,20 +159,20 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
 
 def export_weights(run: Path) -> None:
     """Write ``RUN/best.pt`` and ``RUN/last.pt`` from the Lightning checkpoints (read with weights_only)."""
-    cfg = {k: v for k, v in read_json(run / "config.json").items() if k not in RUN_EXTRA_KEYS}
+    folder = RunFolder(run)
+    cfg = {k: v for k, v in read_json(folder.config).items() if k not in RUN_EXTRA_KEYS}
     for name in ("best", "last"):
-        ckpt_path = run / "checkpoints" / f"{name}.ckpt"
+        ckpt_path = folder.checkpoint(name)
         if not ckpt_path.is_file():
             raise MddpmError(f"{ckpt_path}: missing after training")
         ckpt = read_torch_file(ckpt_path)
         state = {k[len("method."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("method.")}
-        save_weights(run / f"{name}.pt", cfg["method"], cfg, state, ckpt["global_step"],
+        save_weights(folder.weights(name), cfg["method"], cfg, state, ckpt["global_step"],
                      ckpt.get("mddpm", {}).get("val_loss"))
 
 
 def _resume_config(run: Path, dataset_root, method, preset, fold, overrides):
-    config_path = run / "config.json"
-    last = run / "checkpoints" / "last.ckpt"
+    config_path, last = RunFolder(run).config, RunFolder(run).checkpoint("last")
     if not last.is_file():
         raise MddpmError(f"{last}: nothing to resume (no checkpoint)")
     ckpt = read_torch_file(last)  # a damaged checkpoint is one line here, not a traceback inside Lightning
@@ -207,10 +206,10 @@ def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: st
     # Lightning's start-up chatter (device summary, an advert for its cloud logger) is INFO level
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     t = cfg["train"]
-    best = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/loss", mode="min",
+    best = ModelCheckpoint(dirpath=RunFolder(run).checkpoints, filename="best", monitor="val/loss", mode="min",
                            save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
     # "last" is its own callback: at every validation, and on an exception or Ctrl-C
-    last = ModelCheckpoint(dirpath=run / "checkpoints", filename="last", monitor=None, save_top_k=1,
+    last = ModelCheckpoint(dirpath=RunFolder(run).checkpoints, filename="last", monitor=None, save_top_k=1,
                            save_on_exception=True, enable_version_counter=False, auto_insert_metric_name=False)
     timer = StepTimer()
     progress = shows_progress(progress)

@@ -1,35 +1,14 @@
-"""Training curves of runs, read from the CSV log Lightning writes into every run folder."""
+"""The training-curve picture of runs (losses from :meth:`mddpm.run_folder.RunFolder.read_losses`)."""
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mddpm.viz.png import png_bytes
-
-LOG = Path("logs") / "csv" / "metrics.csv"
-LOSSES = ("train/loss", "val/loss")
-
-
-def read_losses(run: str | Path) -> dict[str, list[tuple[int, float]]] | None:
-    """``{"train/loss": [(step, value), ...], "val/loss": [...]}`` from ``RUN/logs/csv/metrics.csv``;
-    None when the run has no log or the log has no loss."""
-    path = Path(run) / LOG
-    if not path.is_file():
-        return None
-    losses: dict[str, list[tuple[int, float]]] = {name: [] for name in LOSSES}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for name in LOSSES:
-                if row.get(name) not in (None, "") and row.get("step") not in (None, ""):
-                    losses[name].append((int(row["step"]) + 1, float(row[name])))  # steps done, as in config
-    return losses if any(losses.values()) else None
-
 
 def training_curve_figure(runs: list[tuple[str, dict[str, list[tuple[int, float]]]]], title: str) -> bytes:
     """PNG of the training (thin) and validation (dots) loss against the step, one colour per run;
