@@ -92,7 +92,8 @@ def differences(expected, actual, where: str = "", rel: float = 1e-6) -> list[st
             return [f"{where}: {len(actual)} items, expected {len(expected)}"]
         return [d for i, (a, b) in enumerate(zip(expected, actual)) for d in differences(a, b, f"{where}[{i}]", rel)]
     if isinstance(expected, float) and isinstance(actual, float):
-        same = (math.isnan(expected) and math.isnan(actual)) or math.isclose(expected, actual, rel_tol=rel, abs_tol=1e-12)
+        same = ((math.isnan(expected) and math.isnan(actual))
+                or math.isclose(expected, actual, rel_tol=rel, abs_tol=1e-12))
         return [] if same else [f"{where}: {actual!r}, expected {expected!r}"]
     if type(expected) is not type(actual) or expected != actual:
         return [f"{where}: {actual!r}, expected {expected!r}"]

@@ -1,14 +1,18 @@
-"""The one-command demo: synthetic brains -> prepare -> train -> predict -> evaluate -> report.
+"""The one-command demo: synthetic brains -> train -> predict -> evaluate -> report, as a benchmark of
+one method and one run (:mod:`mddpm.benchmark`), plus a preview picture of the data.
 
-Everything runs on the CPU of a laptop in minutes (and uses a GPU when there is one). The output
-folder holds, in the order they are made::
+Everything runs on the CPU of a laptop in minutes (and uses a GPU when there is one). The demo writes
+its experiment to ``OUT/experiment.json`` (``mddpm benchmark OUT/experiment.json --out OUT`` reruns or
+resumes it) and then the benchmark's folder layout::
 
-    data/                 the synthetic dataset (mddpm format) and its prepared cache
-    preview.png           a montage of synthetic cases with their lesion outlines
-    run/                  the trained model (config.json, best.pt, logs; threshold.json for `mddpm detect`)
-    maps/<split>/         anomaly maps of the validation and test splits
-    eval/<set>/           metrics.json/.csv/.md, figures, threshold.json per lesion type
-    report.html           everything above in one page
+    experiment.json                          what runs: one method, one seed, tumour and MS test sets
+    data/synthetic/                          the synthetic dataset (mddpm format) and its prepared cache
+    preview.png                              a montage of synthetic cases with their lesion outlines
+    runs/synthetic/<method>/seed<S>/train/   the trained model (config.json, best.pt, logs; threshold.json
+                                             for `mddpm detect`)
+    runs/synthetic/<method>/seed<S>/maps/    anomaly maps of the validation and test splits
+    runs/synthetic/<method>/seed<S>/eval/    metrics.json/.csv/.md, figures, threshold.json per lesion type
+    table.md, report.html                    everything above in one table and one page
 """
 
 from __future__ import annotations
@@ -18,74 +22,73 @@ import time
 from pathlib import Path
 
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, clear_outputs
+from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 
 LESION_SETS = ("tumour", "ms")
+TRAIN_SEED = 3141  # the published seed (the config's default)
+FIGURES = 4  # case figures per test set
+OWN_FILES = ("experiment.json", "preview.png", "report.html", "benchmark.json", "table.json", "table.md", "table.csv",
+             "cache/*", "runs/*")
+
+
+def demo_experiment(method: str, size: str, seed: int, overrides=()) -> dict:
+    """The demo's experiment: ``method`` at preset demo on a generated synthetic dataset of ``size``
+    (synthesis ``seed``), one training run (seed 3141, or the ``train.seed`` of ``overrides``)."""
+    overrides = list(overrides)
+    seeds = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == "train.seed"]
+    try:
+        train_seed = int(seeds[-1]) if seeds else TRAIN_SEED
+    except ValueError:
+        raise MddpmError(f"--set train.seed={seeds[-1]}: expected an integer") from None
+    return {
+        "name": "demo", "title": f"mddpm demo: {method} on synthetic brains", "preset": "demo",
+        "description": f"{method} (preset demo) trained on synthetic brains built from the MNI152 anatomy, scored "
+                       "on tumour-like and MS-like test scans under the published protocol.",
+        "datasets": [{"name": "synthetic", "path": None, "synth": {"size": size, "seed": seed}, "healthy_val": "val",
+                      "test_sets": [{"name": s, "test": f"{s}_test", "val": f"{s}_val"} for s in LESION_SETS]}],
+        "methods": [method], "runs": {"seeds": [train_seed]},
+        "overrides": {method: [o for o in overrides if o.split("=", 1)[0].strip() != "train.seed"]},
+        "thresholds": ["bisection", "exact"], "figures": FIGURES,
+    }
 
 
 def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", seed: int = 0,
              overrides=(), force: bool = False, progress: bool = True, log=print) -> dict:
-    """Run the demo into ``out``; returns {stage: seconds} and the evaluation summaries.
-    ``progress``: bars on a terminal."""
-    from mddpm.data.prepare import prepare_dataset
-    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES, synthesize
-    from mddpm.data.synth_sizes import SIZES
+    """Run the demo into ``out``; returns {"seconds": {step: s}, "evaluations": {lesion set: metrics},
+    "out", "run"}. ``progress``: bars on a terminal."""
+    from mddpm.benchmark.experiment import load_experiment
+    from mddpm.benchmark.runner import resolve_datasets, run_benchmark
+    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES
     from mddpm.data.verify import verify_dataset
-    from mddpm.evaluation.evaluate import OUTPUT_FILES as EVAL_FILES, evaluate
-    from mddpm.inference.predict import predict
-    from mddpm.training.train import RUN_FILES, train
-    from mddpm.viz.cases import render_case_figure
+    from mddpm.run_folder import RunFolder
     from mddpm.viz.montage import preview_montage
-    from mddpm.report.html import write_report
 
     out = Path(out).resolve()
-    own = ["preview.png", "report.html", "maps/*.nii.gz", "maps/*/predict.json", *(f"data/{p}" for p in DATA_FILES),
-           *(f"run/{p}" for p in RUN_FILES), *(f"eval/*/{p}" for p in EVAL_FILES)]
-    clear_outputs(out, check_output_folder(out, force, own))
-    out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out, check_output_folder(out, force, [*OWN_FILES, *(f"data/synthetic/{p}" for p in DATA_FILES)]))
+    write_json(out / "experiment.json", demo_experiment(method, size, seed, overrides))
+    experiment = load_experiment(out / "experiment.json")  # every setting checked before anything runs
     times: dict[str, float] = {}
 
-    def stage(name: str, what: str):
-        log(f"[{len(times) + 1}/7] {what}")
-        return _Timer(times, name)
+    start = time.perf_counter()
+    log(f"[1/3] synthesising brains ({size} size) from the MNI152 anatomy in nilearn; a preview")
+    data = resolve_datasets(experiment, {}, out, out / "experiment.json", progress=progress)["synthetic"]
+    errors = [p for p in verify_dataset(data) if p.severity == "error"]
+    if errors:
+        raise MddpmError(f"{data}: synthetic dataset failed verification: {errors[0]}")
+    preview_montage(data, out / "preview.png")
+    times["data"] = time.perf_counter() - start
 
-    with stage("synth", f"synthesising brains ({size} size) from the MNI152 anatomy in nilearn"):
-        counts = dict(SIZES[size])
-        data = synthesize(out / "data", **counts, seed=seed, workers=2, progress=progress)
-    with stage("verify", "verifying the dataset"):
-        errors = [p for p in verify_dataset(data) if p.severity == "error"]
-        if errors:
-            raise MddpmError(f"{data}: synthetic dataset failed verification: {errors[0]}")
-    with stage("prepare", "preparing the model grid and a preview picture"):
-        prepare_dataset(data, "demo", progress=progress)
-        preview_montage(data, out / "preview.png")
-    with stage("train", f"training {method} (demo preset)"):
-        run = train(data, method, "demo", out / "run", overrides=overrides, progress=progress)
-    with stage("predict", "predicting anomaly maps"):
-        splits = ["val"] + [f"{s}_{part}" for s in LESION_SETS for part in ("val", "test")]
-        for split in splits:
-            predict(run, data, split, out / "maps" / split, progress=progress)
-    with stage("evaluate", "evaluating (published protocol; exact threshold beside it)"):
-        summaries = {}
-        for s in LESION_SETS:
-            summaries[s] = evaluate(out / "maps" / f"{s}_test", out / "maps" / f"{s}_val", out / "eval" / s,
-                                    rules=["exact"], healthy_val=out / "maps" / "val", figures=4, log=lambda m: None,
-                                    draw_case=render_case_figure,
-                                    progress=progress)
-        # `mddpm detect --model run` uses the tumour validation threshold
-        shutil.copyfile(out / "eval" / "tumour" / "threshold.json", run / "threshold.json")
-    with stage("report", "writing report.html"):
-        write_report(out / "report.html", [out / "eval" / s for s in LESION_SETS],
-                     title=f"mddpm demo: {method} on synthetic brains")
-    return {"seconds": times, "evaluations": summaries, "out": out}
+    log(f"[2/3] train {method} (demo preset), predict, evaluate (published protocol; exact threshold beside it)")
+    start = time.perf_counter()
+    result = run_benchmark(out / "experiment.json", out=out, progress=progress, log=lambda m: None)
+    for row in result["stages"]:
+        kind = row["stage"].split("/")[0]
+        times[kind] = times.get(kind, 0.0) + (row["seconds"] or 0.0)
+    times["table and report"] = time.perf_counter() - start - sum(times[k] for k in ("train", "predict", "evaluate"))
 
-
-class _Timer:
-    def __init__(self, times: dict, name: str):
-        self.times, self.name = times, name
-
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.times[self.name] = time.perf_counter() - self.t0
+    log("[3/3] the report: report.html; the tumour threshold goes to the run folder for `mddpm detect`")
+    cell = out / "runs" / "synthetic" / method / experiment.runs[0].tag
+    run = RunFolder(cell / "train")
+    shutil.copyfile(cell / "eval" / "tumour" / "threshold.json", run.threshold)
+    evaluations = {s: read_json(cell / "eval" / s / "metrics.json") for s in LESION_SETS}
+    return {"seconds": times, "evaluations": evaluations, "out": out, "run": run.root}

@@ -19,7 +19,7 @@ from mddpm.io import read_json
 
 EXPERIMENT_DIR = Path(__file__).parent / "experiments"
 RUN_KINDS = ("folds", "seeds")
-_EXPERIMENT_KEYS = {"name", "description", "preset", "datasets", "methods", "extra_rows", "labels", "runs",
+_EXPERIMENT_KEYS = {"name", "title", "description", "preset", "datasets", "methods", "extra_rows", "labels", "runs",
                     "overrides", "reference", "thresholds", "figures", "published", "postprocess"}
 _DATASET_KEYS = {"name", "path", "synth", "healthy_val", "test_sets"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -75,6 +75,7 @@ class Experiment:
     figures: int = 3
     published: dict | None = None
     postprocess: str = "published"
+    title: str = ""  # of the report (default: "Benchmark <name>")
     source: str = ""
 
     @property
@@ -93,6 +94,7 @@ class Experiment:
             "runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in self.runs]},
             "overrides": self.overrides, "reference": self.reference, "thresholds": self.thresholds,
             "figures": self.figures, "published": self.published, "postprocess": self.postprocess,
+            "title": self.title,
         }
 
 
@@ -112,7 +114,8 @@ def experiment_path(spec: str | os.PathLike) -> Path:
 
 
 def load_experiment(spec: str | os.PathLike) -> Experiment:
-    """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError naming the file."""
+    """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError
+    naming the file."""
     from mddpm.config import resolve_config
     from mddpm.data.synth_sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
@@ -148,7 +151,8 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     extra_rows = str_list(raw.get("extra_rows", []), "extra_rows", allow_empty=True)
     check(set(extra_rows) <= set(methods), "extra_rows must be methods of the experiment")
     labels = raw.get("labels", {})
-    check(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()), "labels must map names to text")
+    check(isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values()),
+          "labels must map names to text")
     reference = raw.get("reference")
     check(reference is None or reference in methods, f"reference {reference!r} is not one of the experiment's methods")
 
@@ -156,8 +160,9 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     check(isinstance(runs_raw, dict) and len(runs_raw) == 1 and next(iter(runs_raw), None) in RUN_KINDS,
           'runs must be {"folds": [...]} or {"seeds": [...]}')
     kind, values = next(iter(runs_raw.items()))
-    check(isinstance(values, list) and values and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                          for v in values), f"runs.{kind} must be non-negative integers")
+    check(isinstance(values, list) and values
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values),
+          f"runs.{kind} must be non-negative integers")
     check(len(set(values)) == len(values), f"runs.{kind} lists a value twice")
     runs = [RunSpec(f"fold{v}", fold=v) if kind == "folds" else RunSpec(f"seed{v}", seed=v) for v in values]
 
@@ -177,7 +182,8 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     for rule in thresholds:
         check(rule in RULES, f"unknown threshold rule {rule!r} (known: {', '.join(RULES)})")
     figures = raw.get("figures", 3)
-    check(isinstance(figures, int) and not isinstance(figures, bool) and figures >= 0, "figures must be an integer >= 0")
+    check(isinstance(figures, int) and not isinstance(figures, bool) and figures >= 0,
+          "figures must be an integer >= 0")
     postprocess = raw.get("postprocess", "published")
     check(postprocess in POSTPROCESS_RULES, f"postprocess must be one of {', '.join(POSTPROCESS_RULES)}")
     published = raw.get("published")
@@ -202,7 +208,8 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
         healthy_val = d.get("healthy_val")
         check(healthy_val is None or isinstance(healthy_val, str), f"{where}: healthy_val must be a split name")
         check(healthy_val is None or kind == "seeds",
-              f"{where}: healthy_val needs seed runs (with folds, predict would score fold 0's val split for every fold)")
+              f"{where}: healthy_val needs seed runs (with folds, predict would score fold 0's val split for "
+              "every fold)")
         sets = d.get("test_sets")
         check(isinstance(sets, list) and sets, f"{where}: test_sets must be a non-empty list")
         test_sets = []
@@ -216,9 +223,10 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     check(len({d.name for d in datasets}) == len(datasets), "dataset names must be unique")
 
     return Experiment(name=raw["name"], description=str(raw.get("description", "")), preset=raw["preset"],
-                datasets=datasets, methods=methods, runs=runs, reference=reference, extra_rows=extra_rows,
-                labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()}, thresholds=thresholds,
-                figures=figures, published=published, postprocess=postprocess, source=str(path.resolve()))
+                      datasets=datasets, methods=methods, runs=runs, reference=reference, extra_rows=extra_rows,
+                      labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()},
+                      thresholds=thresholds, figures=figures, published=published, postprocess=postprocess,
+                      title=str(raw.get("title") or f"Benchmark {raw['name']}"), source=str(path.resolve()))
 
 
 def parse_data_args(items: list[str] | None) -> dict[str, str]:

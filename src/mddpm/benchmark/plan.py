@@ -81,7 +81,8 @@ def expected_run_config(experiment: Experiment, stage: Stage, dataset_root: Path
     """The ``config.json`` a finished training of ``stage`` must have (minus version and cache path)."""
     from mddpm.config import resolve_config
 
-    cfg = resolve_config(stage.method, experiment.preset, experiment.overrides.get(stage.method, []) + stage.run.overrides())
+    overrides = experiment.overrides.get(stage.method, []) + stage.run.overrides()
+    cfg = resolve_config(stage.method, experiment.preset, overrides)
     cfg = {k: v for k, v in cfg.items() if k not in _IGNORED_CONFIG_KEYS}
     # as config.json stores it (tuples become lists)
     return json.loads(json.dumps({**cfg, "dataset": str(dataset_root.resolve()), "fold": stage.run.fold}))
@@ -130,7 +131,8 @@ def read_records(paths: RunPaths) -> dict:
     return read_json(paths.stages) if paths.stages.is_file() else {}
 
 
-def stage_status(stage: Stage, experiment: Experiment, dataset_root: Path | None, will_run: set[str]) -> tuple[str, str]:
+def stage_status(stage: Stage, experiment: Experiment, dataset_root: Path | None,
+                 will_run: set[str]) -> tuple[str, str]:
     """``(status, why)``: status is "done", "todo", "resume" (continue an interrupted training) or
     "stale" (a training with another config: retrained only with force). ``will_run`` holds the
     ``root|stage`` ids that run before this one in this invocation (their outputs will change)."""
@@ -152,7 +154,10 @@ def stage_status(stage: Stage, experiment: Experiment, dataset_root: Path | None
         return "todo", "earlier attempt left no checkpoint"
     upstream = {f"{p.root}|train"} if stage.kind == "predict" else {f"{p.root}|predict/{s}" for s in (
         stage.test_set.test, stage.test_set.val, stage.dataset.healthy_val) if s}
-    output = p.maps(stage.split) / "predict.json" if stage.kind == "predict" else p.eval(stage.test_set) / "metrics.json"
+    if stage.kind == "predict":
+        output = p.maps(stage.split) / "predict.json"
+    else:
+        output = p.eval(stage.test_set) / "metrics.json"
     if not output.is_file():
         return "todo", ""
     if upstream & will_run:

@@ -116,9 +116,9 @@ def _cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | None = None, data: dict[str, str] | None = None,
-                  resume: bool = True, dry_run: bool = False, only: list[str] | None = None, device: str = "auto",
-                  force: bool = False, progress: bool = True, report: bool = True, table_only: bool = False,
+def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | None = None,
+                  data: dict[str, str] | None = None, resume: bool = True, dry_run: bool = False,
+                  only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True, report: bool = True, table_only: bool = False,
                   max_runs: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``dry_run``, only list) the experiment's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
@@ -137,7 +137,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     out = Path(out or Path(DEFAULT_OUT) / experiment.name).resolve()
     for m in only or []:
         if m not in experiment.methods:
-            raise MddpmError(f"--only {m}: not a method of experiment {experiment.name!r} (methods: {', '.join(experiment.methods)})")
+            raise MddpmError(f"--only {m}: not a method of experiment {experiment.name!r} "
+                             f"(methods: {', '.join(experiment.methods)})")
     if table_only:
         return _write_outputs(experiment, out, [], device, report, log)
     if not resume and not dry_run:
@@ -155,7 +156,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         root = roots[stage.dataset.name]
         status, why = ("todo", "--no-resume") if not resume else stage_status(stage, experiment, root, will_run)
         if status == "stale" and not dry_run and not force:
-            raise MddpmError(f"{why}; the experiment asks for another config (use --force to retrain, or another --out)")
+            raise MddpmError(f"{why}; the experiment asks for another config (use --force to retrain, or "
+                             "another --out)")
         if status != "done":
             will_run.add(f"{stage.paths.root}|{stage.name}")
         statuses.append((stage, status, why))
@@ -206,7 +208,7 @@ def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: 
         from mddpm.report.html import write_report
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
-                     f"Benchmark {experiment.name}", table=table, cache_dir=out / "cache",
+                     experiment.title, table=table, cache_dir=out / "cache",
                      device=_device_choice(device)[1])
     log(f"table: {out / 'table.md'}" + (f"; report: {out / 'report.html'}" if report else ""))
     return {"out": str(out), "stages": rows, "table": table}

@@ -62,7 +62,8 @@ def build_table(evaluations: list[Evaluation], methods: list[str], reference: st
             if not runs:
                 continue
             ordered = {r: runs[r] for r in runs_in_order if r in runs}
-            rules = [r for r in next(iter(ordered.values()))["thresholds"] if all(r in x["thresholds"] for x in ordered.values())]
+            first = next(iter(ordered.values()))
+            rules = [r for r in first["thresholds"] if all(r in x["thresholds"] for x in ordered.values())]
             cell = {
                 "runs": list(ordered),
                 "volumes": [x["test"]["cases"] for x in ordered.values()],
@@ -84,7 +85,8 @@ def build_table(evaluations: list[Evaluation], methods: list[str], reference: st
 
     return {
         "format": "mddpm-table", "format_version": 1, "created": now_iso(), "mddpm_version": __version__,
-        "rule": rule, "reference": reference, "reference_label": labels.get(reference, reference) if reference else None,
+        "rule": rule, "reference": reference,
+        "reference_label": labels.get(reference, reference) if reference else None,
         "columns": [{"key": f"{d}/{t}", "dataset": d, "test_set": t} for d, t in columns],
         "rows": rows,
         "statistics": {
@@ -154,9 +156,11 @@ def stage_seconds(experiment: Experiment, out: Path) -> dict:
 
 
 def build_benchmark_table(experiment: Experiment, out: Path) -> dict:
-    """:func:`build_table` over the finished evaluations of ``experiment`` in ``out``, with labels, experiment and wall times."""
-    table = build_table(collect_evaluations(experiment, out), experiment.methods, experiment.reference, experiment.labels, experiment.extra_rows,
-                        experiment.published, [r.tag for r in experiment.runs])
+    """:func:`build_table` over the finished evaluations of ``experiment`` in ``out``, with labels, the
+    experiment and wall times."""
+    table = build_table(collect_evaluations(experiment, out), experiment.methods, experiment.reference,
+                        experiment.labels, experiment.extra_rows, experiment.published,
+                        [r.tag for r in experiment.runs])
     table["grid"] = {"name": experiment.name, "description": experiment.description, "preset": experiment.preset,
                      "runs": experiment.to_json()["runs"], "source": experiment.source}
     table["seconds"] = stage_seconds(experiment, out)

@@ -39,7 +39,7 @@ def run(args) -> int:
     Console().print(table)
     secs = result["seconds"]
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + f"; total {sum(secs.values()):.0f} s")
-    print(f"report: {result['out'] / 'report.html'}")
+    print(f"report: {result['out'] / 'report.html'}; model for `mddpm detect --model`: {result['run']}")
     return 0
 
 

@@ -96,7 +96,8 @@ def training_summary(config: dict) -> str:
     train = config.get("train") or {}
     if not train.get("max_steps"):
         return ""
-    summary = f"preset {config.get('preset', '?')}, {train['max_steps']:,} steps of batch {train.get('batch_size', '?')}"
+    summary = (f"preset {config.get('preset', '?')}, {train['max_steps']:,} steps of batch "
+               f"{train.get('batch_size', '?')}")
     spec = all_methods().get(config.get("method"))
     about = spec.presets.get(config.get("preset"), {}).get("about") if spec else None
     return f"{summary} (the preset: {about})" if about else summary

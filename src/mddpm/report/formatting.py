@@ -8,7 +8,7 @@ import math
 
 def table1_notes(table: dict) -> dict[str, str]:
     """Table 1's explanatory text, the one copy every rendering (Markdown, HTML) shows: ``cells`` (what a
-    cell is), ``p`` (what the p-values are; '' without a reference method), ``oracle``, ``rules``."""
+    cell is), ``p`` (what the p-values are; '' without a reference method), ``oracle``, ``rules``, ``time``."""
     runs = max((c["dice"]["n_runs"] for r in table["rows"] for c in r["cells"].values()), default=0)
     spread = (f"mean ± std across runs (up to {runs}) of each run's per-volume mean on the test split (population "
               "std, ddof 0; a cell without ± comes from one run)" if runs > 1
@@ -25,6 +25,8 @@ def table1_notes(table: dict) -> dict[str, str]:
                  "on the validation split (default); exact optimum = the exact best pooled-Dice threshold on the "
                  "validation split; FPR r = the threshold with voxel false-positive rate r on healthy validation "
                  "scans (no lesion labels).",
+        "time": "Wall-clock seconds (CPU seconds of the process and its workers in brackets) summed over runs, as "
+                "recorded when each stage ran.",
     }
 
 
@@ -89,5 +91,6 @@ def published_values(table: dict) -> tuple[list[str], list[tuple[str, list]]] | 
     for r in table["rows"]:
         values = published["values"].get(r["method"])
         if values:
-            rows.append((r["label"], [(values.get(c["test_set"]) or {}).get(m) for c in cols for m in ("dice", "auprc")]))
+            cells = [(values.get(c["test_set"]) or {}).get(m) for c in cols for m in ("dice", "auprc")]
+            rows.append((r["label"], cells))
     return names, rows

@@ -66,7 +66,8 @@ def table_markdown(table: dict) -> str:
             if not cell:
                 lines.append(f"| {row_name(r)} | 0 | – | " + " | ".join("–" for _ in names) + " |")
                 continue
-            values = [percent(cell["auroc"]), percent(cell["oracle_dice"])] + [percent(cell["dice_by_rule"].get(rule)) for rule in rules]
+            values = [percent(cell["auroc"]), percent(cell["oracle_dice"])]
+            values += [percent(cell["dice_by_rule"].get(rule)) for rule in rules]
             lines.append(f"| {row_name(r)} | {len(cell['runs'])} | {cell['volumes'][0]} | " + " | ".join(values) + " |")
         lines.append("")
 
@@ -76,13 +77,13 @@ def table_markdown(table: dict) -> str:
         lines += ["## Published values", "", table["published"].get("source", ""), ""]
         lines += ["| Model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for label, cells in pub_rows:
-            lines.append(f"| {label} | " + " | ".join("–" if not v else f"{v[0]:.2f} ± {v[1]:.2f}" for v in cells) + " |")
+            texts = ["–" if not v else f"{v[0]:.2f} ± {v[1]:.2f}" for v in cells]
+            lines.append(f"| {label} | " + " | ".join(texts) + " |")
         lines.append("")
 
     seconds = table.get("seconds")
     if seconds:
-        lines += ["## Time", "", "Wall-clock seconds (CPU seconds of the process and its workers in brackets) summed over "
-                  "runs, as recorded when each stage ran.", "",
+        lines += ["## Time", "", notes["time"], "",
                   "| Model | runs | train | predict | evaluate |", "|---|---|---|---|---|"]
         for r in rows:
             s = seconds.get(r["method"])
@@ -107,8 +108,8 @@ def table_csv(table: dict) -> str:
             metrics += [(f"dice[{rule}]", stat, None) for rule, stat in cell["dice_by_rule"].items()]
             for name, stat, test in metrics:
                 writer.writerow([cols[key]["dataset"], cols[key]["test_set"], r["method"], r["label"], r["extra"],
-                                 r["reference"], name, csv_number(stat["mean"]), csv_number(stat["std"]), csv_number(stat["std_sample"]),
-                                 stat["n_runs"], ";".join(csv_number(v) for v in stat["runs"]),
+                                 r["reference"], name, csv_number(stat["mean"]), csv_number(stat["std"]),
+                                 csv_number(stat["std_sample"]), stat["n_runs"], ";".join(csv_number(v) for v in stat["runs"]),
                                  csv_number(test["p"]) if test else "", test["n_pairs"] if test else "",
                                  csv_number(test["mean_difference"]) if test else ""])
     return buf.getvalue()

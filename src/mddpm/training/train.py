@@ -125,7 +125,8 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
             run.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise MddpmError(f"{run}: cannot create the run folder ({e.strerror})") from None
-        write_json(RunFolder(run).config, {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
+        write_json(RunFolder(run).config,
+                   {**cfg, "dataset": str(dataset_root), "fold": fold, "prepared": str(prepared)})
 
     if not trainable:
         if rank_zero:  # nothing to optimise (e.g. a thresholding baseline): export the built model as is
