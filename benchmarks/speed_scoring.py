@@ -141,7 +141,7 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
     if settings.run is not None:
         from mddpm.data.dataset import load_dataset
         from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
-        from mddpm.training.checkpoint import build_from_weights
+        from mddpm.weights import build_from_weights
 
         if settings.data is None:
             from mddpm.errors import MddpmError

@@ -18,7 +18,7 @@ from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
 from mddpm.inference.scores import anomaly_score, ssim_map
 from mddpm.io import read_json
-from mddpm.training.checkpoint import save_weights
+from mddpm.weights import save_weights
 from test_training import TinyMethod  # noqa: F401  (registers the "tiny" test method)
 
 

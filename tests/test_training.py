@@ -20,7 +20,7 @@ from mddpm.errors import MddpmError
 from mddpm.io import read_json
 from mddpm.methods.base import AnomalyMethod, InferenceOptions
 from mddpm.registry import METHODS, register_method
-from mddpm.training.checkpoint import FORMAT, build_from_weights, load_weights, save_weights
+from mddpm.weights import FORMAT, build_from_weights, load_weights, save_weights
 from mddpm.training.train import train
 from mddpm.run_folder import RunFolder
 

@@ -13,7 +13,7 @@ from mddpm.data.phantom import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
 from mddpm.errors import MddpmError
-from mddpm.training.checkpoint import build_from_weights, load_weights, save_weights
+from mddpm.weights import build_from_weights, load_weights, save_weights
 
 
 class _Payload:

@@ -30,8 +30,8 @@ from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.run_folder import RunFolder
 from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
 from mddpm.progress import progress_bar
-from mddpm.training import derive_seed
-from mddpm.training.checkpoint import build_from_weights
+from mddpm.seeds import derive_seed
+from mddpm.weights import build_from_weights
 
 OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "detect.json")
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"

@@ -41,8 +41,8 @@ from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, w
 from mddpm.methods.base import AnomalyMethod
 from mddpm.progress import track
 from mddpm.run_folder import RunFolder
-from mddpm.training.checkpoint import build_from_weights
-from mddpm.training import derive_seed
+from mddpm.weights import build_from_weights
+from mddpm.seeds import derive_seed
 
 PRECISIONS = ("32", "bf16")
 NOISE_PER = ("volume", "slice")

@@ -1,15 +1,3 @@
-"""Training: one generic LightningModule around any method (``module``), the ``train`` entry point
-(``train``), and plain weights files (``checkpoint``).
-
-:func:`derive_seed` is the one way seeds are derived from (seed, stream, index, ...) tuples, in
-training and in inference.
-"""
-
-from __future__ import annotations
-
-import numpy as np
-
-
-def derive_seed(*entropy: int) -> int:
-    """A well-mixed 63-bit seed from non-negative integers (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+"""Training: one generic LightningModule around any method (``module``) and the ``train`` entry point
+(``train``). Weights files are :mod:`mddpm.weights`, seeds :mod:`mddpm.seeds`, the run folder's
+layout :mod:`mddpm.run_folder`."""

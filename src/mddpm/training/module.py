@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from mddpm.data.prepare import load_prepared
 from mddpm.data.slicebank import SliceBank
 from mddpm.methods.base import AnomalyMethod
-from mddpm.training import derive_seed
+from mddpm.seeds import derive_seed
 
 _TRAIN_STREAM = 0
 _VAL_STREAM = 1

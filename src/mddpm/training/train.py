@@ -5,7 +5,7 @@ A run folder holds::
     RUN/config.json                the resolved config + {"dataset", "fold", "prepared"}
     RUN/checkpoints/best.ckpt      Lightning checkpoint with the lowest val/loss (to resume / inspect)
     RUN/checkpoints/last.ckpt      the latest Lightning checkpoint (``--resume`` continues from it)
-    RUN/best.pt, RUN/last.pt       plain weights (mddpm.training.checkpoint), loadable with weights_only=True
+    RUN/best.pt, RUN/last.pt       plain weights (mddpm.weights), loadable with weights_only=True
     RUN/logs/csv/metrics.csv       train/loss and val/loss (Lightning CSVLogger)
     RUN/logs/tb/                   the same for TensorBoard
 
@@ -38,7 +38,7 @@ from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 from mddpm.progress import shows_progress, training_progress_bar
-from mddpm.training.checkpoint import read_torch_file, save_weights
+from mddpm.weights import read_torch_file, save_weights
 from mddpm.run_folder import RUN_FILES, RunFolder
 from mddpm.training.module import AnomalyModule
 
