@@ -10,16 +10,16 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from mddpm.data.phantom import make_phantom_dataset
+import toy_methods  # noqa: F401  (registers the "tiny" test method)
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
+from mddpm.data.phantom import make_phantom_dataset
 from mddpm.data.prepare import load_prepared, prepare_dataset, prepared_path
 from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
 from mddpm.inference.scores import anomaly_score, ssim_map
 from mddpm.io import read_json
 from mddpm.weights import save_weights
-from test_training import TinyMethod  # noqa: F401  (registers the "tiny" test method)
 
 
 def make_run(folder: Path, method: str, overrides=()) -> Path:
