@@ -310,6 +310,18 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
         run_benchmark(experiment, out=out, table_only=True, report=False, log=lambda m: None)
 
 
+def test_default_output_folder_and_the_old_one(tmp_path, phantom_dataset, fake_stages, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    experiment, data, notes = _write_experiment(tmp_path), {"phantom": str(phantom_dataset)}, []
+    result = run_benchmark(experiment, data=data, report=False, device="cpu", log=notes.append)
+    assert result["out"] == str(tmp_path / "benchmark_out" / "tiny") and not notes[0].startswith("note")
+    (tmp_path / "benchmark_out").rename(tmp_path / "benchmarks")  # an earlier benchmark in the old default
+    fake_stages.clear()
+    again = run_benchmark(experiment, data=data, report=False, device="cpu", log=notes.append)
+    assert again["out"] == str(tmp_path / "benchmarks" / "tiny") and fake_stages == []
+    assert any(n.startswith("note: resuming benchmarks/tiny, the old default output folder") for n in notes)
+
+
 def test_cli_dry_run_and_bad_experiment(tmp_path, phantom_dataset, capsys):
     experiment = _write_experiment(tmp_path)
     assert main(["benchmark", str(experiment), "--out", str(tmp_path / "o"), "--data", f"phantom={phantom_dataset}",

@@ -34,3 +34,4 @@ run, so the pairs are not independent and the p-values are optimistic; they are 
 """
 
 DEFAULT_OUT = "benchmark_out"  # the output folder is DEFAULT_OUT/<experiment name> unless given
+OLD_DEFAULT_OUT = "benchmarks"  # before: the folder of the speed scripts; a benchmark found there is resumed there

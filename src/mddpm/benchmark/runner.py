@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from mddpm import __version__
-from mddpm.benchmark import DEFAULT_OUT
+from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
 from mddpm.benchmark.plan import (Stage, figures_for, now_iso, plan, read_records, record_finished, record_interrupted,
                                   stage_status)
@@ -134,7 +134,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
             raise MddpmError(f"--runs {max_runs}: must be at least 1")
         experiment.runs = experiment.runs[:max_runs]
     experiment_file = Path(experiment.source)
-    out = Path(out or Path(DEFAULT_OUT) / experiment.name).resolve()
+    out = Path(out).resolve() if out is not None else _default_out(experiment.name, log)
     for m in only or []:
         if m not in experiment.methods:
             raise MddpmError(f"--only {m}: not a method of experiment {experiment.name!r} "
@@ -195,6 +195,16 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
                                         "grid": experiment.to_json(), "data": {k: str(v) for k, v in roots.items()},
                                         "device": predict_device, "only": only, "stages": rows})
     return _write_outputs(experiment, out, rows, predict_device, report, log)
+
+
+def _default_out(name: str, log: Callable[[str], None]) -> Path:
+    """``benchmark_out/<name>``; an earlier benchmark in the old default ``benchmarks/<name>`` is resumed
+    there, with a note."""
+    out, old = Path(DEFAULT_OUT) / name, Path(OLD_DEFAULT_OUT) / name
+    if not out.exists() and (old / "benchmark.json").is_file():
+        log(f"note: resuming {old}, the old default output folder (deprecated: pass --out, or move it to {out})")
+        return old.resolve()
+    return out.resolve()
 
 
 def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: str, report: bool,
