@@ -13,14 +13,14 @@ from scipy.stats import wilcoxon
 
 import mddpm.benchmark.runner as runner
 from mddpm.benchmark.experiment import load_experiment, parse_data_args
-from mddpm.benchmark.runner import run_benchmark
 from mddpm.benchmark.plan import expected_run_config, plan
+from mddpm.benchmark.runner import run_benchmark
 from mddpm.benchmark.statistics import across_runs, paired_wilcoxon
 from mddpm.benchmark.table import Evaluation, build_table, stage_seconds
-from mddpm.report.table_files import table_csv, table_markdown
 from mddpm.cli.main import main
 from mddpm.errors import MddpmError
 from mddpm.io import write_json
+from mddpm.report.table_files import table_csv, table_markdown
 
 TABLE1_ROWS = ["vae", "svae", "dae", "fanogan", "ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm"]
 

@@ -13,13 +13,21 @@ from typing import Callable
 from mddpm import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
-from mddpm.benchmark.plan import (Stage, figures_for, now_iso, plan, read_records, record_finished, record_interrupted,
-                                  stage_status)
+from mddpm.benchmark.plan import (
+    Stage,
+    figures_for,
+    now_iso,
+    plan,
+    read_records,
+    record_finished,
+    record_interrupted,
+    stage_status,
+)
 from mddpm.benchmark.table import build_benchmark_table
 from mddpm.errors import MddpmError
 from mddpm.io import check_new_output, write_json
-from mddpm.run_folder import RunFolder
 from mddpm.report.table_files import write_table_files
+from mddpm.run_folder import RunFolder
 
 
 def resolve_datasets(experiment: Experiment, data: dict[str, str], out: Path, experiment_file: Path,
@@ -116,9 +124,11 @@ def _cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
+
 def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | None = None,
                   data: dict[str, str] | None = None, resume: bool = True, dry_run: bool = False,
-                  only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True, report: bool = True, table_only: bool = False,
+                  only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True,
+                  report: bool = True, table_only: bool = False,
                   max_runs: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``dry_run``, only list) the experiment's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
