@@ -39,20 +39,23 @@ class MethodSpec:
     build: Callable
     presets: dict = field(default_factory=dict)
     reference: str = ""
+    ignored_settings: Callable | None = None  # model config -> {model key it makes ineffective: why}
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, description: str, presets: dict | None = None, reference: str = ""):
+def register_method(name: str, description: str, presets: dict | None = None, reference: str = "",
+                    ignored_settings: Callable | None = None):
     """Decorator: register ``build(model_cfg) -> AnomalyMethod`` under ``name``; ``presets``: default
-    :func:`read_presets` of ``name``."""
+    :func:`read_presets` of ``name``; ``ignored_settings(model_cfg) -> {key: why}``: the model settings
+    that have no effect under the others (refused when a user sets them)."""
 
     def deco(build):
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
         METHODS[name] = MethodSpec(name, description, build, read_presets(name) if presets is None else presets,
-                                   reference)
+                                   reference, ignored_settings)
         return build
 
     return deco

@@ -207,11 +207,27 @@ REFERENCE_DDPM = ("Wyatt et al. AnoDDPM: anomaly detection with denoising diffus
                   "noise. CVPRW 2022; baseline as in " + REFERENCE_PDDPM)
 
 
+def ignored_settings(model: dict) -> dict[str, str]:
+    """The model settings without effect under ``model``'s masking, noise and patching: ``{key: why}``."""
+    ignored, masking = {}, model.get("masking")
+    if masking in ("none", "released"):
+        why = f"model.masking is {masking!r}" + (", whose sampler is fixed" if masking == "released" else "")
+        ignored.update(dict.fromkeys(("mask_ratio", "spectral", "mask_cells"), why))
+    elif masking == "ipm":
+        ignored["spectral"] = "model.masking 'ipm' has no spectral mask"
+    if model.get("noise") == "gaussian":
+        ignored.update(dict.fromkeys(("simplex_frequency", "noise_fp16_cast"), "model.noise is 'gaussian'"))
+    if model.get("patch_size") is None:
+        ignored["loss_in_patch"] = "model.patch_size is null: the whole slice is noised"
+    return ignored
+
+
 def _register(name: str, description: str, reference: str) -> None:
     def build(model_cfg: dict) -> DiffusionAnomalyMethod:
         return DiffusionAnomalyMethod(**model_cfg)
 
-    register_method(name, description, reference=reference)(build)  # presets: mddpm/presets/<name>.yaml
+    # presets: mddpm/presets/<name>.yaml
+    register_method(name, description, reference=reference, ignored_settings=ignored_settings)(build)
 
 
 _register("ddpm", "DDPM baseline: whole slice noised with simplex noise to t=499, one-step x0 reconstruction "
