@@ -16,7 +16,8 @@ from mddpm.preprocess.pipeline import preprocess_dataset
 from test_predict import make_run
 from test_preprocess import _settings, make_raw, world  # noqa: F401  (3 mm template world)
 
-NO_POSTPROCESS = {"erosion_iterations": 0, "median_filter": {"kernel": 1}, "components": {"removed_if_voxels_at_most": 0}}
+NO_POSTPROCESS = {"erosion_iterations": 0, "median_filter": {"kernel": 1},
+                  "components": {"removed_if_voxels_at_most": 0}}
 
 
 @pytest.fixture(scope="module")

@@ -118,12 +118,14 @@ def test_setting_ignored_by_the_masking_is_refused_even_from_set(capsys):
     assert capsys.readouterr().err.strip() == ("mddpm train: error: model.mask_cells: method pddpm ignores it "
                                                "(model.masking is 'none'); remove it")
     # the same key is fine once the masking uses it
-    assert resolve_run_config("pddpm", None, None, ["model.masking=\"ipm\"", "model.mask_cells=4"])["model"]["mask_cells"] == 4
+    cfg = resolve_run_config("pddpm", None, None, ["model.masking=\"ipm\"", "model.mask_cells=4"])
+    assert cfg["model"]["mask_cells"] == 4
 
 
 def test_a_config_mapping_trains_with_the_default_preset(dataset, tmp_path):  # noqa: F811
     run = train(dataset, "tiny", out=tmp_path / "run", progress=False, config_file={"train": {"max_steps": 2}})
-    assert read_json(run / "config.json")["preset"] == "demo" and read_json(run / "config.json")["train"]["max_steps"] == 2
+    saved = read_json(run / "config.json")
+    assert saved["preset"] == "demo" and saved["train"]["max_steps"] == 2
 
 
 def _escape(text: str) -> str:

@@ -10,11 +10,13 @@ def add_parser(sub) -> None:
         "detect", help="detect anomalies in a scan (or a folder of scans) with a trained run",
         description="SCAN must be in the template space of the run's training data, with its brain mask. Writes "
                     "DIR/anomaly_map.nii.gz, DIR/segmentation.nii.gz (in the scan's own geometry), DIR/overlay.png "
-                    "and DIR/detect.json. With a folder of scans and a folder of masks (<case id>.nii.gz; a scan <case>_0000 takes "
-                    "the mask <case>), every scan is scored with the model loaded once, into DIR/<case id>/.")
+                    "and DIR/detect.json. With a folder of scans and a folder of masks (<case id>.nii.gz; a scan "
+                    "<case>_0000 takes the mask <case>), every scan is scored with the model loaded once, into "
+                    "DIR/<case id>/.")
     p.add_argument("scan", metavar="SCAN", help="NIfTI scan (3-D), or a folder of them")
     p.add_argument("--model", required=True, metavar="RUN", help="run folder written by `mddpm train`")
-    p.add_argument("--mask", metavar="MASK", help="brain mask of SCAN (same shape and affine), or a folder of masks; required (with "
+    p.add_argument("--mask", metavar="MASK",
+                   help="brain mask of SCAN (same shape and affine), or a folder of masks; required (with "
                         "--preprocess: optional, on any grid overlapping SCAN)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--preprocess", action="store_true",

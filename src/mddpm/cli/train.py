@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
                    help="print the resolved config (YAML, usable as --config) and exit without training")
     p.add_argument("--logger", action="append", default=[], metavar="NAME[:key=value,...]",
                    help="experiment tracker (repeatable): csv, tensorboard (default: both), mlflow, wandb (when "
-                        "installed); options go to Lightning's logger, e.g. mlflow:tracking_uri=sqlite:////data/mlflow.db. "
+                        "installed); options go to Lightning's logger, e.g. "
+                        "mlflow:tracking_uri=sqlite:////data/mlflow.db. "
                         "csv is always kept (the report reads it)")
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/METHOD-PRESET[-foldK])")
     p.add_argument("--devices", default="1", help="devices per node (an integer, or 'auto'; default 1)")

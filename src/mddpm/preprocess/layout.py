@@ -123,14 +123,17 @@ def _add_folder(found: Inputs, images: Path, labels_dir: Path | None, meta: dict
     if orphans:
         example = labels[orphans[0]][0]
         more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
-        raise MddpmError(f"{example}: label matches no scan in {images}{more}; scans are expected as "
-                         f"{orphans[0]}{'_0000' if nnunet else ''}{ending or '.nii.gz'} (a label left behind would drop a lesion case)")
+        expected = f"{orphans[0]}{'_0000' if nnunet else ''}{ending or '.nii.gz'}"
+        raise MddpmError(f"{example}: label matches no scan in {images}{more}; scans are expected as {expected} "
+                         "(a label left behind would drop a lesion case)")
     if nnunet and role != "healthy":
         unlabelled = sorted(c for c in kept if c not in labels)
         if unlabelled:
             more = f" (and {len(unlabelled) - 1} more)" if len(unlabelled) > 1 else ""
-            where = labels_dir if labels_dir and labels_dir.is_dir() else f"{labels_dir or 'the labels folder'} (absent)"
-            raise MddpmError(f"{kept[unlabelled[0]][0]}: no label {unlabelled[0]}{ending or '.nii.gz'} in {where}{more}; "
+            where = (labels_dir if labels_dir and labels_dir.is_dir()
+                     else f"{labels_dir or 'the labels folder'} (absent)")
+            missing = f"{unlabelled[0]}{ending or '.nii.gz'}"
+            raise MddpmError(f"{kept[unlabelled[0]][0]}: no label {missing} in {where}{more}; "
                              "an nnU-Net image is a lesion case and would become healthy (give it a label, leave "
                              "it out with --pattern, or pass --role healthy if every scan is healthy)")
     for case, paths in kept.items():

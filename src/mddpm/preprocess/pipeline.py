@@ -358,7 +358,8 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
                                  inputs=inputs)
     modality = modality or inputs.channel or "T2"
     if role == "anomalous":
-        problems += [f"{c.image}: no label for this case in {labels_dir or 'the labels folder'} (role anomalous)" for c in cases if c.label is None]
+        problems += [f"{c.image}: no label for this case in {labels_dir or 'the labels folder'} (role anomalous)"
+                     for c in cases if c.label is None]
         cases = [c for c in cases if c.label is not None]
     digest, record = settings_hash(settings)
     _check_output_folder(out, digest, force)
