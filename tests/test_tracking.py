@@ -14,6 +14,7 @@ from mddpm.cli.main import main
 from mddpm.config import resolve_run_config
 from mddpm.errors import MddpmError
 from mddpm.io import read_json
+from mddpm.training.checkpoint import load_weights
 from mddpm.training.loggers import panel, parse_logger
 from mddpm.training.train import train
 from test_training import dataset  # noqa: F401  (the prepared phantom fixture; registers "tiny")
@@ -132,3 +133,16 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_resume_takes_a_config_file_on_top_of_the_saved_config(dataset, tmp_path):  # noqa: F811
+    run = train(dataset, "tiny", out=tmp_path / "run", progress=False, overrides=["train.max_steps=2"])
+    more = tmp_path / "more.json"
+    more.write_text(json.dumps({"method": "tiny", "train": {"max_steps": 3}}))
+    train(None, None, out=run, resume=True, config_file=more, progress=False)
+    assert read_json(run / "config.json")["train"]["max_steps"] == 3
+    assert load_weights(run / "last.pt")["step"] == 3
+    other = tmp_path / "other.yaml"
+    other.write_text("method: vae\n")
+    with pytest.raises(MddpmError, match=r"other.yaml: method 'vae' differs from the run's 'tiny'"):
+        train(None, None, out=run, resume=True, config_file=other, progress=False)
