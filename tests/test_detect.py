@@ -165,6 +165,12 @@ def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(setup, tmp_path,
         np.testing.assert_array_equal(_load(out / "case007" / name)[0], _load(single / name)[0])
     header = nib.load(str(out / "case006" / "segmentation.nii.gz")).header
     assert int(header["qform_code"]) == 1 and int(header["sform_code"]) == 1 and header.get_xyzt_units()[0] == "mm"
+    bad = tmp_path / "bad"
+    shutil.copytree(scans, bad)
+    (bad / "case007_0000.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(MddpmError, match=r"case007_0000.nii.gz: cannot read as NIfTI"):
+        detect(bad, run, tmp_path / "out1", mask=masks)
+    assert not (tmp_path / "out1").exists()  # case006 was not scored first
     (masks / "case007.nii.gz").unlink()
     with pytest.raises(MddpmError, match=r"case007_0000.nii.gz: no brain mask .*case007.nii.gz"):
         detect(scans, run, tmp_path / "out2", mask=masks)

@@ -29,7 +29,8 @@ from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxe
 from mddpm.errors import MddpmError
 from mddpm.evaluation.postprocess import postprocess_map, remove_small_components, stored_constants
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
-from mddpm.io import atomic_write, check_case_id, check_output_folder, read_json, read_nifti, write_json, write_nifti
+from mddpm.io import (atomic_write, check_case_id, check_output_folder, open_nifti, read_json, read_nifti, write_json,
+                      write_nifti)
 from mddpm.preprocess.layout import CHANNEL_SUFFIX, index_folder
 from mddpm.preprocess.steps import SUPPORTED_SUFFIXES
 from mddpm.progress import progress_bar
@@ -166,8 +167,11 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
     per scan and loads the model once. ``progress``: a bar on a terminal."""
     scan, out = Path(scan).resolve(), Path(out).resolve()
     pairs = pair_scans(scan, mask)
-    model = load_run(run, threshold, device, precision)
     folder = scan.is_dir()
+    if folder:  # headers of every pair before anything is scored or written (no partial folder for a bad file)
+        for scan_path, mask_path in pairs.values():
+            check_pair_header(scan_path, mask_path)
+    model = load_run(run, threshold, device, precision)
     check_output_folder(out, force, [f"*/{name}" for name in OUTPUT_FILES] if folder else OUTPUT_FILES)
     with progress_bar("detect", len(pairs), progress, label="scoring") as advance:
         for cid, (scan_path, mask_path) in pairs.items():
@@ -201,6 +205,13 @@ def pair_scans(scan: Path, mask: str | os.PathLike | None) -> dict[str, tuple[Pa
         check_case_id(key, paths[0])
         pairs[key] = (paths[0], masks[key][0])
     return pairs
+
+
+def check_pair_header(scan: Path, mask: Path) -> None:
+    """Refuse, from the headers alone, a scan or mask that cannot be read or a mask on another grid."""
+    image, brain = open_nifti(scan), open_nifti(mask)
+    if tuple(brain.shape[:3]) != tuple(image.shape[:3]) or not np.allclose(brain.affine, image.affine, atol=1e-3):
+        raise MddpmError(f"{mask}: shape or affine differs from the scan {scan} (mask and scan must share one grid)")
 
 
 def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
