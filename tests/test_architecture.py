@@ -16,7 +16,7 @@ LAYERS = {
     "training": 4,
     "inference": 5, "report": 5,
     "benchmark": 6,
-    "demo": 7,
+    "demo": 7, "api": 7,
     "cli": 8,
 }
 
