@@ -2,7 +2,9 @@
 
 Each subcommand lives in ``mddpm/cli/<name>.py`` and defines ``add_parser(subparsers)``, which
 registers the subcommand with ``func=run`` as its default. Errors of type
-:class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2.
+:class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2; Ctrl-C (at any moment, start-up
+included) one line and exit code 130; SIGTERM during a step that holds temporary files or workers
+(:func:`mddpm.parallel.sigterm_raises`) one line and 143, after that step's clean-up.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from mddpm import __version__
 from mddpm.errors import MddpmError
+from mddpm.parallel import Terminated
 
 NEWLINE, ESCAPED_NEWLINE = "\n", "\\n"
 COMMANDS = [
@@ -34,11 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    command = ""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        command = args.command
+        return _run(args)
+    except KeyboardInterrupt as e:  # Terminated: SIGTERM inside a step that cleans up (mddpm.parallel)
+        stopped = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        print(f"mddpm{' ' + command if command else ''}: {stopped}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except MddpmError as e:
@@ -49,9 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         if not str(e).startswith("Symlink loop"):  # pathlib's way of saying ELOOP
             raise
         return _fail(args.command, str(e))
-    except KeyboardInterrupt:
-        print(f"mddpm {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 def _fail(command: str, message: str) -> int:
