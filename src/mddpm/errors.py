@@ -1,6 +1,11 @@
 """The one error type the command line turns into a one-line message and exit code 2."""
 
 
+def one_line(message: str) -> str:
+    """``message`` with line breaks (inside a path, say) shown as ``\\n`` and ``\\r``: a message stays one line."""
+    return message.replace("\n", "\\n").replace("\r", "\\r")
+
+
 class MddpmError(Exception):
     """A problem with the user's input or environment.
 

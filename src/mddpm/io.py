@@ -10,6 +10,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -238,9 +239,17 @@ def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndar
     return data, np.asarray(img.affine, dtype=np.float64)
 
 
+# SimpleITK's messages open with the C++ source line that threw and prefix the reason with the filter's address
+_SITK_LOCATION = re.compile(r"^Exception thrown in SimpleITK \S+: .*:\d+:$")
+_SITK_PREFIX = re.compile(r"^(sitk::ERROR: |ITK ERROR: \w+\(0x[0-9a-fA-F]+\): )")
+
+
 def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text else type(e).__name__
+    """``"Type: the message's first meaningful line"`` (at most 160 characters) of a library's exception:
+    SimpleITK's C++ source location and prefixes left out, so that the reason shows."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not _SITK_LOCATION.match(ln.strip())]
+    text = _SITK_PREFIX.sub("", lines[0]) if lines else ""
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
 
 
 def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:

@@ -14,10 +14,9 @@ import importlib
 import sys
 
 from mddpm import __version__
-from mddpm.errors import MddpmError
+from mddpm.errors import MddpmError, one_line
 from mddpm.parallel import Terminated
 
-NEWLINE, ESCAPED_NEWLINE = "\n", "\\n"
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
     "evaluate", "detect", "benchmark", "bench", "list",
@@ -67,7 +66,7 @@ def _run(args) -> int:
 
 def _fail(command: str, message: str) -> int:
     """Print the one-line error (a newline inside a path is shown as \\n) and return exit code 2."""
-    print(f"mddpm {command}: error: {message.replace(NEWLINE, ESCAPED_NEWLINE)}", file=sys.stderr)
+    print(f"mddpm {command}: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 

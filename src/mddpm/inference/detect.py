@@ -1,8 +1,8 @@
 """``detect``: one new scan + a trained run -> anomaly map and lesion segmentation in the scan's geometry.
 
 The scan must already be in the template space of the run's training data (same orientation and
-resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans) and comes
-with its brain mask. Steps: read and check the scan and mask; bring them onto the run's prepared grid
+resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans; another
+orientation or voxel size is refused) and comes with its brain mask. Steps: read and check the scan and mask; bring them onto the run's prepared grid
 (:func:`mddpm.data.prepare.prepare_volume`); score (the run's method and defaults, one generator seeded
 from ``train.seed``); post-process as published (eroded-mask multiply, 3-D median); threshold; remove
 small components; resample map (linear) and segmentation (nearest) back to the scan's own voxel grid
@@ -17,21 +17,25 @@ another ``threshold.json``; that file's ``postprocess`` settings are used too.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from mddpm import __version__
+from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
 from mddpm.errors import MddpmError
 from mddpm.evaluation.postprocess import postprocess_map, remove_small_components, stored_constants
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
-from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
+from mddpm.io import atomic_write, check_output_folder, open_nifti, read_json, read_nifti, write_json, write_nifti
 from mddpm.progress import progress_bar
 from mddpm.training import derive_seed
 from mddpm.training.checkpoint import build_from_weights
 
+SPACING_TOLERANCE = 0.2  # relative difference of a voxel size from the training scans' that is refused
 OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "detect.json")
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
 
@@ -95,6 +99,33 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
     return image, brain, affine
 
 
+def check_geometry(scan: Path, affine: np.ndarray, run: Path) -> None:
+    """Refuse a scan whose axes point elsewhere than the run's training scans', or whose voxel size differs
+    from theirs by more than :data:`SPACING_TOLERANCE` (a permuted scan, or a header that lies about
+    spacing, would be segmented wrongly without a word). The reference is the header of the first training
+    case of ``RUN/config.json``'s dataset; when that is gone, a note says that nothing was checked."""
+    try:
+        ds = load_dataset(read_json(run / "config.json")["dataset"])
+        reference_path = next(iter(ds.cases.values())).image
+        reference = np.asarray(open_nifti(reference_path).affine, dtype=np.float64)
+    except (MddpmError, KeyError, TypeError, StopIteration, OSError):
+        print(f"mddpm detect: note: {scan}: orientation and voxel size not checked (the training data of "
+              f"{run} cannot be read)", file=sys.stderr)
+        return
+    axes, expected_axes = "".join(nib.aff2axcodes(affine)), "".join(nib.aff2axcodes(reference))
+    if axes != expected_axes:
+        raise MddpmError(f"{scan}: voxel axes point {axes}, the run's training scans {expected_axes} (e.g. "
+                         f"{reference_path}); reorient the scan like the training data (`mddpm preprocess` does)")
+    spacing, expected = voxel_sizes(affine), voxel_sizes(reference)
+    if np.any(np.abs(spacing / expected - 1) > SPACING_TOLERANCE):
+        raise MddpmError(f"{scan}: voxel size {_mm(spacing)} mm, the run's training scans {_mm(expected)} mm (e.g. "
+                         f"{reference_path}); resample the scan like the training data (`mddpm preprocess` does)")
+
+
+def _mm(sizes: np.ndarray) -> str:
+    return "x".join(f"{float(s):.3g}" for s in sizes)
+
+
 def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike,
            mask: str | os.PathLike | None = None, threshold: float | str | os.PathLike | None = None,
            force: bool = False, device: str = "auto", precision: str = "32", progress: bool = True) -> Path:
@@ -105,6 +136,7 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
         raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     with progress_bar("detect", 5, progress, label="reading the scan and the run") as step:
         image, brain, affine = read_scan(scan, mask)
+        check_geometry(scan, affine, run)
         method, payload = build_from_weights(run / "best.pt")
         value, source, postprocess = resolve_threshold(run, threshold)
         check_output_folder(out, force, OUTPUT_FILES)

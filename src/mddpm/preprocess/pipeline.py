@@ -27,8 +27,8 @@ import SimpleITK as sitk
 
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
-from mddpm.errors import MddpmError
-from mddpm.io import case_id_problem, read_json, write_json, write_nifti
+from mddpm.errors import MddpmError, one_line
+from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
@@ -106,10 +106,9 @@ class _Timer:
         self.cpu_seconds[self.name] = round(time.process_time() - self.cpu_start, 3)
         if err is None or not isinstance(err, Exception):
             return False
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, MddpmError) and self.name == "read":
             raise err  # read errors already name their file
-        detail = msg if isinstance(err, MddpmError) else f"{type(err).__name__}: {msg[:200]}"
+        detail = str(err) if isinstance(err, MddpmError) else first_line(err)
         raise MddpmError(f"{self.case.image}: {self.name}: {detail}") from None
 
 
@@ -407,7 +406,7 @@ def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, 
         elif isinstance(error, MddpmError):
             report.failures.append(str(error))
         else:
-            report.failures.append(f"{case.image}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            report.failures.append(f"{case.image}: {first_line(error)}")
 
     threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))
     parallel_map(_run_job, [(c, out, settings, digest) for c in todo], lambda i, marker: done(todo[i], marker, None),
@@ -488,7 +487,7 @@ def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> lis
 def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ") -> None:
     """Failures one line each on stderr (``prefix`` + "file: problem"), then a summary on stdout."""
     for line in report.failures:
-        print(prefix + line, file=sys.stderr)
+        print(prefix + one_line(line), file=sys.stderr)
     total = len(report.processed) + len(report.skipped)
     secs = [m["seconds"] for cid, m in report.markers.items() if cid in report.processed]
     mean = f", {np.mean([sum(s.values()) for s in secs]):.1f} s per case" if secs else ""

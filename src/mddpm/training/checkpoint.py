@@ -95,7 +95,6 @@ def build_from_weights(path: str | os.PathLike, method: str | None = None):
     try:
         module.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else ""
         raise MddpmError(f"{path}: weights do not fit the {payload['method']!r} model built from their config "
-                         f"({first[:160]})") from None
+                         f"({first_line(e)})") from None
     return module.eval(), payload
