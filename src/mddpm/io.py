@@ -60,8 +60,9 @@ MAX_ID_LENGTH = 128
 _TEMP_PATTERNS = (".*.tmp*", "*/.*.tmp*")
 
 
-def case_id_problem(cid) -> str | None:
-    """Why ``cid`` cannot be a case id (ids become file names: one safe path component), or None."""
+def case_id_problem(cid, kind: str = "case ids") -> str | None:
+    """Why ``cid`` cannot be a case id (ids become file names: one safe path component), or None. The same
+    rule holds for every other name that becomes a file name (``kind``: what the message calls them)."""
     if not isinstance(cid, str) or not cid:
         reason = "is not a non-empty string"
     elif len(cid) > MAX_ID_LENGTH:
@@ -76,7 +77,7 @@ def case_id_problem(cid) -> str | None:
         reason = "holds a control character"
     else:
         return None
-    return f"{reason} (case ids become file names)"
+    return f"{reason} ({kind} become file names)"
 
 
 def check_case_id(cid, where: str | os.PathLike) -> str:

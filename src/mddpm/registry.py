@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mddpm.errors import MddpmError
+from mddpm.io import case_id_problem
 
 # Modules that define methods; importing them fills METHODS.
 METHOD_MODULES = [
@@ -46,6 +47,9 @@ def register_method(name: str, description: str, presets: dict, reference: str =
     """Decorator: register ``build(model_cfg) -> AnomalyMethod`` under ``name``."""
 
     def deco(build):
+        problem = case_id_problem(name, "method names")
+        if problem:
+            raise ValueError(f"method name {name!r} {problem}")
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
         METHODS[name] = MethodSpec(name, description, build, presets, reference)
