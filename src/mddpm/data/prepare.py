@@ -35,15 +35,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
 from mddpm.data.cache import ARRAYS, Prepared, cache_damage, load_prepared
 from mddpm.data.dataset import load_dataset
-from mddpm.data.verify import AFFINE_TOLERANCE_MM
+from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, read_json, read_nifti, write_json
+from mddpm.io import check_output_folder, open_nifti, read_json, read_nifti, write_json
 from mddpm.parallel import parallel_map, sigterm_raises
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
@@ -289,10 +290,6 @@ def _worker_init(threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
-
-
 def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper", force: bool = False,
                     workers: int = 2, progress: bool = True) -> Path:
     """Prepare every case of a dataset onto ``grid``; returns ``<dataset_root>/prepared/<tag>/``.
@@ -314,6 +311,11 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     for p in sources:
         if not p.is_file():
             raise MddpmError(f"{p}: file not found")
+    axes = ["".join(nib.aff2axcodes(open_nifti(c.image).affine)) for c in cases]  # headers only
+    usual, odd = odd_orientations(axes)
+    if odd:
+        raise MddpmError(f"{cases[odd[0]].image}: voxel axes point {axes[odd[0]]}, most images of the dataset "
+                         f"{usual} (reorient it like the others; `mddpm preprocess` does)")
     settings = {"prepare_version": PREPARE_VERSION, "grid": grid.settings(),
                 "dataset_json_sha256": hashlib.sha256((root / "dataset.json").read_bytes()).hexdigest(),
                 "files_fingerprint": _file_fingerprint(sources)}
@@ -322,7 +324,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
         problem = _reuse_problem(out, settings)
         if problem is None:
             return out
-        _say(f"{out}: cache is {problem}; rebuilding")
+        print(f"{out}: cache is {problem}; rebuilding", file=sys.stderr)
     if out.exists():  # replaced below: only when it holds nothing but an earlier cache
         check_output_folder(out, True, ["prepared.json", *(f"{name}.npy" for name in ARRAYS)])
 

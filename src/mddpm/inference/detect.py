@@ -93,6 +93,9 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
         raise MddpmError(f"{mask}: shape {brain.shape} differs from the scan {scan} {image.shape}")
     if not np.allclose(mask_affine, affine, atol=1e-3):
         raise MddpmError(f"{mask}: affine differs from the scan {scan} (mask and scan must share one voxel grid)")
+    if not np.isin(brain, (0, 1)).all():
+        raise MddpmError(f"{mask}: brain mask is not binary (values {np.unique(brain)[:6].tolist()}); "
+                         "threshold it first (e.g. > 0.5)")
     brain = brain > 0
     if not brain.any():
         raise MddpmError(f"{mask}: brain mask is empty")
