@@ -347,7 +347,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
             damage = cache_damage(tmp, read_volumes=True)
             if damage is not None:
                 raise MddpmError(f"{out}: the new cache does not read back after writing (a full disk?): "
-                                 f"{damage.replace(str(tmp), 'it')}; nothing was replaced")
+                                 f"{damage.replace(str(tmp) + os.sep, '')}; nothing was replaced")
             if out.exists():
                 old = out.with_name(f".{out.name}.old-{os.getpid()}")
                 os.replace(out, old)
