@@ -107,3 +107,46 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli_main, "build_parser", interrupted)
     assert cli_main.main(["verify", "x"]) == 130
     assert capsys.readouterr().err.splitlines() == ["mddpm: interrupted"]
+
+
+def _interrupt_command(argv: list[str], folder: Path, sig: int) -> tuple[int, str, list[int]]:
+    """Run ``mddpm ARGV`` in its own process group, send ``sig`` once its workers run (to the group for
+    SIGINT, as a terminal does; to the command for SIGTERM); return (exit code, stderr, worker pids)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mddpm.cli.main", *argv], env=env, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len([p for p in _children(proc.pid) if _alive(p)]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = _children(proc.pid)
+    assert len(children) >= 2 and proc.poll() is None, "the workers did not start (or the command ended first)"
+    time.sleep(1.0)
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return proc.returncode, err, [p for p in children if _alive(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to list child processes")
+def test_sigterm_during_synth_leaves_no_temporary_folder_and_no_worker(tmp_path):
+    code, err, alive = _interrupt_command(["synth", str(tmp_path / "synth"), "--size", "small", "--workers", "2",
+                                           "--no-progress"], tmp_path, signal.SIGTERM)
+    assert (code, err.strip().splitlines()) == (143, ["mddpm synth: stopped by SIGTERM"])
+    assert not alive and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to list child processes")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_prepare_leaves_no_temporary_folder_and_no_worker(tmp_path, sig):
+    from conftest import make_phantom_dataset
+
+    dataset = make_phantom_dataset(tmp_path / "phantom", shape=(96, 96, 48), n_healthy=24, n_anomalous=2)
+    code, err, alive = _interrupt_command(["prepare", str(dataset), "--grid", "paper", "--workers", "2",
+                                           "--no-progress"], tmp_path, sig)
+    stopped = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"
+    assert (code, err.strip().splitlines()) == (143 if sig == signal.SIGTERM else 130, [f"mddpm prepare: {stopped}"])
+    assert not alive and not list((dataset / "prepared").glob("*")), "a worker or a temporary folder left"

@@ -63,9 +63,13 @@ class _WorkerStop(BaseException):
 _in_job = False
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_sigterm)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked since the parent launched this worker
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     if initializer is not None:
         initializer(*initargs)
@@ -121,7 +125,13 @@ def parallel_map(fn: Callable[[Any], Any], jobs: Sequence, done: Callable[[int, 
                 advance(label(job) if label else "")
             return
         with _pool(workers, initializer, initargs) as pool:
-            pending = {pool.submit(_run_in_worker, fn, job): i for i, job in enumerate(jobs)}
+            # the workers start during the first submits: a signal now would cut the pickled start-up data a
+            # worker is reading (a traceback from it), so it waits; workers inherit the mask until started
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                pending = {pool.submit(_run_in_worker, fn, job): i for i, job in enumerate(jobs)}
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
