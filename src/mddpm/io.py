@@ -141,6 +141,13 @@ def _files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def missing_file(path: Path) -> str:
+    """Why ``path`` (which is no file) cannot be read: a dangling or looping link, a folder, or nothing there."""
+    if path.is_symlink():
+        return "a symbolic link that leads nowhere (dangling, or a loop)"
+    return "a folder, not a file" if path.is_dir() else "file not found"
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path) as tmp:
@@ -151,7 +158,7 @@ def read_json(path: str | os.PathLike) -> dict:
     """A JSON object from ``path``; anything else (a list, nesting too deep, bad bytes) is refused."""
     path = Path(path)
     if not path.is_file():
-        raise MddpmError(f"{path}: file not found")
+        raise MddpmError(f"{path}: {missing_file(path)}")
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -186,7 +193,7 @@ def open_nifti(path: str | os.PathLike):
     """The nibabel image of ``path``, its header checked (:func:`check_nifti_header`); no voxel read yet."""
     path = Path(path)
     if not path.is_file():
-        raise MddpmError(f"{path}: file not found")
+        raise MddpmError(f"{path}: {missing_file(path)}")
     try:
         img = nib.load(str(path))
     except Exception as e:  # nibabel raises many types for broken files

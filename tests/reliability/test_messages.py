@@ -4,6 +4,8 @@ that does not read back after writing never replaces the old one."""
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -15,6 +17,7 @@ from mddpm.data.cache import cache_damage
 from mddpm.data.prepare import load_prepared, prepare_dataset, prepared_path
 from mddpm.errors import MddpmError
 from mddpm.io import first_line
+from mddpm.training.checkpoint import load_weights
 
 from .defects import fractional, truncate
 
@@ -84,3 +87,18 @@ def test_prepare_refuses_a_fractional_mask_as_verify_does(tmp_path):
     with pytest.raises(MddpmError, match="case001.nii.gz: brain mask is not binary"):
         prepare_dataset(dataset, "demo", workers=1, progress=False)
     assert not prepared_path(dataset, "demo").exists()
+
+
+def test_a_looping_link_and_a_foreign_zip_are_named_for_what_they_are(tmp_path):
+    dataset = make_phantom_dataset(tmp_path / "phantom", n_healthy=3, n_anomalous=2)
+    image = dataset / "images/case001_0000.nii.gz"
+    image.unlink()
+    image.symlink_to(dataset / "images/loop")
+    (dataset / "images/loop").symlink_to(image)
+    with pytest.raises(MddpmError, match="case001_0000.nii.gz: a symbolic link that leads nowhere"):
+        prepare_dataset(dataset, "demo", workers=1, progress=False)
+    weights = tmp_path / "best.pt"
+    with zipfile.ZipFile(weights, "w") as archive:
+        archive.writestr("archive/data.pkl", bytes(range(256)))
+    with pytest.raises(MddpmError, match=r"best.pt: not a PyTorch file \(a zip archive without PyTorch's layout"):
+        load_weights(weights)

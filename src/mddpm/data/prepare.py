@@ -44,7 +44,7 @@ from mddpm.data.cache import ARRAYS, Prepared, cache_damage, load_prepared
 from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, open_nifti, read_json, read_nifti, write_json
+from mddpm.io import check_output_folder, missing_file, open_nifti, read_json, read_nifti, write_json
 from mddpm.parallel import parallel_map, sigterm_raises
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
@@ -310,7 +310,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     sources = [p for c in cases for p in (c.image, c.mask, c.label) if p is not None]
     for p in sources:
         if not p.is_file():
-            raise MddpmError(f"{p}: file not found")
+            raise MddpmError(f"{p}: {missing_file(p)}")
     axes = ["".join(nib.aff2axcodes(open_nifti(c.image).affine)) for c in cases]  # headers only
     usual, odd = odd_orientations(axes)
     if odd:

@@ -33,7 +33,7 @@ import numpy as np
 
 from mddpm.data.schema import MAX_LISTED, Entry, Problem, listing, check_structure
 from mddpm.errors import MddpmError
-from mddpm.io import first_line, open_nifti
+from mddpm.io import first_line, missing_file, open_nifti
 
 SEVERITIES = ("error", "warning", "note")
 AFFINE_TOLERANCE_MM = 1e-3
@@ -187,7 +187,7 @@ def _load(path: Path, report, voxels: bool) -> _Volume | None:
     """Read one NIfTI file (header, and voxels unless not ``voxels``, once); report and return
     None when unusable. ``.data`` is None when voxels were not read or cannot be trusted."""
     if not path.is_file():
-        report("error", "missing-file", path, "file not found")
+        report("error", "missing-file", path, missing_file(path))
         return None
     try:
         img = open_nifti(path)

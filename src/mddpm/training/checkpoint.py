@@ -61,6 +61,8 @@ def read_torch_file(path: Path):
         raise MddpmError(f"{path}: refused to load: it holds objects other than plain data and tensors "
                          "(crafted or foreign pickle)") from None
     except Exception as e:  # a damaged archive, ...
+        if "hasRecord" in str(e) or "PytorchStreamReader" in str(e):  # torch's words for a zip it did not write
+            raise MddpmError(f"{path}: not a PyTorch file (a zip archive without PyTorch's layout, or a damaged one)") from None
         raise MddpmError(f"{path}: cannot read as a PyTorch file ({first_line(e)})") from None
 
 
