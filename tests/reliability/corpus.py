@@ -133,7 +133,7 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("foreign-force", "preprocess"): "writes its cases beside the foreign file and deletes nothing",
     ("foreign-force", "benchmark"): "resumes into its folder beside the foreign file and deletes nothing",
     ("fractional-mask", "preprocess"): "raw brain masks: values > 0 are brain (docs/preprocess.md)",
-    **{("truncated-cache", command): "a damaged cache is rebuilt, and said so" for command in ("prepare", "predict")},
+    ("truncated-cache", "prepare"): "a damaged cache is rebuilt, and said so",
     ("lying-spacing", "verify"): "verify warns that the voxel size differs from geometry.spacing_mm",
     ("permuted-axes", "preprocess"): "raw scans are reoriented",
 }
@@ -166,8 +166,8 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     **{("lying-spacing", command): "not run: in a dataset a header's voxel size is taken as true (each file is "
        "resampled by its own; verify warns when it differs from geometry.spacing_mm)"
        for command in ("prepare", "train", "predict", "preprocess", "benchmark")},
-    **{("truncated-cache", command): "not run: reaches the cache through the same prepare_dataset as predict"
-       for command in ("train", "benchmark")},
+    **{("truncated-cache", command): "not run: reaches the cache through prepare_dataset, as prepare does"
+       for command in ("train", "predict", "benchmark")},
     **{("nan-threshold", command): "only detect reads a threshold.json"
        for command in ("verify", "prepare", "train", "predict", "evaluate", "preprocess", "benchmark")},
 }
