@@ -16,7 +16,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mddpm.cli.main import main
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
+from mddpm.data.cache import load_prepared
+from mddpm.data.prepare import GridSpec, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
 from mddpm.errors import MddpmError

@@ -13,7 +13,8 @@ from skimage.metrics import structural_similarity
 from conftest import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
-from mddpm.data.prepare import load_prepared, prepare_dataset, prepared_path
+from mddpm.data.cache import load_prepared
+from mddpm.data.prepare import prepare_dataset, prepared_path
 from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
 from mddpm.inference.scores import anomaly_score, ssim_map

@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from conftest import make_phantom_dataset
 from mddpm.cli.main import main
 from mddpm.data import prepare as prepare_module
-from mddpm.data.cache import cache_damage
-from mddpm.data.prepare import load_prepared, prepare_dataset, prepared_path
+from mddpm.data.cache import cache_damage, load_prepared
+from mddpm.data.prepare import prepare_dataset, prepared_path
 from mddpm.errors import MddpmError
 from mddpm.io import first_line
 from mddpm.training.checkpoint import load_weights

@@ -40,7 +40,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from mddpm.data.cache import ARRAYS, Prepared, cache_damage, load_prepared
+from mddpm.data.cache import ARRAYS, cache_damage
 from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
 from mddpm.errors import MddpmError

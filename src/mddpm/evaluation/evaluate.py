@@ -34,7 +34,7 @@ from nibabel.affines import voxel_sizes
 import torch
 
 from mddpm import __version__
-from mddpm.data.prepare import Prepared, load_prepared
+from mddpm.data.cache import Prepared, load_prepared
 from mddpm.errors import MddpmError
 from mddpm.evaluation.metrics import (
     COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)

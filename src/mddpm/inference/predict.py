@@ -35,7 +35,8 @@ import torch
 
 from mddpm import __version__
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
+from mddpm.data.cache import load_prepared
+from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.inference.scores import SCORES, SSIM_L1_ALPHA, SSIM_SIGMA, SSIM_WINDOW, anomaly_score
 from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
