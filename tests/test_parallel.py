@@ -150,3 +150,13 @@ def test_an_interrupted_prepare_leaves_no_temporary_folder_and_no_worker(tmp_pat
     stopped = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"
     assert (code, err.strip().splitlines()) == (143 if sig == signal.SIGTERM else 130, [f"mddpm prepare: {stopped}"])
     assert not alive and not list((dataset / "prepared").glob("*")), "a worker or a temporary folder left"
+
+
+def test_sigterm_at_any_moment_of_a_command_is_one_line():
+    """Outside any pool or temporary folder too (here: inside a command's body)."""
+    code = ("import os, signal, sys, time; import mddpm.cli.list as command; "
+            "command.run = lambda args: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(30)); "
+            "from mddpm.cli.main import main; sys.exit(main(['list', 'methods']))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr.splitlines()) == (143, ["mddpm list: stopped by SIGTERM"])

@@ -11,8 +11,9 @@ SIGTERM in the middle of a job first unwinds it, so that the job's own ``finally
 temporary file) run, and is killed if that takes more than :data:`JOIN_SECONDS`.
 
 SIGTERM is turned into :class:`Terminated` (a ``KeyboardInterrupt``) while :func:`sigterm_raises` is
-active, so that ``finally`` blocks run on SIGTERM as on Ctrl-C: the map itself and the steps that hold a
-temporary folder use it (not the whole command: Lightning has its own SIGTERM handling during training).
+active, so that ``finally`` blocks run on SIGTERM as on Ctrl-C: the command line wraps every command in
+it, and the map and the steps that hold a temporary folder use it too (for callers of the Python API).
+Training leaves SIGTERM to Lightning (:func:`default_sigterm`), which saves a checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -64,6 +65,20 @@ _in_job = False
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def default_sigterm() -> Iterator[None]:
+    """Within the block SIGTERM has its default handler (Lightning installs its own only over the default:
+    training saves ``last.ckpt`` and stops cleanly); the earlier handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    earlier = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
 
 
 def _start_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mddpm.errors import MddpmError
-from mddpm.io import case_id_problem
 
 # Modules that define methods; importing them fills METHODS.
 METHOD_MODULES = [
@@ -47,6 +46,8 @@ def register_method(name: str, description: str, presets: dict, reference: str =
     """Decorator: register ``build(model_cfg) -> AnomalyMethod`` under ``name``."""
 
     def deco(build):
+        from mddpm.io import case_id_problem  # here: building the command line's parser imports this module
+
         problem = case_id_problem(name, "method names")
         if problem:
             raise ValueError(f"method name {name!r} {problem}")

@@ -3,8 +3,8 @@
 Each subcommand lives in ``mddpm/cli/<name>.py`` and defines ``add_parser(subparsers)``, which
 registers the subcommand with ``func=run`` as its default. Errors of type
 :class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2; Ctrl-C (at any moment, start-up
-included) one line and exit code 130; SIGTERM during a step that holds temporary files or workers
-(:func:`mddpm.parallel.sigterm_raises`) one line and 143, after that step's clean-up.
+included) one line and exit code 130, SIGTERM one line and 143, both after the clean-up of the step they
+stopped (training excepted: Lightning saves a checkpoint for ``--resume`` and ends the run its own way).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 
 from mddpm import __version__
 from mddpm.errors import MddpmError, one_line
-from mddpm.parallel import Terminated
+from mddpm.parallel import Terminated, sigterm_raises
 
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
@@ -38,14 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     command = ""
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 0
-        command = args.command
-        return _run(args)
-    except KeyboardInterrupt as e:  # Terminated: SIGTERM inside a step that cleans up (mddpm.parallel)
+        with sigterm_raises():
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 0
+            command = args.command
+            return _run(args)
+    except KeyboardInterrupt as e:  # Terminated: SIGTERM (mddpm.parallel.sigterm_raises)
         stopped = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
         print(f"mddpm{' ' + command if command else ''}: {stopped}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
