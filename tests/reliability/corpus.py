@@ -4,7 +4,6 @@ good maps folder, or of a scan), run through every command that reads data.
 :func:`build_base` makes the good material once (dataset, demo-grid cache, an ``intensity`` run, maps
 of lesion_val / lesion_test and a threshold.json). :func:`run_cell` applies one defect for one command
 in a fresh folder, calls ``mddpm.cli.main.main`` in-process and returns an :class:`Outcome`.
-:func:`markdown_table` renders input × command -> outcome for docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -389,24 +388,3 @@ def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, f
         return ["benchmark", str(_benchmark_grid(folder, dataset)), "--out", str(out), "--device", "cpu",
                 "--no-report", "--no-progress"]
     raise ValueError(command)
-
-
-def markdown_table(outcomes: dict[tuple[str, str], Outcome | None]) -> str:
-    """Input × command -> outcome, one row per (input, command), grouped by input."""
-    lines = ["| input | command | outcome |", "|---|---|---|"]
-    for defect in CORPUS:
-        for command in COMMANDS:
-            key = (defect.name, command)
-            o = outcomes.get(key)
-            if key in NOT_APPLICABLE:
-                cell = f"n/a: {NOT_APPLICABLE[key]}"
-            elif o is None:
-                continue
-            else:
-                cell = o.cell()
-                if key in ACCEPTED:
-                    cell += f" ({ACCEPTED[key]})"
-                elif key in KNOWN_GAPS:
-                    cell += f" ({KNOWN_GAPS[key]})"
-            lines.append(f"| {defect.name}: {defect.description} | {command} | {cell} |")
-    return "\n".join(lines) + "\n"
