@@ -54,7 +54,8 @@ def _alive(pid: int) -> bool:
 # run for a minute, and the command line's way of reporting an interrupt
 SCRIPT = textwrap.dedent("""
     import shutil, sys, tempfile, time
-    from mddpm.parallel import Terminated, parallel_map, sigterm_raises
+    from mddpm.errors import Terminated
+    from mddpm.parallel import parallel_map, sigterm_raises
     if __name__ == "__main__":
         try:
             with sigterm_raises():

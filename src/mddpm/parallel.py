@@ -10,7 +10,7 @@ exit by themselves when their parent dies without a chance to clean up (SIGKILL)
 SIGTERM in the middle of a job first unwinds it, so that the job's own ``finally`` blocks (an atomic write's
 temporary file) run, and is killed if that takes more than :data:`JOIN_SECONDS`.
 
-SIGTERM is turned into :class:`Terminated` (a ``KeyboardInterrupt``) while :func:`sigterm_raises` is
+SIGTERM is turned into :class:`~mddpm.errors.Terminated` (a ``KeyboardInterrupt``) while :func:`sigterm_raises` is
 active, so that ``finally`` blocks run on SIGTERM as on Ctrl-C: the command line wraps every command in
 it, and the map and the steps that hold a temporary folder use it too (for callers of the Python API).
 Training leaves SIGTERM to Lightning (:func:`default_sigterm`), which saves a checkpoint to resume from.
@@ -27,15 +27,11 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Sequence
 
-from mddpm.errors import MddpmError
+from mddpm.errors import MddpmError, Terminated
 from mddpm.progress import progress_bar
 
 PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that its parent is still alive
 JOIN_SECONDS = 5.0  # after SIGTERM, how long a worker may take before it is killed
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread: handled wherever Ctrl-C is (exit code 143 at the command line)."""
 
 
 def _raise_terminated(signum, frame) -> None:

@@ -9,13 +9,11 @@ stopped (training excepted: Lightning saves a checkpoint for ``--resume`` and en
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
 from mddpm import __version__
-from mddpm.errors import MddpmError, one_line
-from mddpm.parallel import Terminated, sigterm_raises
+from mddpm.errors import MddpmError, Terminated, one_line
 
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
@@ -23,7 +21,10 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    """The ``argparse`` parser of every subcommand."""
+    import argparse  # here, like every other import a command needs: Ctrl-C during them is one line
+
     parser = argparse.ArgumentParser(
         prog="mddpm",
         description="Unsupervised lesion detection in brain MRI with masked diffusion models.",
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     command = ""
     try:
+        from mddpm.parallel import sigterm_raises
+
         with sigterm_raises():
             parser = build_parser()
             args = parser.parse_args(argv)
