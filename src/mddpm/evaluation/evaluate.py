@@ -281,7 +281,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         val_pool = _pool_val(val, dev, log, kernel, progress)
         thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:
-            thresholds["exact"] = exact_search(val_pool.ranked())
+            thresholds["exact"] = exact_search(val_pool)
         if healthy is not None:
             for result in fpr_search(_pool_healthy(healthy, dev, kernel, progress), FPR_RATES):
                 result.dice = pooled_dice(val_pool, result.threshold)
