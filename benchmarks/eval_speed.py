@@ -196,9 +196,10 @@ def released_evaluate(released, folders: dict[str, Path]) -> None:
             vol = released.apply_brainmask_volume(torch.from_numpy(score), torch.from_numpy(masks[i].transpose(1, 2, 0).copy()))
             yield released.apply_3d_median_filter(vol.numpy()), labels[i].transpose(1, 2, 0) > 0
 
-    for k, (diff, seg) in enumerate(load("val")):
-        diffs = diff.ravel() if k == 0 else np.append(diffs, diff.ravel(), axis=0)
-        segs = seg.ravel().astype(np.int8) if k == 0 else np.append(segs, seg.ravel(), axis=0).astype(np.int8)
+    diffs, segs = None, None
+    for diff, seg in load("val"):  # pooled with np.append, as the released code does
+        diffs = diff.ravel() if diffs is None else np.append(diffs, diff.ravel(), axis=0)
+        segs = seg.ravel().astype(np.int8) if segs is None else np.append(segs, seg.ravel(), axis=0).astype(np.int8)
     _, tau = released.find_best_val(diffs, segs.astype(bool), val_range=(0, np.max(diffs)), max_steps=10, step=0,
                                     max_val=0, max_point=0)
     for diff, seg in load("test"):
@@ -252,7 +253,7 @@ def to_markdown(result: dict) -> str:
     e = result.get("end_to_end")
     if e:
         a, b = result["sizes"]
-        lines += ["", f"## End to end (`mddpm evaluate` subprocess vs the released functions in-process, dense maps)", "",
+        lines += ["", "## End to end (`mddpm evaluate` subprocess vs the released functions in-process, dense maps)", "",
                   "| volumes (val + test) | released | ours |", "|---|---|---|"]
         for n in (a, b):
             lines.append(f"| {n} + {n} | {_ms(e[str(n)]['released_s'])} | {_ms(e[str(n)]['ours_s'])} |")
