@@ -9,6 +9,7 @@ from scipy import ndimage
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
+from mddpm.evaluation import postprocess
 from mddpm.evaluation.postprocess import (
     PostprocessConstants, erode_mask_axial, median_filter_3d, postprocess_constants, postprocess_map,
     published_erosion_iterations, remove_small_components)
@@ -167,3 +168,10 @@ def test_physical_constants_equal_the_published_ones_at_2mm():
     assert postprocess_constants("published", 4.0) == PostprocessConstants("published", 5, 7)
     with pytest.raises(ValueError):
         postprocess_constants("metric", 2.0)
+
+
+def test_cpu_threads_sets_and_restores_the_torch_thread_count():
+    before = torch.get_num_threads()
+    with postprocess.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -23,6 +23,7 @@ Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``thresho
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import sys
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from mddpm.evaluation.metrics import (
     COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, binarise, confusion_counts, mean_std, ratios)
 from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
 from mddpm.evaluation.postprocess import (
-    PostprocessConstants, postprocess_constants, postprocess_map, published_erosion_iterations,
+    PostprocessConstants, cpu_threads, postprocess_constants, postprocess_map, published_erosion_iterations,
     remove_small_components)
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
@@ -277,7 +278,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         log(f"warning: test maps come from run {test.meta.get('run')} but the threshold is chosen on maps of run "
             f"{val.meta.get('run')}")
 
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
         val_pool = _pool_val(val, dev, log, kernel, progress)
         thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:

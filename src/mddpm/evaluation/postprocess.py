@@ -18,6 +18,7 @@ per 96×96×50 volume.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,10 @@ CC_MAX_SIZE = 7  # components with at most this many voxels are removed (publish
 MEDIAN_KERNEL = 5
 PUBLISHED_SPACING_MM = 2.0  # the voxel size the published constants were made for
 POSTPROCESS_RULES = ("published", "physical")
+# torch CPU threads while post-processing and scoring: the ops are small (one volume), so threads
+# cost more in start-up and, on a busy machine, in contention than they gain (docs/speed.md: 3.6x
+# slower per volume with 2 threads than with 1 on the 2-core machine under load)
+POSTPROCESS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,17 @@ def postprocess_constants(rule: str, spacing_mm: float) -> PostprocessConstants:
     kernel = max(1, 2 * int(np.floor((MEDIAN_KERNEL * scale - 1) / 2 + 0.5)) + 1)
     return PostprocessConstants(rule, kernel, int(np.floor(CC_MAX_SIZE * scale**3 + 1e-9)))
 _CC_STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity (skimage label connectivity=3)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int = POSTPROCESS_THREADS):
+    """Run the block with ``n`` torch CPU threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def published_erosion_iterations(width: int) -> int:
