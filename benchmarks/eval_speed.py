@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import REPO, machine, markdown_header  # noqa: E402
 
 from mddpm.evaluation.metrics import PooledScores, RankedScores, average_precision  # noqa: E402
-from mddpm.evaluation.postprocess import erode_mask_axial, median_filter_3d, remove_small_components  # noqa: E402
+from mddpm.evaluation.postprocess import (  # noqa: E402
+    cpu_threads, erode_mask_axial, median_filter_3d, remove_small_components)
 from mddpm.evaluation.threshold import bisection_search, exact_search  # noqa: E402
 from mddpm.io import write_json, write_nifti  # noqa: E402
 
@@ -245,7 +246,8 @@ def to_markdown(result: dict) -> str:
     lines = markdown_header("Evaluation speed: released mDDPM functions vs mddpm (issue 19)", result["machine"],
                             result["command"])
     lines += [f"Medians of {result['repeats']} interleaved runs (threshold rows: {max(1, result['repeats'] // 2)}); "
-              "96×96×50 maps, brain ≈ half the volume; \"identical\" = same output as the released function.", "",
+              "96×96×50 maps, brain ≈ half the volume; ours with one torch thread, as `mddpm evaluate` runs; "
+              "\"identical\" = same output as the released function.", "",
               "| maps | stage | released | ours | speed-up | identical |", "|---|---|---|---|---|---|"]
     for r in result["stages"]:
         lines.append(f"| {r['maps']} | {r['stage']} | {_ms(r['released_s'])} | {_ms(r['ours_s'])} | "
@@ -276,13 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     released = import_released(args.released.resolve())
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     info = machine()
     rng = np.random.default_rng(args.seed)
     result = {"command": shlex.join(["python", *sys.argv]), "machine": info, "repeats": args.repeats,
               "sizes": list(args.sizes), "stages": []}
     for kind in ("dense", "sparse"):
-        result["stages"] += stage_table(released, kind, args.repeats, rng)
+        with cpu_threads():  # torch's thread count as `mddpm evaluate` sets it (the released code is NumPy)
+            result["stages"] += stage_table(released, kind, args.repeats, rng)
         print(f"{kind}: done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     if args.sizes[0] > 0:
         with tempfile.TemporaryDirectory() as tmp:

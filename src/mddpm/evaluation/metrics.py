@@ -97,7 +97,12 @@ def _plus_zero(x: torch.Tensor) -> torch.Tensor:
 
 
 def _split_scores(s: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(scores above the minimum, scores where ``positive``, the minimum) of 1-D ``s``."""
+    """(scores above the minimum, scores where ``positive``, the minimum) of 1-D ``s`` (NumPy on the CPU)."""
+    if s.device.type == "cpu" and s.dtype != torch.bfloat16:
+        x = s.numpy()
+        lowest = x.min()
+        return (torch.from_numpy(np.take(x, np.flatnonzero(x > lowest))),
+                torch.from_numpy(np.take(x, np.flatnonzero(positive.numpy()))), lowest.item())
     lowest = s.min().item()
     return select(s, s > lowest), select(s, positive), lowest
 
