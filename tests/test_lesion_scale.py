@@ -7,7 +7,8 @@ import pytest
 
 from conftest import make_phantom_dataset
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import load_prepared, prepare_dataset
+from mddpm.data.cache import load_prepared
+from mddpm.data.prepare import prepare_dataset
 from mddpm.viz.lesion_scale import lesion_scale
 
 

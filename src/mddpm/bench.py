@@ -444,7 +444,8 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
     none) of ``--data``; without: ``parity_volumes`` synthetic volumes and a random demo model."""
     if settings.run is not None:
         from mddpm.data.dataset import load_dataset
-        from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
+        from mddpm.data.cache import load_prepared
+        from mddpm.data.prepare import get_grid, prepare_dataset
         from mddpm.training.checkpoint import build_from_weights
 
         if settings.data is None:

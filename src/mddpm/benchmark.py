@@ -56,7 +56,7 @@ import numpy as np
 
 from mddpm import __version__
 from mddpm.errors import MddpmError
-from mddpm.io import atomic_write, check_new_output, read_json, write_json
+from mddpm.io import atomic_write, case_id_problem, check_new_output, read_json, write_json
 
 GRID_DIR = Path(__file__).parent / "grids"
 RUN_KINDS = ("folds", "seeds")
@@ -155,6 +155,11 @@ def grid_path(spec: str | os.PathLike) -> Path:
     raise MddpmError(f"{spec}: no such grid file (shipped grids: {', '.join(shipped_grids())})")
 
 
+def _simple_name(name) -> bool:
+    """Grid, dataset and test-set names become folder names: letters, digits, ``_.+-`` and the case-id rule."""
+    return isinstance(name, str) and bool(_SAFE_NAME.match(name)) and case_id_problem(name, "names") is None
+
+
 def load_grid(spec: str | os.PathLike) -> Grid:
     """Read and validate a grid (path or shipped name); every problem is a one-line MddpmError naming the file."""
     from mddpm.config import resolve_config
@@ -181,7 +186,7 @@ def load_grid(spec: str | os.PathLike) -> Grid:
     check(not unknown, f"unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_GRID_KEYS))})")
     for key in ("name", "preset", "datasets", "methods", "runs"):
         check(key in raw, f"missing key {key!r}")
-    check(isinstance(raw["name"], str) and bool(_SAFE_NAME.match(raw["name"])), "name must be a simple name")
+    check(_simple_name(raw["name"]), "name must be a simple name")
     check(isinstance(raw["preset"], str) and raw["preset"], "preset must be a name")
 
     methods = str_list(raw["methods"], "methods")
@@ -236,7 +241,7 @@ def load_grid(spec: str | os.PathLike) -> Grid:
         unknown = set(d) - _DATASET_KEYS
         check(not unknown, f"{where}: unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_DATASET_KEYS))})")
         name = d.get("name")
-        check(isinstance(name, str) and bool(_SAFE_NAME.match(name)), f"{where}: name must be a simple name")
+        check(_simple_name(name), f"{where}: name must be a simple name")
         check(d.get("path") is None or isinstance(d.get("path"), str), f"{where}: path must be a string or null")
         synth = d.get("synth")
         if synth is not None:
@@ -252,7 +257,7 @@ def load_grid(spec: str | os.PathLike) -> Grid:
         test_sets = []
         for j, t in enumerate(sets):
             check(isinstance(t, dict) and set(t) == {"name", "test", "val"}
-                  and all(isinstance(t[k], str) and t[k] for k in t) and bool(_SAFE_NAME.match(t["name"])),
+                  and all(isinstance(t[k], str) and t[k] for k in t) and _simple_name(t["name"]),
                   f'{where}.test_sets[{j}] must be {{"name", "test", "val"}} (simple names)')
             test_sets.append(TestSet(t["name"], t["test"], t["val"]))
         check(len({t.name for t in test_sets}) == len(test_sets), f"{where}: test set names must be unique")

@@ -38,7 +38,8 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     from mddpm.viz.report import write_report
 
     out = Path(out).resolve()
-    own = ["preview.png", "report.html", "maps/*.nii.gz", "maps/*/predict.json", *(f"data/{p}" for p in DATA_FILES),
+    own = ["preview.png", "report.html", "maps/*.nii.gz", "maps/*/predict.json", "maps/*/predict.started.json",
+           *(f"data/{p}" for p in DATA_FILES),
            *(f"run/{p}" for p in RUN_FILES), *(f"eval/*/{p}" for p in EVAL_FILES)]
     clear_outputs(out, check_output_folder(out, force, own))
     out.mkdir(parents=True, exist_ok=True)

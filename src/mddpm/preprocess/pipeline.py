@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,13 +27,14 @@ import SimpleITK as sitk
 
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
-from mddpm.errors import MddpmError
-from mddpm.io import case_id_problem, read_json, write_json, write_nifti
+from mddpm.errors import MddpmError, one_line
+from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
+from mddpm.preprocess.layout import Inputs, find_inputs, index_folder
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
 from mddpm.preprocess.template import load_template, template_fingerprint
-from mddpm.progress import progress_bar
+from mddpm.parallel import parallel_map
 
 PIPELINE_VERSION = 1  # bump when the algorithm changes: finished cases of older versions are redone
 STATE_DIR = ".preprocess"
@@ -108,10 +107,9 @@ class _Timer:
         self.cpu_seconds[self.name] = round(time.process_time() - self.cpu_start, 3)
         if err is None or not isinstance(err, Exception):
             return False
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, MddpmError) and self.name == "read":
             raise err  # read errors already name their file
-        detail = msg if isinstance(err, MddpmError) else f"{type(err).__name__}: {msg[:200]}"
+        detail = str(err) if isinstance(err, MddpmError) else first_line(err)
         raise MddpmError(f"{self.case.image}: {self.name}: {detail}") from None
 
 
@@ -255,33 +253,16 @@ def finished_marker(case: CaseInputs, out: Path, digest: str) -> dict | None:
     return marker
 
 
-def _index_dir(folder: Path, what: str) -> dict[str, list[Path]]:
-    if not folder.is_dir():
-        raise MddpmError(f"{folder}: {what} folder not found")
-    found: dict[str, list[Path]] = {}
-    for p in sorted(folder.iterdir()):
-        cid = steps.case_id(p)
-        if cid is not None and p.is_file():
-            found.setdefault(cid, []).append(p)
-    return found
-
-
 def find_cases(input_dir: str | Path, pattern: str | None = None, masks_dir: str | Path | None = None,
-               labels_dir: str | Path | None = None) -> tuple[list[CaseInputs], list[str]]:
-    """Scans in ``input_dir`` (matching ``pattern``, any supported format), each with the mask
-    and label of the same case id. Returns ``(cases, problems)``: a problem is a case that
-    cannot run (its mask file missing, an id used twice), one line each naming the file."""
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise MddpmError(f"{input_dir}: input folder not found")
-    scans = _index_dir(input_dir, "input")
-    if pattern:
-        scans = {cid: [p for p in ps if p.match(pattern)] for cid, ps in scans.items()}
-        scans = {cid: ps for cid, ps in scans.items() if ps}
-    if not scans:
-        raise MddpmError(f"{input_dir}: no scans found (looked for {pattern or ', '.join('*' + s for s in steps.SUPPORTED_SUFFIXES)})")
-    masks = _index_dir(Path(masks_dir), "masks") if masks_dir else None
-    labels = _index_dir(Path(labels_dir), "labels") if labels_dir else {}
+               labels_dir: str | Path | None = None, role: str | None = None,
+               inputs: Inputs | None = None) -> tuple[list[CaseInputs], list[str]]:
+    """Scans in ``input_dir`` (matching ``pattern``, any supported format; a plain folder or the nnU-Net raw
+    layout, :mod:`mddpm.preprocess.layout`), each with the mask and label of the same case id. Returns
+    ``(cases, problems)``: a problem is a case that cannot run (its mask file missing, an id used twice),
+    one line each naming the file. ``inputs``: :func:`find_inputs`'s answer when the caller has it."""
+    inputs = inputs or find_inputs(input_dir, labels_dir, pattern, role)
+    scans, labels = inputs.scans, inputs.labels
+    masks = index_folder(Path(masks_dir), "masks") if masks_dir else None
     cases, problems = [], []
     for cid, paths in scans.items():
         problem = case_id_problem(cid)
@@ -349,14 +330,15 @@ def _check_output_folder(out: Path, digest: str, force: bool) -> None:
 def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: PreprocessSettings = PreprocessSettings(), *,
                        masks_dir: str | Path | None = None, labels_dir: str | Path | None = None,
                        pattern: str | None = None, role: str | None = None, split_name: str | None = None,
-                       modality: str = "T2", workers: int = 1, force: bool = False,
+                       modality: str | None = None, workers: int = 1, force: bool = False,
                        progress: bool = True) -> PreprocessReport:
     """Preprocess every scan of ``input_dir`` into the dataset folder ``out``.
 
     Finished cases (marker with the same settings hash and input fingerprints, outputs present)
     are skipped unless ``force``; a folder holding other data is refused unless ``force``. One
     failing case does not stop the others: failures are returned in the report, and
-    ``out/dataset.json`` lists every finished case. ``workers > 1`` uses spawned processes
+    ``out/dataset.json`` lists every finished case. ``modality``: written to dataset.json (default: the
+    nnU-Net channel's name, else "T2"). ``workers > 1`` uses spawned processes
     (a calling script needs the ``if __name__ == "__main__":`` guard).
     """
     out = Path(out)
@@ -366,11 +348,15 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
         raise MddpmError(f"no brain masks: {HOW_TO_PROVIDE_MASKS}")
     if settings.mask_source == "hd-bet" and hdbet_command() is None:
         raise MddpmError(f"HD-BET is not installed ('hd-bet' is not on PATH): {HOW_TO_PROVIDE_MASKS}")
-    if role == "anomalous" and labels_dir is None:
+    inputs = find_inputs(input_dir, labels_dir, pattern, role, modality)
+    if role == "anomalous" and not inputs.labels:
         raise MddpmError("--role anomalous needs --labels DIR (anomalous cases need a lesion label)")
-    cases, problems = find_cases(input_dir, pattern, masks_dir if settings.mask_source == "files" else None, labels_dir)
+    cases, problems = find_cases(input_dir, pattern, masks_dir if settings.mask_source == "files" else None,
+                                 inputs=inputs)
+    modality = modality or inputs.channel or "T2"
     if role == "anomalous":
-        problems += [f"{c.image}: no label for this case in {labels_dir} (role anomalous)" for c in cases if c.label is None]
+        problems += [f"{c.image}: no label for this case in {labels_dir or 'the labels folder'} (role anomalous)"
+                     for c in cases if c.label is None]
         cases = [c for c in cases if c.label is not None]
     digest, record = settings_hash(settings)
     _check_output_folder(out, digest, force)
@@ -402,8 +388,6 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
 
 def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, digest: str, workers: int,
                progress: bool, report: PreprocessReport) -> None:
-    workers = max(1, min(workers, len(todo)))
-
     def done(case: CaseInputs, marker: dict | None, error: BaseException | None) -> None:
         if error is None:
             report.processed.append(case.id)
@@ -411,31 +395,13 @@ def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, 
         elif isinstance(error, MddpmError):
             report.failures.append(str(error))
         else:
-            report.failures.append(f"{case.image}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            report.failures.append(f"{case.image}: {first_line(error)}")
 
-    with progress_bar("preprocess", len(todo), progress and bool(todo)) as advance:
-        if workers == 1:
-            for c in todo:
-                try:
-                    done(c, run_case(c, out, settings, digest), None)
-                except Exception as e:  # one bad case must not stop the others
-                    done(c, None, e)
-                advance(c.id)
-            return
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(_run_job, (c, out, settings, digest)): c for c in todo}
-            try:
-                for fut in as_completed(futures):
-                    c = futures[fut]
-                    err = fut.exception()
-                    done(c, None if err else fut.result(), err)
-                    advance(c.id)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))
+    parallel_map(_run_job, [(c, out, settings, digest) for c in todo], lambda i, marker: done(todo[i], marker, None),
+                 workers=workers, description="preprocess", progress=progress, initializer=_worker_init,
+                 initargs=(threads,), label=lambda job: job[0].id,
+                 on_error=lambda i, error: done(todo[i], None, error))  # one bad case must not stop the others
 
 
 def write_dataset_json(out: Path, cases: list[CaseInputs], markers: dict[str, dict], settings: PreprocessSettings,
@@ -510,7 +476,7 @@ def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> lis
 def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ") -> None:
     """Failures one line each on stderr (``prefix`` + "file: problem"), then a summary on stdout."""
     for line in report.failures:
-        print(prefix + line, file=sys.stderr)
+        print(prefix + one_line(line), file=sys.stderr)
     total = len(report.processed) + len(report.skipped)
     secs = [m["seconds"] for cid, m in report.markers.items() if cid in report.processed]
     mean = f", {np.mean([sum(s.values()) for s in secs]):.1f} s per case" if secs else ""
