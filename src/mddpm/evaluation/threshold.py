@@ -148,7 +148,7 @@ def _below(value: float, dtype: torch.dtype) -> float:
     return torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype)).item()
 
 
-EXACT_SPLITS = 4  # new thresholds counted per open interval in each pass of the exact search
+EXACT_SPLITS = 12  # new thresholds counted per open interval in each pass of the exact search
 EXACT_SORT_AT = 1 << 18  # voxels left in the open intervals when they are sorted and scanned
 
 
@@ -187,7 +187,7 @@ def exact_search(pooled: PooledScores) -> ThresholdResult:
             break
         new = [np.unique(np.linspace(a, b, EXACT_SPLITS + 2)[1:-1].astype(values.dtype)) for a, b in open_]
         new = [c[(c > a) & (c < b)] for c, (a, b) in zip(new, open_)]
-        points = np.concatenate(new + [np.array([b for _, b in open_], values.dtype)])
+        points = np.unique(np.concatenate(new + [np.array([b for _, b in open_], values.dtype)]))
         above_v, above_p = counts_above(values, points), counts_above(positives, points)
         kept_above = dict(zip(points.tolist(), zip(above_v.tolist(), above_p.tolist())))
         for inner, (a, b) in zip(new, open_):
