@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-import mddpm.benchmark.runner as runner
+import mddpm.benchmark.execute as execute
 from mddpm.benchmark.experiment import load_experiment, parse_data_args
 from mddpm.benchmark.runner import run_benchmark
 from mddpm.benchmark.plan import expected_run_config, plan
@@ -196,7 +196,7 @@ def fake_stages(monkeypatch):
             write_json(p.eval(stage.test_set) / "metrics.json",
                        metrics({"c1": value, "c2": value + 0.1}, {"c1": value, "c2": value}))
 
-    monkeypatch.setattr(runner, "run_stage", fake_run_stage)
+    monkeypatch.setattr(execute, "run_stage", fake_run_stage)
     return calls
 
 
@@ -238,7 +238,7 @@ def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_
 def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_dataset, fake_stages, monkeypatch):
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
     experiment = _write_experiment(tmp_path, methods=["intensity"])
-    fake = runner.run_stage
+    fake = execute.run_stage
 
     def interrupted(stage, status, *args):
         if stage.kind == "train" and stage.run.tag == "seed2" and status != "resume":
@@ -249,7 +249,7 @@ def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_datas
             raise MddpmError("training interrupted")
         fake(stage, status, *args)
 
-    monkeypatch.setattr(runner, "run_stage", interrupted)
+    monkeypatch.setattr(execute, "run_stage", interrupted)
     with pytest.raises(MddpmError, match="interrupted"):
         run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     record = json.loads((out / "runs/phantom/intensity/seed2/stages.json").read_text())["train"]
