@@ -12,8 +12,15 @@ from typing import Callable
 
 from mddpm.benchmark.experiment import Experiment, load_experiment
 from mddpm.benchmark.lock import RunLock
-from mddpm.benchmark.plan import (Stage, figures_for, plan, read_records, record_finished, record_interrupted,
-                                  stage_status)
+from mddpm.benchmark.plan import (
+    Stage,
+    figures_for,
+    plan,
+    read_records,
+    record_finished,
+    record_interrupted,
+    stage_status,
+)
 from mddpm.errors import MddpmError
 from mddpm.run_folder import RunFolder
 

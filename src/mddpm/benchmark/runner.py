@@ -10,9 +10,9 @@ from typing import Callable
 
 from mddpm import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
-from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
 from mddpm.benchmark.cluster import EXECUTORS, ClusterOptions, submit_runs
 from mddpm.benchmark.execute import device_choice, execute_run, stage_row
+from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
 from mddpm.benchmark.lock import RunLocked
 from mddpm.benchmark.plan import Stage, now_iso, plan, read_records, stage_status
 from mddpm.benchmark.table import build_benchmark_table
