@@ -184,13 +184,15 @@ def markdown(results: dict, info: dict) -> str:
     lines += ["", f"Growth from {lo} to {hi} volumes (MiB). \"cache pages\" is what reading {hi - lo} more volumes "
               "of the memory-mapped prepared cache adds to `RssFile` (clean file pages, reclaimable by the "
               "kernel, but counted in RSS):", "",
-              "| method | stage | VmHWM | peak RssAnon | peak RssFile | cache pages (expected) |", "|---|---|---|---|---|---|"]
+              "| method | stage | VmHWM | peak RssAnon | peak RssFile | cache pages (expected) |",
+              "|---|---|---|---|---|---|"]
     for method, stages in results.items():
         for stage, by_n in stages.items():
             a, b = by_n[lo], by_n[hi]
             what, per_volume = touched[stage]
             lines.append(f"| {method} | {stage} | {b['VmHWM'] - a['VmHWM']:+.1f} "
-                         f"| {b['peak_RssAnon'] - a['peak_RssAnon']:+.1f} | {b['peak_RssFile'] - a['peak_RssFile']:+.1f} "
+                         f"| {b['peak_RssAnon'] - a['peak_RssAnon']:+.1f} | "
+                         f"{b['peak_RssFile'] - a['peak_RssFile']:+.1f} "
                          f"| {(hi - lo) * per_volume:+.1f} ({what}) |")
     worst = max(ratios)
     slope, where = max(((by_n[hi]["VmHWM"] - by_n[lo]["VmHWM"]) / (hi - lo), f"{method} {stage}")
@@ -228,7 +230,8 @@ def main() -> None:
         return
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
     command = f"OMP_NUM_THREADS={omp} " + shlex.join(["python", "benchmarks/memory.py", *sys.argv[1:]])
-    info = {"command": command, "omp_threads": omp, "machine": machine(), "commit": git_commit() or "unknown", "grid": args.grid,
+    info = {"command": command, "omp_threads": omp, "machine": machine(), "commit": git_commit() or "unknown",
+            "grid": args.grid,
             "volumes": sorted(set(args.volumes)),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if args.work is None:

@@ -15,10 +15,9 @@ import time
 
 import torch
 
+from machine import machine_info
 from mddpm.data.prepare import GRIDS
 from mddpm.data.slicebank import SliceBank
-
-from machine import machine_info
 
 
 def sync(device: torch.device) -> None:

@@ -25,12 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from machine import machine_info  # noqa: E402
-from speed_model import BenchSettings, bench_noise_masking, bench_predict, bench_train  # noqa: E402
-from speed_scoring import bench_bf16_parity, bench_postprocess, bench_threshold  # noqa: E402
-
 from mddpm.errors import MddpmError  # noqa: E402
 from mddpm.inference.predict import resolve_device  # noqa: E402
 from mddpm.io import atomic_write, check_new_output, write_json  # noqa: E402
+from speed_model import BenchSettings, bench_noise_masking, bench_predict, bench_train  # noqa: E402
+from speed_scoring import bench_bf16_parity, bench_postprocess, bench_threshold  # noqa: E402
 
 STAGES = ("noise_masking", "train", "predict", "postprocess", "threshold", "bf16_parity")
 
@@ -154,9 +153,11 @@ def to_markdown(results: dict, command: str | None = None) -> str:
             for key, v in r["steps"].items():
                 name = key.split("/")[0]
                 over = v.get("overhead_vs_bare")
-                lines.append(f"| {preset} ({r['size']}², {r['gflop_per_step']:.0f} GFLOP/step) | {r['batch']} | {name} | "
+                lines.append(f"| {preset} ({r['size']}², {r['gflop_per_step']:.0f} GFLOP/step) | {r['batch']} | {name} "
+                             "| "
                              f"{v['precision']} | {_ms(v['median_s'])} | {_f(v['slices_per_s'])} | {v['tflops']:.4f} | "
-                             f"{'–' if over is None else f'{100 * over:+.1f} %'} | {_f(v.get('percent_of_bf16_peak'))} |")
+                             f"{'–' if over is None else f'{100 * over:+.1f} %'} | {_f(v.get('percent_of_bf16_peak'))} "
+                             "|")
             if "compile" in r:
                 c = r["compile"]
                 text = c["error"] if "error" in c else (f"first call {c['first_call_s']:.1f} s, then "
@@ -186,7 +187,8 @@ def to_markdown(results: dict, command: str | None = None) -> str:
                   "| stage | ours | reference implementation (same run) | speed-up | published code |",
                   "|---|---|---|---|---|"]
         for name, v in r["stages"].items():
-            lines.append(f"| {name} | {_ms(v['ours_s'])} | {_ms(v['reference_s'])} | {_f(v['speedup_vs_reference'])}× | "
+            lines.append(f"| {name} | {_ms(v['ours_s'])} | {_ms(v['reference_s'])} | {_f(v['speedup_vs_reference'])}× "
+                         "| "
                          f"{_ms(v['published_s'])} |")
         lines.append(f"| total | {_ms(r['total_ours_s'])} | {_ms(r['total_reference_s'])} | "
                      f"{_f(r['total_reference_s'] / r['total_ours_s'])}× | |")
@@ -206,7 +208,8 @@ def to_markdown(results: dict, command: str | None = None) -> str:
                   f"| rank every volume + merge (for the exact rule) | {_ms(r['ranking_s'])} |",
                   f"| exact search on the ranking | {_ms(r['exact_s'])} |",
                   f"| **exact total** | {_ms(r['exact_total_s'])} |",
-                  f"| reference: NumPy pass over all voxels per candidate (same run) | {_ms(r['reference_bisection_s'])} |",
+                  "| reference: NumPy pass over all voxels per candidate (same run) | "
+                  f"{_ms(r['reference_bisection_s'])} |",
                   f"| published code | {_ms(r['published_bisection_s'])} |",
                   "", f"Speed-up of the bisection: {_f(r['speedup_vs_reference'])}× vs the same-run reference, "
                   f"{_f(r['speedup_vs_published'])}× vs the published code; same threshold as the reference: "
@@ -217,7 +220,8 @@ def to_markdown(results: dict, command: str | None = None) -> str:
                   "AUPRC of all the set's voxels ranked together.", "",
                   "| set | volumes | max abs diff | mean abs diff | AUPRC fp32 | AUPRC bf16 | change |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {name} | {v['volumes']} | {v['max_abs_diff']:.2e} | {v['mean_abs_diff']:.2e} | {v['auprc_fp32']:.4f} | "
+        lines += [f"| {name} | {v['volumes']} | {v['max_abs_diff']:.2e} | {v['mean_abs_diff']:.2e} | "
+                  f"{v['auprc_fp32']:.4f} | "
                   f"{v['auprc_bf16']:.4f} | {v['auprc_change']:+.2e} |" for name, v in r["sets"].items()]
     lines += ["", "Stage wall times: " + ", ".join(f"{k} {v['wall_s']:.0f} s (load {v['load_average_1min']:.1f})"
                                                for k, v in st.items()), ""]

@@ -32,14 +32,13 @@ from typing import Callable
 
 import torch
 
+from machine import bf16_peak_tflops
 from mddpm.config import build_method, resolve_config
 from mddpm.diffusion.noise import make_noise, simplex_noise_2d
 from mddpm.diffusion.schedule import to_model_range
 from mddpm.inference.predict import score_volume
 from mddpm.masking import apply_masking
 from mddpm.nets.unet import unet_flops
-
-from machine import bf16_peak_tflops
 
 # Figures of the published code on this project's CPU (seconds; protocol §9 measurements).
 PUBLISHED_SECONDS = {"augmentation_batch32": 0.0135, "simplex_field": 0.0043, "median_5cube": 0.72,
@@ -188,7 +187,8 @@ def bench_train(preset: str, settings: BenchSettings, device: torch.device) -> d
                     loss = m.training_loss(data, gen)
                 loss.backward()
 
-            results["steps"][f"{name}/{precision}"] = entry(time_call(full, device, repeats, settings.warmup), precision)
+            timing = time_call(full, device, repeats, settings.warmup)
+            results["steps"][f"{name}/{precision}"] = entry(timing, precision)
         bare_s = results["steps"][f"bare_net/{precision}"]["median_s"]
         for name in TRAIN_METHODS:
             results["steps"][f"{name}/{precision}"]["overhead_vs_bare"] = (
@@ -256,7 +256,8 @@ def bench_predict(preset: str, settings: BenchSettings, device: torch.device) ->
     boxes = method.box_masks(size, size, device).shape[0]
     repeats = settings.paper_repeats if preset == "paper" and device.type == "cpu" else settings.repeats
     out = {"preset": preset, "volume": [depth, size, size], "slices_timed": slices, "boxes": boxes,
-           "forwards_per_volume": depth * boxes, "gflop_per_volume": unet_flops(method.net, size, size) * depth * boxes / 1e9,
+           "forwards_per_volume": depth * boxes,
+           "gflop_per_volume": unet_flops(method.net, size, size) * depth * boxes / 1e9,
            "precisions": {}}
     for precision in ("32", "bf16"):
         timed = time_call(lambda: score_volume(method, image, mask, gen, precision=precision), device, repeats,

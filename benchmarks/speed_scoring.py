@@ -10,13 +10,24 @@ import numpy as np
 import torch
 
 from mddpm.evaluation.metrics import PooledScores, RankedScores, auroc, average_precision
-from mddpm.evaluation.postprocess import (erode_mask_axial, median_filter_3d, published_erosion_iterations,
-                                          remove_small_components)
+from mddpm.evaluation.postprocess import (
+    erode_mask_axial,
+    median_filter_3d,
+    published_erosion_iterations,
+    remove_small_components,
+)
 from mddpm.evaluation.threshold import bisect, bisection_search, exact_search
 from mddpm.inference.predict import score_volume
+from speed_model import (
+    PUBLISHED_SECONDS,
+    TRAIN_METHODS,
+    BenchSettings,
+    build_for_timing,
+    synthetic_maps,
+    synthetic_volumes,
+    time_call,
+)
 
-from speed_model import (PUBLISHED_SECONDS, TRAIN_METHODS, BenchSettings, build_for_timing, synthetic_maps, synthetic_volumes,
-                         time_call)
 
 def _published_erosion(mask: np.ndarray, iterations: int) -> np.ndarray:
     from scipy import ndimage
@@ -74,8 +85,8 @@ def bench_postprocess(settings: BenchSettings, device: torch.device) -> dict:
     out = {"volume": list(settings.volume_shape), "brain_fraction": float(mask.mean()), "stages": {},
            "check": {"ap": ap_ours, "ap_sklearn": float(average_precision_score(label_np, filtered_np.ravel())),
                      "auroc": auc_ours, "auroc_sklearn": float(roc_auc_score(label_np, filtered_np.ravel())),
-                     "median_equal_scipy": bool(np.array_equal(filtered_np,
-                                                               ndimage.median_filter(masked_np, size=5, mode="reflect")))}}
+                     "median_equal_scipy": bool(np.array_equal(
+                         filtered_np, ndimage.median_filter(masked_np, size=5, mode="reflect")))}}
     for name, (ours, ref, published) in rows.items():
         out["stages"][name] = {"ours_s": ours["median_s"], "reference_s": ref["median_s"],
                                "speedup_vs_reference": ref["median_s"] / ours["median_s"], "published_s": published,
@@ -127,7 +138,8 @@ def bench_threshold(settings: BenchSettings, device: torch.device) -> dict:
             "pooling_s": pooling["median_s"], "bisection_s": bisection["median_s"],
             "ranking_s": ranking["median_s"], "exact_s": exact["median_s"],
             "bisection_total_s": bisection_total, "exact_total_s": ranking["median_s"] + exact["median_s"],
-            "reference_bisection_s": reference["median_s"], "published_bisection_s": PUBLISHED_SECONDS["bisection_100_volumes"],
+            "reference_bisection_s": reference["median_s"],
+            "published_bisection_s": PUBLISHED_SECONDS["bisection_100_volumes"],
             "speedup_vs_reference": reference["median_s"] / bisection_total,
             "speedup_vs_published": PUBLISHED_SECONDS["bisection_100_volumes"] / bisection_total,
             "same_threshold_as_reference": ours_t == ref_t, "repeats": r}
@@ -157,7 +169,8 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
                               for a in prepared.volume(case.id)) for case in dataset.split(split)]
                 for split in splits}
         counts = ", ".join(f"{len(v)} of {k}" for k, v in sets.items())
-        return method, sets, f"trained run {settings.run}, every volume of the test splits of {settings.data} ({counts})"
+        source = f"trained run {settings.run}, every volume of the test splits of {settings.data} ({counts})"
+        return method, sets, source
     method, cfg = build_for_timing(TRAIN_METHODS[0], "demo", settings, device)
     method.eval()
     gen = torch.Generator(device=device).manual_seed(settings.seed + 1)

@@ -35,8 +35,8 @@ def golden_grid(methods: list[str]) -> dict:
 
 def run_golden_benchmark(root: Path) -> Path:
     """Write the phantom dataset and the grid under ``root``, run the benchmark; returns its output folder."""
-    from mddpm.data.phantom import make_phantom_dataset
     from mddpm.benchmark.runner import run_benchmark
+    from mddpm.data.phantom import make_phantom_dataset
     from mddpm.registry import all_methods
 
     data = make_phantom_dataset(root / "phantom")

@@ -47,7 +47,8 @@ class FakePddpm:
 
 
 def make_fake_pddpm(root: str | Path, n_ixi: int = 10, n_ixi_test: int = 2, n_brats: int = 4, n_mslub: int = 4,
-                    n_folds: int = 5, n_no_t2: int = 1, shape: tuple[int, int, int] = (8, 8, 4), seed: int = 0) -> FakePddpm:
+                    n_folds: int = 5, n_no_t2: int = 1, shape: tuple[int, int, int] = (8, 8, 4),
+                    seed: int = 0) -> FakePddpm:
     """Write the fake tree under ``root`` and return its description.
 
     ``n_ixi`` subjects with T2 form the 5 train/val folds (val: a rotating chunk); ``n_ixi_test``
@@ -81,7 +82,8 @@ def make_fake_pddpm(root: str | Path, n_ixi: int = 10, n_ixi_test: int = 2, n_br
     pool, test_only, fake.no_t2 = names[:n_ixi], names[n_ixi:n_ixi + n_ixi_test], names[n_ixi + n_ixi_test:]
     for cid in pool + test_only:
         volumes("Train/ixi", cid, None)
-    _write_csv(splits_dir / "avail_t2.csv", ["", "0"], [[i, f"{cid}_t2.nii.gz"] for i, cid in enumerate(pool + test_only)])
+    _write_csv(splits_dir / "avail_t2.csv", ["", "0"],
+               [[i, f"{cid}_t2.nii.gz"] for i, cid in enumerate(pool + test_only)])
 
     def ixi_row(index: int, cid: str) -> list:
         return [index, f"{cid}_t1.nii.gz", 1 + index % 2, 170, 70, 1, 1, 1, 5, 1, "2005-08-12", 40.5, 0,
@@ -99,7 +101,8 @@ def make_fake_pddpm(root: str | Path, n_ixi: int = 10, n_ixi_test: int = 2, n_br
         fake.duplicate_rows[f"IXI_train_fold{k}"] = 1
     test = test_only + [fake.folds[0]["train"][-1]] + fake.no_t2[:1]  # overlap with fold-0 train, as released
     _write_csv(splits_dir / "IXI_test.csv", IXI_COLUMNS, [ixi_row(names.index(c), c) for c in test])
-    fake.splits = {"train": fake.folds[0]["train"], "val": fake.folds[0]["val"], "test": test[:-1] if fake.no_t2 else test}
+    fake.splits = {"train": fake.folds[0]["train"], "val": fake.folds[0]["val"],
+                   "test": test[:-1] if fake.no_t2 else test}
 
     brats = [f"BraTS2021_{10 + i:05d}" for i in range(n_brats)]
     for cid in brats:
@@ -108,7 +111,8 @@ def make_fake_pddpm(root: str | Path, n_ixi: int = 10, n_ixi_test: int = 2, n_br
     for part, ids in (("val", brats[:half]), ("test", brats[half:])):
         _write_csv(splits_dir / f"Brats21_{part}.csv", BRATS_COLUMNS, [
             [i, cid, "Private Collection", 1, "", "", 1, f"/Test/Brats21/t1/{cid}_t1.nii.gz",
-             f"/Test/Brats21/mask/{cid}_mask.nii.gz", f"/Test/Brats21/seg/{cid}_seg.nii.gz"] for i, cid in enumerate(ids)])
+             f"/Test/Brats21/mask/{cid}_mask.nii.gz", f"/Test/Brats21/seg/{cid}_seg.nii.gz"]
+            for i, cid in enumerate(ids)])
         fake.splits[f"brats21_{part}"] = ids
 
     mslub = [f"patient{i + 1:02d}" for i in range(n_mslub)]

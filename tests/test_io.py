@@ -11,8 +11,7 @@ import pytest
 
 from mddpm.data.dataset import load_dataset
 from mddpm.errors import MddpmError
-from mddpm.io import (case_file, case_id_problem, check_output_folder, clear_outputs, read_json, read_nifti,
-                      write_nifti)
+from mddpm.io import case_file, case_id_problem, check_output_folder, clear_outputs, read_json, read_nifti, write_nifti
 from reliability.corpus import patch_header
 
 

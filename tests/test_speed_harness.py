@@ -10,11 +10,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from mddpm.cli.main import main as mddpm_main  # noqa: E402
 from speed import main, run_bench, to_markdown  # noqa: E402
 from speed_model import BenchSettings, synthetic_maps, time_call  # noqa: E402
 from speed_scoring import bench_bf16_parity  # noqa: E402
-
-from mddpm.cli.main import main as mddpm_main  # noqa: E402
 
 TINY_NET = ("model.net.model_channels=8", "model.net.head_channels=8", "model.net.groups=4")
 

@@ -77,7 +77,8 @@ def test_paths_rewritten_to_t2_in_place_without_copies(fake, tmp_path):
     mslub_row = _csv_rows(fake.data / "splits/MSLUB_val.csv")[0]
     assert mslub_row["img_path"] == f"/Test/MSLUB/t1/{mslub_row['img_name']}_t1.nii.gz"
     assert not (fake.data / "Test/MSLUB/t1" / f"{mslub_row['img_name']}_t2.nii.gz").exists()
-    assert cases[mslub_row["img_name"]]["image"] == str(fake.data / "Test/MSLUB/t2" / f"{mslub_row['img_name']}_t2.nii.gz")
+    expected = fake.data / "Test/MSLUB/t2" / f"{mslub_row['img_name']}_t2.nii.gz"
+    assert cases[mslub_row["img_name"]]["image"] == str(expected)
 
 
 def test_data_folder_itself_is_accepted(fake, tmp_path):

@@ -177,7 +177,8 @@ def test_two_mm_input_on_paper_grid_is_padded_not_resampled():
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     vol = prepare_volume(image, np.ones(image.shape), affine, GridSpec(curvature_flow=False, percentiles=(0, 100)))
     assert vol.image.shape == (50, 96, 96)
-    np.testing.assert_allclose(vol.affine, affine @ np.array([[1, 0, 0, -32], [0, 1, 0, -32], [0, 0, 1, -17], [0, 0, 0, 1]]))
+    shift = np.array([[1, 0, 0, -32], [0, 1, 0, -32], [0, 0, 1, -17], [0, 0, 0, 1]])
+    np.testing.assert_allclose(vol.affine, affine @ shift)
     normalised = (image - image.min()) / (image.max() - image.min())
     np.testing.assert_allclose(vol.image[17:33, 32:64, 32:64], normalised.transpose(2, 0, 1), atol=1e-5)
     assert np.abs(vol.image[:17]).max() < 1e-6  # padding

@@ -19,10 +19,9 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
-from mddpm.errors import MddpmError
+from mddpm.evaluation.scoring import pooled_pr_curve
 from mddpm.evaluation.threshold import bisection_threshold
 from mddpm.io import write_json, write_nifti
-from mddpm.evaluation.scoring import pooled_pr_curve
 from mddpm.viz.cases import render_case_figure
 
 GRID = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=2.0, curvature_flow=False)  # the phantom's own 32x32x16

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mddpm.data.phantom import make_phantom_dataset
 from mddpm.data.dataset import load_dataset
+from mddpm.data.phantom import make_phantom_dataset
 from mddpm.data.prepare import load_prepared, prepare_dataset
 from mddpm.evaluation.lesion_scale import lesion_scale
 

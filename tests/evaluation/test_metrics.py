@@ -10,7 +10,16 @@ import torch
 from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
 from mddpm.evaluation.metrics import (
-    PooledScores, RankedScores, auroc, average_precision, binarise, confusion_counts, dice, mean_std, ratios)
+    PooledScores,
+    RankedScores,
+    auroc,
+    average_precision,
+    binarise,
+    confusion_counts,
+    dice,
+    mean_std,
+    ratios,
+)
 
 
 def ranked(scores, gt) -> RankedScores:

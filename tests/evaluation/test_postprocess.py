@@ -11,8 +11,14 @@ from skimage.measure import regionprops
 
 from mddpm.evaluation import postprocess
 from mddpm.evaluation.postprocess import (
-    PostprocessConstants, erode_mask_axial, median_filter_3d, postprocess_constants, postprocess_map,
-    published_erosion_iterations, remove_small_components)
+    PostprocessConstants,
+    erode_mask_axial,
+    median_filter_3d,
+    postprocess_constants,
+    postprocess_map,
+    published_erosion_iterations,
+    remove_small_components,
+)
 
 CROSS = ndimage.generate_binary_structure(2, 1)
 

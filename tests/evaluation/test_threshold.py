@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from mddpm.evaluation.threshold import (
-    bisection_search, bisection_threshold, exact_threshold, fpr_thresholds, pooled_dice)
 from mddpm.evaluation.metrics import RankedScores
+from mddpm.evaluation.threshold import (
+    bisection_search,
+    bisection_threshold,
+    exact_threshold,
+    fpr_thresholds,
+    pooled_dice,
+)
 
 # 8 voxels, scores in 1/16 steps (exact in float32 and float64); lesion = the scores 9/16, 11/16, 13/16.
 SCORES = np.array([0, 1, 3, 5, 9, 11, 13, 16], dtype=np.float32) / 16

@@ -70,7 +70,8 @@ def test_threshold_sources(setup, tmp_path):
     low = detect(scan, run, tmp_path / "low", mask=mask, threshold=str(other))
     meta = read_json(low / "detect.json")
     assert meta["threshold_source"] == str(other) and meta["postprocess"]["median_kernel"] == 5  # published default
-    assert meta["lesion_voxels"] > read_json(detect(scan, run, tmp_path / "std", mask=mask) / "detect.json")["lesion_voxels"]
+    standard = read_json(detect(scan, run, tmp_path / "std", mask=mask) / "detect.json")
+    assert meta["lesion_voxels"] > standard["lesion_voxels"]
     no_threshold_run = make_run(tmp_path / "bare", "intensity")
     with pytest.raises(MddpmError, match="no threshold for this run"):
         detect(scan, no_threshold_run, tmp_path / "x", mask=mask)

@@ -73,8 +73,9 @@ def test_predict_is_deterministic_and_per_case(setup, tmp_path):
     for case_id in ("case006", "case007"):
         np.testing.assert_array_equal(_load(a / f"{case_id}.nii.gz")[0], _load(b / f"{case_id}.nii.gz")[0])
     # noise is drawn per case: the two cases' reconstructions of the same net see different noise
-    r6 = _load(a / "recon" / "case006.nii.gz")[0] - load_prepared(prepared_path(dataset, "demo")).volume("case006")[0].transpose(1, 2, 0)
-    r7 = _load(a / "recon" / "case007.nii.gz")[0] - load_prepared(prepared_path(dataset, "demo")).volume("case007")[0].transpose(1, 2, 0)
+    prepared = load_prepared(prepared_path(dataset, "demo"))
+    r6 = _load(a / "recon" / "case006.nii.gz")[0] - prepared.volume("case006")[0].transpose(1, 2, 0)
+    r7 = _load(a / "recon" / "case007.nii.gz")[0] - prepared.volume("case007")[0].transpose(1, 2, 0)
     assert not np.allclose(r6[:4, :4], r7[:4, :4])  # background corner: only the noise differs
 
 

@@ -23,8 +23,7 @@ import SimpleITK as sitk
 from mddpm.cli.main import main
 from mddpm.data.dataset import load_dataset
 from mddpm.errors import MddpmError
-from mddpm.preprocess import CaseInputs, N4Settings, PreprocessSettings, find_cases, preprocess_case
-from mddpm.preprocess import steps
+from mddpm.preprocess import CaseInputs, N4Settings, PreprocessSettings, find_cases, preprocess_case, steps
 from mddpm.preprocess.template import load_template
 
 SPACING = 3.0
@@ -187,7 +186,8 @@ def test_a_failed_registration_fails_the_case(world, tmp_path, monkeypatch):
         return sitk.TranslationTransform(3, (60.0, 0.0, 0.0)), {"metric": 0.0}
 
     monkeypatch.setattr(steps, "register_affine", off_by_60_mm)
-    with pytest.raises(MddpmError, match=r"w1.nii.gz: registration_check: registered brain overlaps .* by Dice 0\.[0-5]"):
+    message = r"w1.nii.gz: registration_check: registered brain overlaps .* by Dice 0\.[0-5]"
+    with pytest.raises(MddpmError, match=message):
         preprocess_case(CaseInputs("w1", paths["image"], paths["mask"]), _settings(world, bias_correction=False))
 
 
@@ -212,7 +212,8 @@ def _run_cli(*args) -> int:
 
 
 def test_cli_failures_resume_and_force(world, tmp_path, capsys):
-    good = [make_raw(world, tmp_path, "h1", seed=3), make_raw(world, tmp_path, "t1", seed=4, label_value=2)]
+    make_raw(world, tmp_path, "h1", seed=3)
+    make_raw(world, tmp_path, "t1", seed=4, label_value=2)
     broken = tmp_path / "scans" / "broken.nii.gz"
     broken.write_bytes(b"\x1f\x8b this is not a NIfTI file")
     (tmp_path / "masks" / "broken.nii.gz").write_bytes(broken.read_bytes())
@@ -236,7 +237,8 @@ def test_cli_failures_resume_and_force(world, tmp_path, capsys):
     assert main(["verify", str(out)]) == 0
     capsys.readouterr()
 
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "dataset.json" and p.parent.name != ".preprocess")
+    files = sorted(p for p in out.rglob("*")
+                   if p.is_file() and p.name != "dataset.json" and p.parent.name != ".preprocess")
     mtimes = {p: p.stat().st_mtime_ns for p in files}
     assert _run_cli(*common) == 2  # the broken file still fails; the others are skipped
     cap = capsys.readouterr()

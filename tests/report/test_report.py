@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from mddpm.benchmark.table import Evaluation, build_table
@@ -44,7 +43,8 @@ def make_metrics(method: str, split: str, dice: list[float], auprc: list[float],
                        "exact": {"rule": "exact", "threshold": 0.27, "dice": 0.52}},
         "aggregate": {"auprc": stat(auprc), "auroc": stat([0.9] * len(dice)),
                       "oracle_dice_bisection": stat([c["oracle_dice_bisection"] for c in cases]),
-                      "rules": {r: {"dice": stat([c["rules"][r]["dice"] for c in cases])} for r in ("bisection", "exact")}},
+                      "rules": {r: {"dice": stat([c["rules"][r]["dice"] for c in cases])}
+                                for r in ("bisection", "exact")}},
         "cases": cases,
         "run": f"/runs/{method}/{run}", "config": {"method": method, "preset": "demo", "model": {"width": 8},
                                                   "train": {"max_steps": 1200, "batch_size": 16}},

@@ -1,4 +1,5 @@
-"""``mddpm benchmark EXPERIMENT``: train, predict and evaluate every method × run of an experiment; Table 1 with p-values."""
+"""``mddpm benchmark EXPERIMENT``: train, predict and evaluate every method × run of an experiment; Table 1
+with p-values."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                     "cases; see docs/preprocess.md.")
     p.add_argument("input_dir", help="folder of raw scans")
     p.add_argument("out", help="dataset folder to write (images/, masks/, labels/, dataset.json)")
-    p.add_argument("--masks", metavar="DIR", help="brain masks, one per scan, named <case id>.nii.gz (or .nii/.nrrd/.mha)")
+    p.add_argument("--masks", metavar="DIR", help="brain masks, one per scan, named <case id>.nii.gz (or "
+                                                  ".nii/.nrrd/.mha)")
     p.add_argument("--nonzero-mask", action="store_true",
                    help="the scans are already skull-stripped: brain mask = image > 0")
     p.add_argument("--hd-bet", action="store_true",
@@ -55,7 +56,8 @@ def add_parser(sub) -> None:
 
 
 def mask_source(args) -> str:
-    chosen = [name for name, on in (("files", args.masks), ("nonzero", args.nonzero_mask), ("hd-bet", args.hd_bet)) if on]
+    options = (("files", args.masks), ("nonzero", args.nonzero_mask), ("hd-bet", args.hd_bet))
+    chosen = [name for name, on in options if on]
     if len(chosen) > 1:
         raise MddpmError("choose one brain-mask source: --masks, --nonzero-mask or --hd-bet")
     if chosen:

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("out", type=Path, help="dataset folder to create")
     p.add_argument("--size", choices=list(SIZES), default="demo",
                    help="set sizes and spacing: " + "; ".join(
-                       f"{name}: {sum(v for k, v in spec.items() if k in COUNT_ARGS)} cases at {spec['spacing_mm']:g} mm"
+                       f"{name}: {sum(v for k, v in spec.items() if k in COUNT_ARGS)} cases at {spec['spacing_mm']:g} "
+                       "mm"
                        for name, spec in SIZES.items()) + " (default: demo)")
     for name in COUNT_ARGS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, metavar="N",

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("dataset", help="dataset folder (holds dataset.json)")
     p.add_argument("--json", action="store_true", help="print a machine-readable JSON report instead of lines")
     p.add_argument("--strict", action="store_true", help="fail (exit 2) on warnings as well as errors")
-    p.add_argument("--all", action="store_true", help=f"show every warning and note (default: {SHOWN_PER_KIND} of each kind)")
+    p.add_argument("--all", action="store_true", help=f"show every warning and note (default: {SHOWN_PER_KIND} of each "
+                                                      "kind)")
     p.add_argument("--headers-only", action="store_true",
                    help="read NIfTI headers only: files, 3-D, shapes, affines (fast); no voxel-value checks")
     p.add_argument("--workers", type=int, default=None, help="threads reading files (default: up to 4)")

@@ -64,7 +64,8 @@ class Dataset:
         elif name in self.splits:
             ids = [str(i) for i in self.splits[name]]
         else:
-            raise MddpmError(f"{self.root / 'dataset.json'}: no split {name!r} (known: {', '.join(sorted(self.splits))})")
+            raise MddpmError(f"{self.root / 'dataset.json'}: no split {name!r} (known: "
+                             f"{', '.join(sorted(self.splits))})")
         missing = [i for i in ids if i not in self.cases]
         if missing:
             raise MddpmError(f"{self.root / 'dataset.json'}: split {name!r} names unknown cases {missing[:5]}")

@@ -106,7 +106,8 @@ def read_pddpm(data_dir: str | os.PathLike, drop_missing: bool = False) -> Pddpm
     """
     data_root = find_data_root(data_dir)
     splits_dir = data_root / "splits"
-    avail = {name.replace("t2", "t1") for name in (r["0"] for r in _read_csv(splits_dir / f"{AVAIL_T2_CSV}.csv", ["0"]))}
+    rows = _read_csv(splits_dir / f"{AVAIL_T2_CSV}.csv", ["0"])
+    avail = {name.replace("t2", "t1") for name in (r["0"] for r in rows)}
     n_folds = 0
     while (splits_dir / f"IXI_train_fold{n_folds}.csv").is_file():
         n_folds += 1
@@ -139,7 +140,8 @@ def read_pddpm(data_dir: str | os.PathLike, drop_missing: bool = False) -> Pddpm
     for k in range(n_folds):
         train = add_csv(f"IXI_train_fold{k}", f"fold {k} train", "ixi")
         if not (splits_dir / f"IXI_val_fold{k}.csv").is_file():
-            raise MddpmError(f"{splits_dir / f'IXI_val_fold{k}.csv'}: file not found (IXI_train_fold{k}.csv has no val partner)")
+            raise MddpmError(f"{splits_dir / f'IXI_val_fold{k}.csv'}: file not found (IXI_train_fold{k}.csv has no val "
+                             "partner)")
         folds.append({"train": train, "val": add_csv(f"IXI_val_fold{k}", f"fold {k} val", "ixi")})
     splits = {"train": folds[0]["train"], "val": folds[0]["val"], IXI_TEST[1]: add_csv(IXI_TEST[0], IXI_TEST[1], "ixi")}
     for stem, split, group in EVAL_SETS:
@@ -172,7 +174,8 @@ def read_pddpm(data_dir: str | os.PathLike, drop_missing: bool = False) -> Pddpm
             {"step": "import-pddpm", "tool": f"mddpm {__version__}", "settings": {
                 "data_root": str(data_root),
                 "files": "referenced in place by absolute path (no copies)",
-                "t2_filter": f"IXI rows kept when img_name (t2->t1) is in {AVAIL_T2_CSV}.csv column '0', as the released code",
+                "t2_filter": f"IXI rows kept when img_name (t2->t1) is in {AVAIL_T2_CSV}.csv column '0', as the "
+                             "released code",
                 "img_path_rewrite": "folder 't1' -> 't2' and suffix '_t1.nii.gz' -> '_t2.nii.gz' in the CSV path",
                 "mslub_fix": "released mDDPM code points at Test/MSLUB/t1/patientNN_t2.nii.gz (does not exist); "
                              "here Test/MSLUB/t2/patientNN_t2.nii.gz",
@@ -230,7 +233,8 @@ def _case_from_row(row: dict, data_root: Path, group: str, csv_path: Path, numbe
     check_case_id(cid, f"{csv_path}: row {number}: img_name")
     image = t1_to_t2_path(row["img_path"])
     if image is None:
-        raise MddpmError(f"{csv_path}: row {number}: img_path {row['img_path']!r} has no t1 folder or _t1 suffix to rewrite to t2")
+        raise MddpmError(f"{csv_path}: row {number}: img_path {row['img_path']!r} has no t1 folder or _t1 suffix to "
+                         "rewrite to t2")
     mask = row["mask_path"].strip().lstrip("/")
     if not mask:
         raise MddpmError(f"{csv_path}: row {number}: empty mask_path")
@@ -239,7 +243,8 @@ def _case_from_row(row: dict, data_root: Path, group: str, csv_path: Path, numbe
     if not healthy and not seg:
         raise MddpmError(f"{csv_path}: row {number}: empty seg_path for an anomalous case")
     return {"id": cid, "role": "healthy" if healthy else "anomalous", "group": group,
-            "image": str(data_root / image), "mask": str(data_root / mask), "label": str(data_root / seg) if seg else None}
+            "image": str(data_root / image), "mask": str(data_root / mask),
+            "label": str(data_root / seg) if seg else None}
 
 
 def _paths(case: dict) -> tuple:

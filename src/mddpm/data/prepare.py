@@ -411,7 +411,8 @@ def _cache_matches(folder: Path, settings: dict) -> bool:
         return False
     if meta.get("settings", {}).get("prepare_version") != settings["prepare_version"]:
         return False
-    same = all(meta.get("settings", {}).get(k) == settings[k] for k in ("grid", "dataset_json_sha256", "files_fingerprint"))
+    keys = ("grid", "dataset_json_sha256", "files_fingerprint")
+    same = all(meta.get("settings", {}).get(k) == settings[k] for k in keys)
     return same and all((folder / f"{name}.npy").is_file() for name in ARRAYS)
 
 
@@ -424,8 +425,8 @@ def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bo
     affines = [None] * n
 
     def store(i: int, vol: PreparedVolume) -> None:
-        images[i], masks[i], affines[i] = vol.image, vol.mask, vol.affine.tolist()
-        labels[i] = vol.label if vol.label is not None else 0
+        images[i], masks[i], affines[i] = vol.image, vol.mask, vol.affine.tolist()  # noqa: F821 (del'd after use)
+        labels[i] = vol.label if vol.label is not None else 0  # noqa: F821
 
     with progress_bar(f"prepare {grid.tag}", n, progress) as advance:
         jobs = [(c.image, c.mask, c.label, grid, label_encoding) for c in cases]

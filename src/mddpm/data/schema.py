@@ -124,7 +124,8 @@ def _check_geometry(meta: dict, where: str, problems: list[Problem]) -> None:
         if value is not None and not (isinstance(value, list) and len(value) == 3 and all(
                 isinstance(v, kind) and not isinstance(v, bool) and 0 < v < float("inf") for v in value)):
             problems.append(Problem("error", "invalid-geometry", where,
-                                    f"geometry.{key} must be 3 positive {'numbers' if key == 'spacing_mm' else 'integers'}, "
+                                    f"geometry.{key} must be 3 positive "
+                                    f"{'numbers' if key == 'spacing_mm' else 'integers'}, "
                                     f"not {str(value)[:60]}"))
 
 
@@ -199,7 +200,8 @@ def _check_splits(meta: dict, entries: list[Entry], where: str, problems: list[P
         named[f"split {name!r}"] = _check_id_list(f"split {name!r}", ids, known, where, problems)
     folds = meta.get("folds", [])
     if not isinstance(folds, list):
-        problems.append(Problem("error", "invalid-folds", where, '"folds" must be a list of {"train": [...], "val": [...]}'))
+        problems.append(Problem("error", "invalid-folds", where, '"folds" must be a list of '
+                                                                 '{"train": [...], "val": [...]}'))
         folds = []
     for k, fold in enumerate(folds):
         if not isinstance(fold, dict) or "train" not in fold or "val" not in fold:
@@ -232,10 +234,12 @@ def _check_id_list(name: str, ids, known: set[str], where: str, problems: list[P
     ids = [str(i) for i in ids]
     unknown = [i for i in dict.fromkeys(ids) if i not in known]
     if unknown:
-        problems.append(Problem("error", "unknown-case", where, f"{name} names {len(unknown)} unknown case(s): {listing(unknown)}"))
+        problems.append(Problem("error", "unknown-case", where, f"{name} names {len(unknown)} unknown case(s): "
+                                                                f"{listing(unknown)}"))
     repeated = [i for i, n in Counter(ids).items() if n > 1]
     if repeated:
-        problems.append(Problem("warning", "repeated-id", where, f"{name} lists {len(repeated)} case(s) more than once: {listing(repeated)}"))
+        problems.append(Problem("warning", "repeated-id", where, f"{name} lists {len(repeated)} case(s) more than "
+                                                                 f"once: {listing(repeated)}"))
     if not ids:
         problems.append(Problem("warning", "empty-split", where, f"{name} is empty"))
     return ids

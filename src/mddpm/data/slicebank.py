@@ -71,6 +71,7 @@ class SliceBank:
                 "mask": self._mask_slices[flat].unsqueeze(1).float()}
 
     def sample_volumes(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """``batch_size`` whole volumes drawn uniformly with replacement: {"image", "mask"} each [B, Z, H, W] float32."""
+        """``batch_size`` whole volumes drawn uniformly with replacement: {"image", "mask"} each
+        [B, Z, H, W] float32."""
         vol = torch.randint(self.num_volumes, (batch_size,), generator=generator, device=self.device)
         return {"image": self.images[vol], "mask": self.masks[vol].float()}

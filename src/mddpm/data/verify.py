@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from mddpm.data.schema import MAX_LISTED, Entry, Problem, listing, check_structure
+from mddpm.data.schema import MAX_LISTED, Entry, Problem, check_structure, listing
 from mddpm.errors import MddpmError
 from mddpm.io import first_line, open_nifti
 
@@ -154,10 +154,12 @@ def _check_case(entry: Entry, encoding: str, geometry: dict, voxels: bool) -> _C
             continue
         ref_name = "image" if reference is image else "mask"
         if vol.shape != reference.shape:
-            report("error", "shape-mismatch", vol.path, f"{kind} shape {vol.shape} differs from the {ref_name}'s {reference.shape}")
+            report("error", "shape-mismatch", vol.path, f"{kind} shape {vol.shape} differs from the {ref_name}'s "
+                                                        f"{reference.shape}")
         diff = float(np.abs(vol.affine - reference.affine).max())
         if diff > AFFINE_TOLERANCE_MM:
-            report("error", "affine-mismatch", vol.path, f"{kind} affine differs from the {ref_name}'s by up to {diff:.4g} mm")
+            report("error", "affine-mismatch", vol.path, f"{kind} affine differs from the {ref_name}'s by up to "
+                                                         f"{diff:.4g} mm")
 
     brain = None
     if mask is not None and mask.data is not None:
@@ -223,7 +225,8 @@ def _check_image(image: _Volume, brain: np.ndarray | None, report) -> None:
     elif brain is not None and brain.shape == data.shape:
         inside = data[brain]
         if float(inside.min()) == float(inside.max()):
-            report("error", "constant-image", image.path, f"image is constant inside the brain mask ({float(inside.min()):g})")
+            report("error", "constant-image", image.path, "image is constant inside the brain mask "
+                                                          f"({float(inside.min()):g})")
     if lo < 0:
         n = int(np.count_nonzero(data < 0))
         report("warning", "negative-values", image.path, f"{n} voxels are negative (min {lo:g})")
@@ -233,12 +236,14 @@ def _check_geometry(image: _Volume, geometry: dict, report) -> None:
     """Warn when the image's shape or voxel size differs from dataset.json's ``geometry``."""
     shape, spacing = geometry.get("shape"), geometry.get("spacing_mm")
     if isinstance(shape, list) and len(shape) == 3 and tuple(shape) != image.shape:
-        report("warning", "geometry-shape", image.path, f"shape {image.shape} differs from geometry.shape {tuple(shape)}")
+        report("warning", "geometry-shape", image.path, f"shape {image.shape} differs from geometry.shape "
+                                                        f"{tuple(shape)}")
     if isinstance(spacing, list) and len(spacing) == 3:
         voxel = np.sqrt((image.affine[:3, :3] ** 2).sum(axis=0))
         if np.abs(voxel - np.asarray(spacing, dtype=float)).max() > AFFINE_TOLERANCE_MM:
             report("warning", "geometry-spacing", image.path,
-                   f"voxel size {tuple(round(float(v), 4) for v in voxel)} mm differs from geometry.spacing_mm {tuple(spacing)}")
+                   f"voxel size {tuple(round(float(v), 4) for v in voxel)} mm differs from geometry.spacing_mm "
+                   f"{tuple(spacing)}")
 
 
 def _check_binary(vol: _Volume, name: str, code: str, encoding: str, report) -> set[float]:
@@ -266,5 +271,6 @@ def _aggregate_notes(checks: list[_CaseCheck], encoding: str, where: str, proble
         if sets:
             values = sorted(set().union(*sets))
             problems.append(Problem("note", attr.replace("_", "-"), where,
-                                    f"{len(sets)} {name} hold values other than 0 and 1 ({listing([f'{v:g}' for v in values])}); "
+                                    f"{len(sets)} {name} hold values other than 0 and 1 "
+                                    f"({listing([f'{v:g}' for v in values])}); "
                                     f"binarised with > 0 (label_encoding {encoding!r})"))

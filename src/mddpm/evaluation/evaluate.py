@@ -29,19 +29,35 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from nibabel.affines import voxel_sizes
 import torch
+from nibabel.affines import voxel_sizes
 
 from mddpm import __version__
 from mddpm.errors import MddpmError
+from mddpm.evaluation.maps import MapsFolder, open_maps
 from mddpm.evaluation.metrics import (
-    COUNT_NAMES, RATIO_NAMES, PooledScores, RankedScores, average_precision, auroc, confusion_counts, mean_std, ratios)
+    COUNT_NAMES,
+    RATIO_NAMES,
+    PooledScores,
+    RankedScores,
+    auroc,
+    average_precision,
+    confusion_counts,
+    mean_std,
+    ratios,
+)
 from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
 from mddpm.evaluation.postprocess import PostprocessConstants, postprocess_constants, published_erosion_iterations
 from mddpm.evaluation.scoring import Scoring
 from mddpm.evaluation.threshold import (
-    BISECTION_STEPS, FPR_RATES, ThresholdResult, bisection_search, exact_search, fpr_search, pooled_dice)
-from mddpm.evaluation.maps import MapsFolder, open_maps
+    BISECTION_STEPS,
+    FPR_RATES,
+    ThresholdResult,
+    bisection_search,
+    exact_search,
+    fpr_search,
+    pooled_dice,
+)
 from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, write_json
 from mddpm.progress import track
 
@@ -57,7 +73,8 @@ def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
         return
     shared = sorted(set(test.case_ids) & set(other.case_ids))
     if shared:
-        raise MddpmError(f"{other.folder}: holds {len(shared)} case(s) of the test maps {test.folder} (e.g. {shared[0]}); "
+        raise MddpmError(f"{other.folder}: holds {len(shared)} case(s) of the test maps {test.folder} (e.g. "
+                         f"{shared[0]}); "
                          "a threshold must be chosen on other cases")
 
 

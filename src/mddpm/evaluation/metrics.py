@@ -104,7 +104,8 @@ class PooledScores:
             raise ValueError("no voxels to rank")
         s = scores.reshape(-1) + 0.0  # + 0.0 turns -0.0 into 0.0, so equal scores count as one value
         values, positives, lowest = _split_scores(s, gt.reshape(-1) > 0)
-        return cls(values=values, positives=positives, lowest=lowest, n_lowest=s.numel() - values.numel(), dtype=s.dtype)
+        return cls(values=values, positives=positives, lowest=lowest, n_lowest=s.numel() - values.numel(),
+                   dtype=s.dtype)
 
     _join = staticmethod(torch.cat)  # joins the parts' 1-D value arrays when pooling
 
@@ -116,7 +117,8 @@ class PooledScores:
         if len({p.dtype for p in parts}) != 1:
             raise ValueError("cannot pool scores of different dtypes")
         lowest = min(p.lowest for p in parts)
-        values = [p.values for p in parts] + [p.values.new_full((p.n_lowest,), p.lowest) for p in parts if p.lowest > lowest]
+        values = [p.values for p in parts]
+        values += [p.values.new_full((p.n_lowest,), p.lowest) for p in parts if p.lowest > lowest]
         return cls(values=cls._join(values), positives=cls._join([p.positives for p in parts]), lowest=lowest,
                    n_lowest=sum(p.n_lowest for p in parts if p.lowest == lowest), dtype=parts[0].dtype)
 

@@ -17,8 +17,13 @@ import torch
 
 from mddpm.evaluation.maps import open_maps
 from mddpm.evaluation.metrics import RankedScores, average_precision, binarise
-from mddpm.evaluation.postprocess import (CC_MAX_SIZE, MEDIAN_KERNEL, PostprocessConstants, postprocess_map,
-                                          remove_small_components)
+from mddpm.evaluation.postprocess import (
+    CC_MAX_SIZE,
+    MEDIAN_KERNEL,
+    PostprocessConstants,
+    postprocess_map,
+    remove_small_components,
+)
 
 CURVE_POINTS = 1000  # a pooled precision-recall curve is thinned to about this many points
 

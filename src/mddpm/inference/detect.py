@@ -27,9 +27,9 @@ from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxe
 from mddpm.errors import MddpmError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
-from mddpm.run_folder import RunFolder
 from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
 from mddpm.progress import progress_bar
+from mddpm.run_folder import RunFolder
 from mddpm.seeds import derive_seed
 from mddpm.weights import build_from_weights
 

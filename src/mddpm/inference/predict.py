@@ -41,8 +41,8 @@ from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, w
 from mddpm.methods.base import AnomalyMethod
 from mddpm.progress import track
 from mddpm.run_folder import RunFolder
-from mddpm.weights import build_from_weights
 from mddpm.seeds import derive_seed
+from mddpm.weights import build_from_weights
 
 PRECISIONS = ("32", "bf16")
 NOISE_PER = ("volume", "slice")
@@ -124,7 +124,8 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
     """
     steps = [None] if t_fix is None else t_fix
     saved = method.inference_options()
-    autocast = torch.autocast(image.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    bf16 = precision == "bf16"
+    autocast = torch.autocast(image.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     start_state = generator.get_state()
     total_map, total_recon = None, None
     try:
@@ -176,7 +177,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     seconds = []
     for case_id in track(case_ids, f"predict {split}", progress):
         image, mask, _ = prepared.volume(case_id)
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)  # a copy: the cache is read-only
+        # a copy: the cache is read-only
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)
         m = torch.from_numpy(np.array(mask, dtype=np.float32)).unsqueeze(1).to(device)
         start = time.perf_counter()
         amap, recon = score_volume(method, x, m, case_generator(cfg["train"]["seed"], case_id, device),

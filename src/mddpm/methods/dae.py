@@ -43,7 +43,8 @@ PRESETS = {
         "data": {"grid": "paper"},
     },
     "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, coarse noise on an 8-px grid, 1,600 steps of batch 16, lr 1e-3 (the demo rule shared by every row)",
+        "about": "CPU-sized: 48x48x25 grid at 4 mm, coarse noise on an 8-px grid, 1,600 steps of batch 16, lr 1e-3 "
+                 "(the demo rule shared by every row)",
         "model": {"depth": 3, "base_channels": 16, "noise_res": 8, "noise_std": 0.2, "cosine_steps": 0,
                   "amsgrad": True, "weight_decay": 1e-5},
         "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2},

@@ -50,7 +50,8 @@ PRESETS = {
         "data": {"grid": "paper"},
     },
     "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,200 GAN + 400 encoder steps of batch 16, lr 1e-3 (the demo rule shared by every row)",
+        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,200 GAN + 400 encoder steps of batch 16, lr 1e-3 (the demo rule "
+                 "shared by every row)",
         "model": {"image_size": 48, "latent_dim": 32, "num_stages": 3, "base_channels": 16, "max_channels": 64,
                   "encoder_base_channels": 16, "encoder_max_channels": 32, "encoder_tanh": True, "n_critic": 5,
                   "gp_weight": 10.0, "kappa": 1.0, "gan_steps": 1200, "adam_betas": [0.0, 0.9], "score": "image"},

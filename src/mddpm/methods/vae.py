@@ -41,7 +41,8 @@ PRESETS = {
         "data": {"grid": "paper"},
     },
     "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,600 steps of batch 16, lr 1e-3 (the demo rule shared by every row)",
+        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,600 steps of batch 16, lr 1e-3 (the demo rule shared by every "
+                 "row)",
         "model": {"image_size": 48, "latent_dim": 32, "num_down": 3, "base_channels": 16, "max_channels": 32,
                   "bottleneck_reduction": 4, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1"},
         "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2},

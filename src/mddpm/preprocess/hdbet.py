@@ -54,7 +54,8 @@ def hdbet_mask(image: sitk.Image, device: str = "cpu") -> sitk.Image:
                 cmd.append("--disable_tta")
             mask_file = Path(tmp) / "brain_bet.nii.gz"
         else:
-            cmd = [exe, "-i", str(src), "-o", str(out), "-device", device, "-mode", "fast" if device == "cpu" else "accurate",
+            cmd = [exe, "-i", str(src), "-o", str(out), "-device", device,
+                   "-mode", "fast" if device == "cpu" else "accurate",
                    "-tta", "0" if device == "cpu" else "1"]
             mask_file = Path(tmp) / "brain_mask.nii.gz"
         proc = subprocess.run(cmd, capture_output=True, text=True)

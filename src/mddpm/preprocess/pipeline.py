@@ -76,7 +76,8 @@ class PreprocessSettings:
 def settings_hash(settings: PreprocessSettings) -> tuple[str, dict]:
     """(sha256, record) of the settings, the template's identity and the pipeline version."""
     record = {"pipeline_version": PIPELINE_VERSION, "settings": settings.as_dict(),
-              "template": template_fingerprint(settings.template, settings.template_mask) if settings.register else None}
+              "template": (template_fingerprint(settings.template, settings.template_mask)
+                           if settings.register else None)}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     return digest, record
 
@@ -146,7 +147,8 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
     transform, grid_out = None, grid_iso
     if settings.register:
         with step("registration"):
-            template = load_template(settings.template, settings.template_mask, settings.orientation, settings.spacing_mm)
+            template = load_template(settings.template, settings.template_mask, settings.orientation,
+                                     settings.spacing_mm)
             moving = sitk.Mask(sitk.Maximum(iso, 0.0), mask_iso)
             transform, info["registration"] = steps.register_affine(template.image, moving, settings.registration)
             info["registration"]["matrix_lps"] = steps.affine_matrix(transform).round(6).tolist()
@@ -161,7 +163,8 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
         with step("registration_check"):
             info["qc"] = {"template_dice": round(_dice(mask, template.mask), 4)}
             if info["qc"]["template_dice"] < MIN_TEMPLATE_DICE:
-                raise MddpmError(f"registered brain overlaps the template's brain by Dice {info['qc']['template_dice']:.2f} "
+                raise MddpmError("registered brain overlaps the template's brain by Dice "
+                                 f"{info['qc']['template_dice']:.2f} "
                                  f"(< {MIN_TEMPLATE_DICE}): registration failed or the mask is wrong")
     with step("crop"):
         start, size = steps.bounding_box(mask)
@@ -173,7 +176,8 @@ def preprocess_case(case: CaseInputs, settings: PreprocessSettings) -> tuple[dic
             image = sitk.Mask(image, mask)
     info["seconds"], info["cpu_seconds"] = step.seconds, step.cpu_seconds  # wall; CPU of all threads
     info["shape"] = list(image.GetSize())
-    info["brain_volume_ml"] = round(float(sitk.GetArrayViewFromImage(mask).sum()) * float(np.prod(mask.GetSpacing())) / 1000, 1)
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000
+    info["brain_volume_ml"] = round(float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml, 1)
     return {"image": image, "mask": mask, "label": label}, info
 
 
@@ -279,7 +283,8 @@ def find_cases(input_dir: str | Path, pattern: str | None = None, masks_dir: str
         scans = {cid: [p for p in ps if p.match(pattern)] for cid, ps in scans.items()}
         scans = {cid: ps for cid, ps in scans.items() if ps}
     if not scans:
-        raise MddpmError(f"{input_dir}: no scans found (looked for {pattern or ', '.join('*' + s for s in steps.SUPPORTED_SUFFIXES)})")
+        raise MddpmError(f"{input_dir}: no scans found (looked for "
+                         f"{pattern or ', '.join('*' + s for s in steps.SUPPORTED_SUFFIXES)})")
     masks = _index_dir(Path(masks_dir), "masks") if masks_dir else None
     labels = _index_dir(Path(labels_dir), "labels") if labels_dir else {}
     cases, problems = [], []
@@ -289,7 +294,8 @@ def find_cases(input_dir: str | Path, pattern: str | None = None, masks_dir: str
             problems.append(f"{paths[0]}: case id {cid!r} {problem}")
             continue
         if len(paths) > 1:
-            problems.append(f"{paths[0]}: case id {cid!r} is used by {len(paths)} files ({', '.join(p.name for p in paths)})")
+            problems.append(f"{paths[0]}: case id {cid!r} is used by {len(paths)} files "
+                            f"({', '.join(p.name for p in paths)})")
             continue
         mask = label = None
         if masks is not None:
@@ -370,7 +376,8 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
         raise MddpmError("--role anomalous needs --labels DIR (anomalous cases need a lesion label)")
     cases, problems = find_cases(input_dir, pattern, masks_dir if settings.mask_source == "files" else None, labels_dir)
     if role == "anomalous":
-        problems += [f"{c.image}: no label for this case in {labels_dir} (role anomalous)" for c in cases if c.label is None]
+        problems += [f"{c.image}: no label for this case in {labels_dir} (role anomalous)"
+                     for c in cases if c.label is None]
         cases = [c for c in cases if c.label is not None]
     digest, record = settings_hash(settings)
     _check_output_folder(out, digest, force)
@@ -411,7 +418,8 @@ def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, 
         elif isinstance(error, MddpmError):
             report.failures.append(str(error))
         else:
-            report.failures.append(f"{case.image}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            report.failures.append(f"{case.image}: {type(error).__name__}: "
+                                   f"{str(error).splitlines()[0] if str(error) else ''}")
 
     with progress_bar("preprocess", len(todo), progress and bool(todo)) as advance:
         if workers == 1:
@@ -477,7 +485,8 @@ def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> lis
         {"step": "inputs", "tool": tool, "settings": {**sources, "settings_hash": hashlib.sha256(
             json.dumps(record, sort_keys=True).encode()).hexdigest(), "pipeline_version": PIPELINE_VERSION}},
         {"step": "reorient", "tool": "sitk.DICOMOrient", "settings": {"orientation": s.orientation,
-                                                                      "note": "DICOMOrient 'LPS' = ANTs 'RAI' (published)"}},
+                                                                      "note": "DICOMOrient 'LPS' = ANTs 'RAI' "
+                                                                              "(published)"}},
         {"step": "resample", "tool": "sitk.Resample", "settings": {
             "spacing_mm": s.spacing_mm, "image": "cubic B-spline", "mask_label": "nearest neighbour",
             "note": "the image is interpolated once, from the raw grid to the output grid (resampling and "

@@ -39,7 +39,8 @@ def read_volume(path: str | Path, *, label: bool = False) -> sitk.Image:
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "unknown error")
         raise MddpmError(f"{path}: cannot read as NIfTI/NRRD/MHA ({first[:160]})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise MddpmError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel (expected a scalar image)")
+        raise MddpmError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel (expected a scalar "
+                         "image)")
     if img.GetDimension() == 4 and img.GetSize()[3] == 1:
         img = img[:, :, :, 0]
     if img.GetDimension() != 3:
@@ -130,7 +131,8 @@ class RegistrationSettings:
         if self.seed <= 0:
             raise MddpmError(f"registration seed {self.seed}: must be > 0 (0 would seed from the clock)")
         if len(self.shrink) != len(self.smoothing_vox):
-            raise MddpmError(f"registration: {len(self.shrink)} shrink factors but {len(self.smoothing_vox)} smoothing sigmas")
+            raise MddpmError(f"registration: {len(self.shrink)} shrink factors but {len(self.smoothing_vox)} smoothing "
+                             "sigmas")
 
 
 def register_affine(fixed: sitk.Image, moving: sitk.Image, s: RegistrationSettings) -> tuple[sitk.Transform, dict]:

@@ -33,10 +33,14 @@ from mddpm.errors import MddpmError
 from mddpm.evaluation.lesion_scale import lesion_scale
 from mddpm.io import atomic_write
 from mddpm.report import figures
-from mddpm.report.evaluations import (ReportEvaluation, load_evaluations, method_description, run_config,
-                                      training_summary)
-from mddpm.report.formatting import (format_p, format_seconds, percent_parts, published_values, rule_name,
-                                     table1_notes)
+from mddpm.report.evaluations import (
+    ReportEvaluation,
+    load_evaluations,
+    method_description,
+    run_config,
+    training_summary,
+)
+from mddpm.report.formatting import format_p, format_seconds, percent_parts, published_values, rule_name, table1_notes
 from mddpm.viz.pr_curves import pr_figure
 
 EXAMPLES = 3

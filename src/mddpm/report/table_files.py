@@ -8,8 +8,15 @@ import io
 from pathlib import Path
 
 from mddpm.io import atomic_write, write_json
-from mddpm.report.formatting import (csv_number, format_p, format_seconds, percent, published_values, row_name,
-                                     table1_notes)
+from mddpm.report.formatting import (
+    csv_number,
+    format_p,
+    format_seconds,
+    percent,
+    published_values,
+    row_name,
+    table1_notes,
+)
 
 
 def table_markdown(table: dict) -> str:
@@ -109,7 +116,8 @@ def table_csv(table: dict) -> str:
             for name, stat, test in metrics:
                 writer.writerow([cols[key]["dataset"], cols[key]["test_set"], r["method"], r["label"], r["extra"],
                                  r["reference"], name, csv_number(stat["mean"]), csv_number(stat["std"]),
-                                 csv_number(stat["std_sample"]), stat["n_runs"], ";".join(csv_number(v) for v in stat["runs"]),
+                                 csv_number(stat["std_sample"]), stat["n_runs"],
+                                 ";".join(csv_number(v) for v in stat["runs"]),
                                  csv_number(test["p"]) if test else "", test["n_pairs"] if test else "",
                                  csv_number(test["mean_difference"]) if test else ""])
     return buf.getvalue()

@@ -29,8 +29,8 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mddpm.config import apply_overrides, build_method, resolve_config
 from mddpm.data.dataset import load_dataset
@@ -38,9 +38,9 @@ from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 from mddpm.progress import shows_progress, training_progress_bar
-from mddpm.weights import read_torch_file, save_weights
 from mddpm.run_folder import RUN_FILES, RunFolder
 from mddpm.training.module import AnomalyModule
+from mddpm.weights import read_torch_file, save_weights
 
 RUN_EXTRA_KEYS = ("dataset", "fold", "prepared")
 

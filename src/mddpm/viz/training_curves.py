@@ -10,6 +10,7 @@ from matplotlib.ticker import MaxNLocator
 
 from mddpm.viz.png import png_bytes
 
+
 def training_curve_figure(runs: list[tuple[str, dict[str, list[tuple[int, float]]]]], title: str) -> bytes:
     """PNG of the training (thin) and validation (dots) loss against the step, one colour per run;
     the loss axis is logarithmic when the values span more than a factor of 20."""
