@@ -88,6 +88,9 @@ def test_slurm_job_array_script_without_submitting(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
     with pytest.raises(MddpmError, match="--executor slurm: no `srun` on PATH"):
         make_executor("slurm", tmp_path / "jobs", options)
+    with pytest.raises(MddpmError, match="--executor slurm: no `srun` on PATH"):  # before any data is made
+        run_benchmark(write_experiment(tmp_path), out=tmp_path / "out", executor="slurm")
+    assert not (tmp_path / "out").exists()
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")

@@ -5,6 +5,7 @@ Each job calls :func:`mddpm.benchmark.execute.run_job`, the code path of the in-
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,15 @@ class Submitted:
         return f"{self.job.paths.stdout} and {self.job.paths.stderr}"
 
 
+def check_executor(kind: str) -> None:
+    """Fail at once (before any dataset is generated) when ``kind`` cannot run here."""
+    if kind not in EXECUTORS:
+        raise MddpmError(f"--executor {kind!r}: expected one of {', '.join(EXECUTORS)}")
+    if kind == "slurm" and shutil.which("srun") is None:
+        raise MddpmError("--executor slurm: no `srun` on PATH; run the launcher on a SLURM login node "
+                         "(or use --executor local)")
+
+
 def make_executor(kind: str, folder: Path, options: ClusterOptions):
     """A submitit executor writing into ``folder`` (SLURM: one ``#SBATCH`` line per option given)."""
     import submitit
@@ -57,13 +67,8 @@ def make_executor(kind: str, folder: Path, options: ClusterOptions):
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=options.time_min)
         return executor
-    if kind != "slurm":
-        raise MddpmError(f"--executor {kind!r}: expected one of {', '.join(EXECUTORS)}")
-    try:
-        executor = submitit.SlurmExecutor(folder=folder)
-    except RuntimeError:
-        raise MddpmError("--executor slurm: no `srun` on PATH; run the launcher on a SLURM login node "
-                         "(or use --executor local)") from None
+    check_executor(kind)
+    executor = submitit.SlurmExecutor(folder=folder)
     params = {"time": options.time_min, "gpus_per_node": 1 if options.gpus_per_job is None else options.gpus_per_job,
               "job_name": "mddpm-benchmark"}
     optional = {"partition": options.partition, "cpus_per_task": options.cpus_per_job, "mem": options.mem,

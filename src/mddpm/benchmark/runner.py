@@ -10,7 +10,7 @@ from typing import Callable
 
 from mddpm import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
-from mddpm.benchmark.cluster import EXECUTORS, ClusterOptions, submit_runs
+from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs
 from mddpm.benchmark.execute import device_choice, execute_run, stage_row
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
 from mddpm.benchmark.lock import RunLocked
@@ -86,8 +86,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     (no table for a dry run or an unawaited slurm launch).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    if executor not in EXECUTORS:
-        raise MddpmError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if not dry_run:
+        check_executor(executor)
     experiment = load_experiment(experiment_spec)
     if max_runs is not None:
         if max_runs < 1:
