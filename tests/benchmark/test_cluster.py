@@ -66,7 +66,7 @@ def test_lock_refuses_a_second_trainer_and_is_released(tmp_path, phantom_dataset
     assert not list(out.rglob("lock"))
 
 
-def test_stale_lock_of_a_dead_local_process_is_taken_over(tmp_path):
+def test_stale_lock_of_a_dead_process_or_slurm_job_is_taken_over(tmp_path, monkeypatch):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = tmp_path / "run" / "lock"
     lock.parent.mkdir()
@@ -74,12 +74,25 @@ def test_stale_lock_of_a_dead_local_process_is_taken_over(tmp_path):
     notes = []
     with RunLock(lock.parent, notes.append):
         assert read_lock(lock)["pid"] == os.getpid()
-    assert "a process that is gone" in notes[0] and not lock.exists()
+    assert "a process or job that is gone" in notes[0] and not lock.exists()
     other = {"host": "another-node", "pid": 1, "started": "then", "job": "123_4"}
     lock.write_text(json.dumps(other))
     with pytest.raises(RunLocked, match=r"locked by another-node pid 1 since then \(job 123_4\)"):
         RunLock(lock.parent).__enter__()
     assert read_lock(lock) == other  # never removed from here
+    # a SLURM job's lock: stale once squeue no longer lists the job
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    squeue = fake_bin / "squeue"
+    squeue.write_text('#!/bin/sh\n[ "$5" = 77 ] && echo 77\nexit 0\n')  # squeue -h -o %i -j ID: only job 77 runs
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    lock.write_text(json.dumps({**other, "slurm_job": "77"}))
+    with pytest.raises(RunLocked, match="job 123_4"):
+        RunLock(lock.parent).__enter__()
+    lock.write_text(json.dumps({**other, "slurm_job": "78"}))
+    with RunLock(lock.parent):
+        assert read_lock(lock)["pid"] == os.getpid()
 
 
 def test_slurm_job_array_script_without_submitting(tmp_path, monkeypatch):

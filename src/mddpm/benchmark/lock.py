@@ -3,16 +3,19 @@ predict or evaluate the same run at the same time.
 
 The lock is ``RUN/lock``, created atomically (``O_CREAT | O_EXCL``, which NFS v3+ and Lustre honour) and
 holding ``{"host", "pid", "started", "job"}``. It is removed when the run's stages end, also on an error.
-Stale-lock rule: a lock written on *this* host by a process that no longer exists is stale and is taken
-over (with a note); a lock from another host is never judged stale (its process cannot be checked from
-here): delete the file by hand once that job is known to be gone.
+Stale-lock rule: a lock is stale, and taken over with a note, when it was written on *this* host by a
+process that no longer exists, or by a SLURM job that ``squeue`` (when on PATH) no longer lists (a job
+killed at its time limit, say). Any other lock from another host is never judged stale (its process
+cannot be checked from here): delete the file by hand once that process is known to be gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +40,10 @@ def read_lock(path: Path) -> dict | None:
 
 
 def is_stale(holder: dict) -> bool:
-    """A lock of this host whose process is gone (see the module docstring)."""
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+    """A lock whose process (this host) or SLURM job (``squeue``) is gone; see the module docstring."""
+    if holder.get("host") != socket.gethostname():
+        return bool(holder.get("slurm_job")) and _slurm_job_gone(str(holder["slurm_job"]))
+    if not isinstance(holder.get("pid"), int):
         return False
     try:
         os.kill(holder["pid"], 0)
@@ -47,6 +52,19 @@ def is_stale(holder: dict) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def _slurm_job_gone(job_id: str) -> bool:
+    """True when ``squeue`` no longer lists the job (False when it cannot tell)."""
+    if shutil.which("squeue") is None:
+        return False
+    try:
+        done = subprocess.run(["squeue", "-h", "-o", "%i", "-j", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if done.returncode == 0:
+        return done.stdout.strip() == ""
+    return "invalid job id" in done.stderr.lower()
 
 
 def describe(path: Path, holder: dict) -> str:
@@ -63,7 +81,8 @@ class RunLock:
         self.path = Path(run_root) / LOCK_NAME
         self.log = log or (lambda msg: None)
         self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": now_iso(),
-                       "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")}
+                       "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
+                       "slurm_job": os.environ.get("SLURM_JOB_ID")}
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +94,7 @@ class RunLock:
                 if holder is None:  # released in between
                     continue
                 if is_stale(holder):
-                    self.log(f"note: {describe(self.path, holder).split(';')[0]}, a process that is gone: "
+                    self.log(f"note: {describe(self.path, holder).split(';')[0]}, a process or job that is gone: "
                              "taking the lock over")
                     self.path.unlink(missing_ok=True)
                     continue
