@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from mddpm.data.phantom import make_phantom_dataset
+
+# The test folders mirror the package; a test module that shares another's fixtures imports it by name
+# (test_api uses test_detect's run), so every test folder is importable from any other.
+for _folder in sorted(Path(__file__).parent.iterdir()):
+    if _folder.is_dir() and _folder.name.isidentifier() and not (_folder / "__init__.py").exists():
+        sys.path.insert(0, str(_folder))
 
 
 @pytest.fixture

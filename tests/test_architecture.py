@@ -10,13 +10,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lower numbers are lower layers; a module may import its own layer (within its package) and lower ones
 LAYERS = {
     "mddpm": 0, "errors": 0,
-    "io": 1, "progress": 1, "registry": 1, "seeds": 1, "parallel": 1,
+    "io": 1, "progress": 1, "registry": 1, "seeds": 1, "parallel": 1,  # parallel: issue 16's pool helper
     "config": 2, "data": 2, "nets": 2, "diffusion": 2, "masking": 2,
     "methods": 3, "preprocess": 3, "evaluation": 3, "viz": 3, "weights": 3, "run_folder": 3,
     "training": 4,
     "inference": 5, "report": 5,
     "benchmark": 6,
-    "demo": 7,
+    "demo": 7, "api": 7,
     "cli": 8,
 }
 

@@ -127,3 +127,14 @@ def test_write_then_read_a_nifti_keeps_values(tmp_path):
     data = np.arange(64, dtype=np.float32).reshape(4, 4, 4)
     write_nifti(tmp_path / "a.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
     np.testing.assert_array_equal(read_nifti(tmp_path / "a.nii.gz")[0], data)
+
+
+def test_written_niftis_carry_units_and_both_transforms(tmp_path):
+    """Viewers place a file by its qform or sform: both are set (code 1, scanner), units mm."""
+    affine = np.array([[0, 0, -1.5, 90], [-1.2, 0, 0, 120], [0, 1.2, 0, -70], [0, 0, 0, 1.0]])
+    write_nifti(tmp_path / "a.nii.gz", np.zeros((4, 5, 6), np.uint8), affine)
+    header = nib.load(str(tmp_path / "a.nii.gz")).header
+    assert int(header["qform_code"]) == 1 and int(header["sform_code"]) == 1
+    assert header.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_allclose(header.get_qform(), affine, atol=1e-5)
+    np.testing.assert_allclose(header.get_sform(), affine, atol=1e-5)

@@ -1,4 +1,13 @@
-"""Configuration as data: method presets + generic training defaults + ``--set key=value``.
+"""Configuration as data: method presets + generic defaults + a config file + ``--set key=value``.
+
+Resolution order (later wins): the generic defaults below, the method's preset (the package file
+``mddpm/presets/<method>.yaml``), a config file (``--config``, YAML or JSON, the keys of ``--set``),
+``--set``. :func:`validate_config` is the one place a config is checked: unknown keys and values of
+the wrong type are refused while it is resolved, impossible ``train`` values and settings the chosen
+method ignores (a masking's options without that masking) by :func:`validate_config`.
+
+The default scale is the demo one (``DEFAULT_PRESET``, grid ``demo``: CPU-sized); ``--preset paper``
+(grid ``paper``) is the published scale. Every run records its method and preset in config.json.
 
 A resolved config is a plain JSON-able dict::
 
@@ -14,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+from pathlib import Path
 
 from mddpm import __version__
 from mddpm.errors import MddpmError
@@ -31,13 +42,17 @@ TRAIN_DEFAULTS = {
     "bank_device": "auto",  # where the slice bank lives: "auto" (= the training device), "cpu"
 }
 
+DEFAULT_PRESET = "demo"  # the preset of `mddpm train` without --preset
 DATA_DEFAULTS = {
-    "grid": "paper",  # a name in mddpm.data.prepare.GRIDS: "paper" = 96x96x50 at 2 mm, "demo" = smaller
+    "grid": "demo",  # a name in mddpm.data.prepare.GRIDS: "paper" = 96x96x50 at 2 mm, "demo" = 48x48x25 at 4 mm
 }
+FILE_KEYS = ("method", "preset", "mddpm_version")  # top-level keys of a config file besides the sections
 
 
-def resolve_config(method: str, preset: str, overrides: list[str] | tuple = ()) -> dict:
-    """Resolve ``method`` + ``preset`` + overrides into a full config (see module docstring)."""
+def resolve_config(method: str, preset: str, overrides: list[str] | tuple = (), settings: dict | None = None,
+                   source: str = "--config: ") -> dict:
+    """Resolve ``method`` + ``preset`` + ``settings`` (``{"section.key": value}``, e.g. from a config file
+    named by ``source``) + ``overrides`` (``--set`` strings) into a full config (see module docstring)."""
     spec = get_method(method)
     if preset not in spec.presets:
         raise MddpmError(f"method {method!r} has no preset {preset!r} (known: {', '.join(sorted(spec.presets))})")
@@ -55,7 +70,7 @@ def resolve_config(method: str, preset: str, overrides: list[str] | tuple = ()) 
         "train": train,
         "data": data,
     }
-    return apply_overrides(cfg, overrides)
+    return apply_overrides(apply_settings(cfg, settings or {}, source), overrides)
 
 
 def _merge(defaults: dict, values: dict, where: str) -> dict:
@@ -73,29 +88,100 @@ def apply_overrides(cfg: dict, overrides) -> dict:
     Unknown keys are rejected, and a value must keep the type of the value it replaces
     (an int may replace a float, and ``null`` may replace anything).
     """
-    cfg = copy.deepcopy(cfg)
+    settings = {}
     for item in overrides:
         if "=" not in item:
             raise MddpmError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-4")
         key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
+        try:
+            settings[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key.strip()] = raw
+    return apply_settings(cfg, settings, "--set ")
+
+
+def apply_settings(cfg: dict, settings: dict, source: str) -> dict:
+    """A copy of ``cfg`` with ``{"section.key": value}`` applied (rules of :func:`apply_overrides`); errors
+    start with ``source`` (``"--set "`` or ``"FILE: "``), then the key."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in settings.items():
+        parts = key.split(".")
         node = cfg
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
-                raise MddpmError(f"--set {key}: unknown key")
+                raise MddpmError(f"{source}{key}: unknown key")
             node = node[p]
         leaf = parts[-1]
         if leaf not in node or isinstance(node[leaf], dict) or node is cfg:
-            raise MddpmError(f"--set {key}: unknown key (known: {', '.join(_leaf_keys(cfg))})")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+            raise MddpmError(f"{source}{key}: unknown key (known: {', '.join(_leaf_keys(cfg))})")
         old = node[leaf]
+        if isinstance(old, (int, float)) and not isinstance(old, bool) and isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
         if old is not None and value is not None and not _same_kind(old, value):
-            raise MddpmError(f"--set {key}={raw}: expected {type(old).__name__}, got {type(value).__name__}")
+            raise MddpmError(f"{source}{key}={json.dumps(value)}: expected {type(old).__name__}, "
+                             f"got {type(value).__name__}")
         node[leaf] = float(value) if isinstance(old, float) and isinstance(value, int) else value
     return cfg
+
+
+def read_config_file(config: str | os.PathLike | dict) -> tuple[dict, dict, str]:
+    """``({"method", "preset"} given, {"section.key": value}, source)`` of a YAML or JSON config file (or of
+    a mapping of the same shape, from the Python API): sections ``model``/``train``/``data`` as mappings
+    (or dotted keys), optionally ``method`` and ``preset``; the output of ``mddpm train --print-config``
+    is such a file. ``source`` starts error messages about it."""
+    import yaml
+
+    if isinstance(config, dict):
+        raw, source = copy.deepcopy(config), "config: "
+    else:
+        path = Path(config)
+        source = f"{path}: "
+        if not path.is_file():
+            raise MddpmError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise MddpmError(f"{path}: not valid YAML or JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise MddpmError(f"{source}expected a mapping of settings (model:, train:, data:)")
+    chosen = {k: raw.pop(k) for k in FILE_KEYS if k in raw}
+    chosen.pop("mddpm_version", None)
+    for key in ("method", "preset"):
+        if key in chosen and not isinstance(chosen[key], str):
+            raise MddpmError(f"{source}{key} must be a name")
+    return chosen, _flatten(raw), source
+
+
+def given_keys(settings: dict, overrides) -> list[str]:
+    """The keys a user set: those of a config file's ``settings`` and of ``--set`` strings."""
+    return [*settings, *(item.split("=", 1)[0].strip() for item in overrides if "=" in item)]
+
+
+def resolve_run_config(method: str | None, preset: str | None, config=None, overrides=()) -> dict:
+    """The validated config of a new run: ``method``/``preset`` (given, else the config file's, else
+    :data:`DEFAULT_PRESET`), the file's settings, then ``overrides`` (``--set`` wins)."""
+    chosen, settings, source = read_config_file(config) if config is not None else ({}, {}, "")
+    method = method or chosen.get("method")
+    if method is None:
+        raise MddpmError("no method: pass --method or put method: in the --config file")
+    cfg = resolve_config(method, preset or chosen.get("preset") or DEFAULT_PRESET, overrides, settings, source)
+    validate_config(cfg, given_keys(settings, overrides))
+    return cfg
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (mappings are sections, never values)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 def _same_kind(old, new) -> bool:
@@ -118,6 +204,29 @@ def _leaf_keys(cfg: dict, prefix: str = "") -> list[str]:
         else:
             out.append(prefix + k)
     return out
+
+
+def validate_config(cfg: dict, given=()) -> None:
+    """Refuse impossible ``train`` values, and any of the ``given`` keys (set by a config file or ``--set``)
+    that the chosen method ignores under its other settings; one :class:`MddpmError` line naming the key."""
+    t = cfg["train"]
+    for key in ("batch_size", "val_every", "val_batches", "log_every"):
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+            raise MddpmError(f"train.{key}={t[key]!r}: must be a positive integer")
+    if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
+        raise MddpmError(f"train.max_steps={t['max_steps']!r}: must be a non-negative integer")
+    if not t["lr"] > 0:
+        raise MddpmError(f"train.lr={t['lr']!r}: must be positive")
+    if t["precision"] not in ("32", "bf16"):
+        raise MddpmError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
+    if t["bank_device"] not in ("auto", "cpu"):
+        raise MddpmError(f"train.bank_device={t['bank_device']!r}: must be \"auto\" or \"cpu\"")
+    spec = get_method(cfg["method"])
+    ignored = spec.ignored_settings(cfg["model"]) if spec.ignored_settings else {}
+    for key in given:
+        section, _, rest = key.partition(".")
+        if section == "model" and rest.split(".")[0] in ignored:
+            raise MddpmError(f"{key}: method {cfg['method']} ignores it ({ignored[rest.split('.')[0]]}); remove it")
 
 
 def build_method(cfg: dict):

@@ -261,8 +261,16 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text else type(e).__name__
 
 
+NIFTI_XFORM_SCANNER = 1  # "scanner-based anatomical coordinates": world positions in mm
+
+
 def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:
-    """Write a 3-D array with its affine as NIfTI (gzip if the name ends in .gz), atomically."""
-    img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64))
+    """Write a 3-D array with its affine as NIfTI (gzip if the name ends in .gz), atomically; the affine is
+    stored as both qform and sform (code 1, scanner), units mm and s, so every viewer places it alike."""
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(data), affine)
+    img.set_qform(affine, code=NIFTI_XFORM_SCANNER)
+    img.set_sform(affine, code=NIFTI_XFORM_SCANNER)
+    img.header.set_xyzt_units("mm", "sec")
     with atomic_write(path) as tmp:
         nib.save(img, str(tmp))

@@ -206,3 +206,28 @@ def test_threshold_maps_sharing_test_cases_are_refused(maps, tmp_path):
         with pytest.raises(MddpmError, match="case\\(s\\) of the test maps"):
             evaluate(maps["test"], val, tmp_path / "out", healthy_val=healthy, log=lambda msg: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_write_segmentations_in_the_scans_geometry(maps, phantom_dataset, tmp_path, capsys):
+    import nibabel as nib
+
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out),
+                 "--write-segmentations", "--no-progress"]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "metrics.json").read_text())
+    dataset = load_dataset(phantom_dataset)
+    for case in report["cases"]:
+        written = nib.load(str(out / "segmentations" / f"{case['case_id']}.nii.gz"))
+        scan = nib.load(str(dataset.cases[case["case_id"]].image))
+        seg = np.asarray(written.dataobj)
+        label = np.asarray(nib.load(str(dataset.cases[case["case_id"]].label)).dataobj) > 0
+        assert seg.shape == scan.shape and seg.dtype == np.uint8 and np.allclose(written.affine, scan.affine)
+        assert int(written.header["qform_code"]) == 1 and written.header.get_xyzt_units()[0] == "mm"
+        counts = case["rules"]["bisection"]  # this grid is the scan's own: voxel for voxel the counted segmentation
+        assert int(seg.sum()) == counts["tp"] + counts["fp"] and int((seg.astype(bool) & label).sum()) == counts["tp"]
+    assert sum(case["rules"]["bisection"]["tp"] for case in report["cases"]) > 0
+    # rerun with --force: the segmentations are ours to replace
+    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out), "--force",
+                 "--no-progress"]) == 0
+    assert not (out / "segmentations").exists()

@@ -142,3 +142,39 @@ def test_cli_detect(setup, tmp_path, capsys):
     assert (tmp_path / "out" / "segmentation.nii.gz").is_file()
     assert main(args + ["--mask", str(mask), "--threshold", "0.5", "--force"]) == 0
     assert read_json(tmp_path / "out" / "detect.json")["threshold"] == 0.5
+
+
+def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(setup, tmp_path, monkeypatch):
+    import shutil
+
+    import mddpm.inference.detect as detect_module
+
+    dataset, run = setup
+    scans, masks = tmp_path / "scans", tmp_path / "masks"
+    for cid in ("case006", "case007"):
+        scan, mask, _ = _case(dataset, cid)
+        for src, folder in ((scan, scans), (mask, masks)):
+            folder.mkdir(exist_ok=True)
+            shutil.copy(src, folder / src.name)  # scans keep the _0000 suffix; masks are <case>.nii.gz
+    loads = []
+    real = detect_module.build_from_weights
+    monkeypatch.setattr(detect_module, "build_from_weights", lambda *a: loads.append(a) or real(*a))
+    out = detect(scans, run, tmp_path / "out", mask=masks, progress=False)
+    assert len(loads) == 1 and sorted(p.name for p in out.iterdir()) == ["case006", "case007"]
+    single = detect(_case(dataset, "case007")[0], run, tmp_path / "one", mask=_case(dataset, "case007")[1])
+    for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
+        np.testing.assert_array_equal(_load(out / "case007" / name)[0], _load(single / name)[0])
+    header = nib.load(str(out / "case006" / "segmentation.nii.gz")).header
+    assert int(header["qform_code"]) == 1 and int(header["sform_code"]) == 1 and header.get_xyzt_units()[0] == "mm"
+    bad = tmp_path / "bad"
+    shutil.copytree(scans, bad)
+    (bad / "case007_0000.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(MddpmError, match=r"case007_0000.nii.gz: cannot read as NIfTI"):
+        detect(bad, run, tmp_path / "out1", mask=masks)
+    assert not (tmp_path / "out1").exists()  # case006 was not scored first
+    (masks / "case007.nii.gz").unlink()
+    with pytest.raises(MddpmError, match=r"case007_0000.nii.gz: no brain mask .*case007.nii.gz"):
+        detect(scans, run, tmp_path / "out2", mask=masks)
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(MddpmError, match="--mask must be a folder"):
+        detect(scans, run, tmp_path / "out3", mask=masks / "case006.nii.gz")

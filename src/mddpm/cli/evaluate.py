@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--postprocess", choices=["published", "physical"], default="published",
                    help="post-processing constants: 'published' (5^3 median, components <= 7 voxels, on any grid; "
                         "default) or 'physical' (the same sizes in mm: equal at 2 mm, 3^3 and none at 4 mm)")
+    p.add_argument("--write-segmentations", action="store_true",
+                   help="also write DIR/segmentations/<case>.nii.gz: each test case's post-processed, thresholded "
+                        "segmentation (default rule) on the voxel grid of its dataset image, to overlay in a viewer")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where post-processing runs")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -42,7 +45,8 @@ def run(args) -> int:
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
                       figures=args.figures, draw_case=render_case_figure, device=args.device, force=args.force,
-                      postprocess=args.postprocess, progress=not args.no_progress)
+                      postprocess=args.postprocess, progress=not args.no_progress,
+                      write_segmentations=args.write_segmentations)
     agg = report["aggregate"]
     print(f"{report['test']['split']}: {report['test']['cases']} volumes")
     print(f"  AUPRC {_fmt(agg['auprc'])}   AUROC {_fmt(agg['auroc'])}   "

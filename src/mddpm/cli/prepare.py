@@ -8,8 +8,9 @@ def add_parser(sub) -> None:
                        description="Writes DATASET/prepared/<grid tag>/ (images.npy, masks.npy, labels.npy, "
                                    "prepared.json). An up-to-date cache is reused; a stale one is rebuilt.")
     p.add_argument("dataset", help="dataset folder (with dataset.json)")
-    p.add_argument("--grid", default="paper",
-                   help="paper: 96x96x50 at 2 mm (published); demo: 48x48x25 at 4 mm (default: paper)")
+    p.add_argument("--grid", default="demo",
+                   help="demo: 48x48x25 at 4 mm (default, the grid of the default preset); paper: 96x96x50 at 2 mm "
+                        "(published, the paper preset's); `mddpm train` prepares its preset's grid itself")
     p.add_argument("--no-curvature-flow", action="store_true",
                    help="skip the published curvature-flow smoothing of the images")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                     "or HD-BET), affine registration to a template (default: the MNI152 T1 brain shipped with "
                     "nilearn), crop to the brain, N4 bias correction inside the brain. A rerun skips finished "
                     "cases; see docs/preprocess.md.")
-    p.add_argument("input_dir", help="folder of raw scans")
+    p.add_argument("input_dir", help="folder of raw scans, or an nnU-Net v2 raw dataset (its folder, or imagesTr/ "
+                                     "with --labels labelsTr/; the _0000 channel suffix is stripped from case ids)")
     p.add_argument("out", help="dataset folder to write (images/, masks/, labels/, dataset.json)")
     p.add_argument("--masks", metavar="DIR", help="brain masks, one per scan, named <case id>.nii.gz (or "
                                                   ".nii/.nrrd/.mha)")
@@ -31,11 +32,13 @@ def add_parser(sub) -> None:
                         "is given and HD-BET is installed)")
     p.add_argument("--hd-bet-device", default="cpu", help="device passed to HD-BET (cpu, cuda, mps; default cpu)")
     p.add_argument("--labels", metavar="DIR", help="lesion labels named <case id>.nii.gz; cases with a label are "
-                                                   "anomalous, the others healthy (unless --role)")
+                                                   "anomalous, the others healthy (unless --role); a label that "
+                                                   "matches no scan is refused")
     p.add_argument("--pattern", help='only scans whose file name matches this glob, e.g. "*_T2w.nii.gz"')
     p.add_argument("--role", choices=["healthy", "anomalous"], help="role of every case (default: from --labels)")
     p.add_argument("--split-name", help="put every case in this split (default: healthy -> train, anomalous -> test)")
-    p.add_argument("--modality", default="T2", help="modality written to dataset.json (default: T2)")
+    p.add_argument("--modality", help="modality written to dataset.json (default: the nnU-Net channel name of "
+                                      "dataset.json, else T2); with several nnU-Net channels, the one to keep")
     p.add_argument("--template", metavar="PATH", help="registration template, brain only (e.g. SRI24 T1_brain.nii); "
                                                       "default: MNI152 2009a T1 brain from nilearn")
     p.add_argument("--template-mask", metavar="PATH", help="brain mask of --template (default: template > 0)")

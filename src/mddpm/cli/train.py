@@ -11,10 +11,21 @@ def add_parser(sub) -> None:
                     "RUN/logs/. Under DDP, train.batch_size is per process.")
     p.add_argument("--data", metavar="DATASET", help="dataset folder (with dataset.json); optional with --resume")
     p.add_argument("--method", help="method name (see `mddpm list methods`)")
-    p.add_argument("--preset", help="preset name (default: demo; see `mddpm list presets`)")
+    p.add_argument("--preset", help="preset name (default: demo, the CPU scale; paper: the published scale; "
+                                     "see `mddpm list presets`)")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML or JSON config file: model:/train:/data: sections with the keys of --set, optionally "
+                        "method: and preset: (e.g. the output of --print-config); --set wins over it")
     p.add_argument("--fold", type=int, help="train/val from folds[k] of the dataset instead of its splits")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=2000 (repeatable)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (YAML, usable as --config) and exit without training")
+    p.add_argument("--logger", action="append", default=[], metavar="NAME[:key=value,...]",
+                   help="experiment tracker (repeatable): csv, tensorboard (default: both), mlflow, wandb (when "
+                        "installed); options go to Lightning's logger, e.g. "
+                        "mlflow:tracking_uri=sqlite:////data/mlflow.db. "
+                        "csv is always kept (the report reads it)")
     p.add_argument("--out", metavar="RUN", help="run folder (default: runs/METHOD-PRESET[-foldK])")
     p.add_argument("--devices", default="1", help="devices per node (an integer, or 'auto'; default 1)")
     p.add_argument("--num-nodes", type=int, default=1, help="number of nodes (default 1)")
@@ -35,9 +46,19 @@ def run(args) -> int:
             devices = int(devices)
         except ValueError:
             raise MddpmError(f"--devices {args.devices!r}: expected an integer or 'auto'") from None
-    if not args.resume and (args.data is None or args.method is None):
-        raise MddpmError("--data and --method are required (unless --resume)")
+    if args.print_config:
+        import yaml
+
+        from mddpm.config import resolve_run_config
+
+        if args.resume:
+            raise MddpmError("--print-config shows a new run's config (the run's own is RUN/config.json)")
+        cfg = resolve_run_config(args.method, args.preset, args.config, args.overrides)
+        print(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None), end="")
+        return 0
+    if not args.resume and (args.data is None or (args.method is None and args.config is None)):
+        raise MddpmError("--data and --method (or a --config file naming the method) are required (unless --resume)")
     train(args.data, args.method, preset=args.preset, out=args.out, fold=args.fold, overrides=args.overrides,
           devices=devices, num_nodes=args.num_nodes, accelerator=args.accelerator, resume=args.resume,
-          force=args.force, progress=not args.no_progress)
+          force=args.force, progress=not args.no_progress, config_file=args.config, loggers=args.logger)
     return 0

@@ -17,8 +17,9 @@ and, when asked, exactly. With healthy validation maps, thresholds at 1/5/10 % v
 in-brain voxels are reported too. Aggregates are ``nanmean`` ± population ``nanstd`` over
 volumes, plus pooled (voxel-level) values over the whole split.
 
-Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``threshold.json`` and
-``figures/<case>.png``; all are written at the end, each atomically.
+Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``threshold.json``,
+``figures/<case>.png`` and (asked for) ``segmentations/<case>.nii.gz`` in each scan's own geometry
+(:mod:`mddpm.evaluation.segmentations`); all are written at the end, each atomically.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from mddpm.evaluation.metrics import (
 from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
 from mddpm.evaluation.postprocess import PostprocessConstants, postprocess_constants, published_erosion_iterations
 from mddpm.evaluation.scoring import Scoring
+from mddpm.evaluation.segmentations import OUTPUT_PATTERN, source_dataset, write_native_segmentation
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS,
     FPR_RATES,
@@ -64,7 +66,7 @@ from mddpm.progress import track
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "figures/*.png")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "figures/*.png", OUTPUT_PATTERN)
 
 
 def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
@@ -185,7 +187,7 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
              log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True,
-             draw_case: Callable[..., bytes] | None = None) -> dict:
+             write_segmentations: bool = False, draw_case: Callable[..., bytes] | None = None) -> dict:
     """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
 
     ``rules``: threshold rules to report besides the default ``"bisection"`` (e.g. ``["exact"]``);
@@ -194,7 +196,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     anomaly_map, prediction, label, title=...) -> PNG bytes`` (arrays [Z, H, W]; callers pass
     :func:`mddpm.viz.cases.render_case_figure`: evaluation draws nothing itself). ``postprocess``: ``"published"``
     (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
-    :func:`~mddpm.evaluation.postprocess.postprocess_constants`). ``progress``: bars on a terminal. Returns the
+    :func:`~mddpm.evaluation.postprocess.postprocess_constants`). ``progress``: bars on a terminal.
+    ``write_segmentations``: also each test case's default-rule segmentation on its scan's grid. Returns the
     metrics dict written to ``metrics.json``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -215,6 +218,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
     for other in (val, healthy):
         _refuse_test_cases(test, other)
+    scans = source_dataset(test.meta, test.folder) if write_segmentations else None
     grids = {m.folder: tuple(m.prepared.masks.shape[1:]) for m in (test, val, healthy) if m is not None}
     if len(set(grids.values())) != 1:
         shapes = ", ".join(f"{k}: {v}" for k, v in grids.items())
@@ -245,12 +249,14 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         for rule in rules:
             log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {fmt(thresholds[rule].dice)})")
 
-        rows, pictures = [], {}
+        rows, pictures, segmentations = [], {}, {}
         for i, cid in enumerate(track(test.case_ids, "evaluate: test maps", progress)):
             score, mask, label = test.load(cid, dev)
             score = scoring.postprocess(score, mask)
             row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules, scoring)
             rows.append({"case_id": cid, **row})
+            if scans is not None:
+                segmentations[cid] = predictions[DEFAULT_RULE].cpu().numpy()  # [Z, H, W] bool, model grid
             if i < figures:
                 image = np.asarray(test.prepared.volume(cid)[0])
                 title = f"{cid}: Dice {fmt(row['rules'][DEFAULT_RULE]['dice'], 3)} ({DEFAULT_RULE})"
@@ -286,4 +292,6 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     for cid, png in pictures.items():
         with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
             tmp.write_bytes(png)
+    for cid, segmentation in track(list(segmentations.items()), "evaluate: segmentations", progress):
+        write_native_segmentation(out, scans, test.prepared, cid, segmentation)
     return report

@@ -8,7 +8,8 @@ from ``train.seed``); post-process as published (eroded-mask multiply, 3-D media
 small components; resample map (linear) and segmentation (nearest) back to the scan's own voxel grid
 with its affine.
 
-Outputs in ``out``: ``anomaly_map.nii.gz`` (float32, post-processed score), ``segmentation.nii.gz``
+A folder of scans (with a folder of masks) is scored with the model loaded once, each scan's outputs in
+``out/<case id>/``. Outputs in ``out``: ``anomaly_map.nii.gz`` (float32, post-processed score), ``segmentation.nii.gz``
 (uint8 0/1), ``overlay.png`` (axial slices: scan, map, segmentation outline) and ``detect.json``.
 The threshold is ``RUN/threshold.json`` (written by ``mddpm evaluate``) unless given as a number or
 another ``threshold.json``; that file's ``postprocess`` settings are used too.
@@ -17,6 +18,7 @@ another ``threshold.json``; that file's ``postprocess`` settings are used too.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,18 @@ from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxe
 from mddpm.errors import MddpmError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
-from mddpm.io import atomic_write, check_output_folder, read_json, read_nifti, write_json, write_nifti
+from mddpm.io import (
+    atomic_write,
+    check_case_id,
+    check_output_folder,
+    open_nifti,
+    read_json,
+    read_nifti,
+    write_json,
+    write_nifti,
+)
+from mddpm.preprocess.layout import CHANNEL_SUFFIX, index_folder
+from mddpm.preprocess.steps import SUPPORTED_SUFFIXES
 from mddpm.progress import progress_bar
 from mddpm.run_folder import RunFolder
 from mddpm.seeds import derive_seed
@@ -96,64 +109,142 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
     return image, brain, affine
 
 
+@dataclass
+class LoadedRun:
+    """A trained run ready to score scans: the method (eval mode, on ``device``), its weights file's payload,
+    the threshold (value, where it came from) and the post-processing constants that go with it."""
+
+    run: Path
+    method: torch.nn.Module
+    payload: dict
+    threshold: float
+    threshold_source: str
+    postprocess: dict
+    device: torch.device
+    precision: str
+
+    @property
+    def config(self) -> dict:
+        return self.payload["config"]
+
+
+def load_run(run: str | os.PathLike, threshold: float | str | os.PathLike | None = None, device: str = "auto",
+             precision: str = "32", weights: str = "best") -> LoadedRun:
+    """Load ``RUN/<weights>.pt`` and its threshold (:func:`resolve_threshold`) onto ``device``."""
+    run = Path(run).resolve()
+    if precision not in PRECISIONS:
+        raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    method, payload = build_from_weights(RunFolder(run).weights(weights))
+    value, source, postprocess = resolve_threshold(run, threshold)
+    device = resolve_device(device)
+    return LoadedRun(run, method.to(device), payload, value, source, postprocess, device, precision)
+
+
+def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, where: str = "scan"
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Score one scan ([X, Y, Z] image, bool brain mask, affine in mm, in the run's template space) and return
+    ``(anomaly map [X, Y, Z] float32, segmentation [X, Y, Z] bool)`` on the scan's own voxel grid: the
+    post-processed score (linear back-resampling) and its thresholded, cleaned mask (nearest, inside the brain)."""
+    cfg = model.config
+    try:
+        vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
+    except MddpmError as e:
+        raise MddpmError(f"{where}: {e}") from None
+    x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
+    m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
+    generator = torch.Generator(device=model.device).manual_seed(derive_seed(cfg["train"]["seed"]))
+    amap, _ = score_volume(model.method, x, m, generator, precision=model.precision)
+    scoring = Scoring.from_stored(model.postprocess)
+    score = scoring.postprocess(amap[:, 0], m[:, 0])
+    segmentation = scoring.segment(score, model.threshold)
+    score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
+    map_scan = to_original_space(score, vol.affine, image.shape, affine, order=1)
+    seg_scan = to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5
+    return map_scan, seg_scan & brain
+
+
+def lesion_volume_ml(segmentation: np.ndarray, affine: np.ndarray) -> float:
+    """Volume of a boolean segmentation in mL (voxel count times the voxel volume of ``affine``)."""
+    return float(segmentation.sum()) * float(np.prod(voxel_sizes(affine))) / 1000.0
+
+
 def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike,
            mask: str | os.PathLike | None = None, threshold: float | str | os.PathLike | None = None,
            force: bool = False, device: str = "auto", precision: str = "32", progress: bool = True) -> Path:
-    """Detect anomalies in one scan with a trained run (see module docstring); returns ``out``.
-    ``progress``: a bar over the steps on a terminal."""
-    scan, run, out = Path(scan).resolve(), Path(run).resolve(), Path(out).resolve()
-    if precision not in PRECISIONS:
-        raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    with progress_bar("detect", 5, progress, label="reading the scan and the run") as step:
-        image, brain, affine = read_scan(scan, mask)
-        method, payload = build_from_weights(RunFolder(run).weights("best"))
-        value, source, postprocess = resolve_threshold(run, threshold)
-        check_output_folder(out, force, OUTPUT_FILES)
-        cfg = payload["config"]
-        device = resolve_device(device)
-
-        step("resampling onto the model grid")
-        try:
-            vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
-        except MddpmError as e:
-            raise MddpmError(f"{scan}: {e}") from None
-        step("scoring")
-        x = torch.from_numpy(vol.image).unsqueeze(1).to(device)  # [Z, 1, H, W]
-        m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(device)
-        generator = torch.Generator(device=device).manual_seed(derive_seed(cfg["train"]["seed"]))
-        amap, _ = score_volume(method.to(device), x, m, generator, precision=precision)
-
-        step("post-processing")
-        scoring = Scoring.from_stored(postprocess)
-        score = scoring.postprocess(amap[:, 0], m[:, 0])
-        segmentation = scoring.segment(score, value)
-        score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
-
-        step("back to the scan's geometry, writing")
-        map_scan = to_original_space(score, vol.affine, image.shape, affine, order=1)
-        seg_scan = (to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5)
-        seg_scan &= brain
-        voxel_ml = float(np.prod(voxel_sizes(affine))) / 1000.0
-
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
-        write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
-        write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
-        save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)
-        write_json(out / "detect.json", {
-            "scan": str(scan), "mask": str(Path(mask).resolve()), "run": str(run), "method": payload["method"],
-            "weights_step": payload["step"], "grid": cfg["data"]["grid"],
-            "threshold": value, "threshold_source": source,
-            "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
-                            "components_removed_if_at_most": scoring.max_component},
-            "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": float(seg_scan.sum() * voxel_ml),
-            "max_score": float(map_scan.max()), "device": str(device), "precision": precision,
-            "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
-        })
-        step("done")
+    """Detect anomalies in a scan, or in every scan of a folder, with a trained run (see module docstring);
+    returns ``out``. A folder of scans takes a folder of masks (:func:`pair_scans`), writes ``out/<case>/``
+    per scan and loads the model once. ``progress``: a bar on a terminal."""
+    scan, out = Path(scan).resolve(), Path(out).resolve()
+    pairs = pair_scans(scan, mask)
+    folder = scan.is_dir()
+    if folder:  # headers of every pair before anything is scored or written (no partial folder for a bad file)
+        for scan_path, mask_path in pairs.values():
+            check_pair_header(scan_path, mask_path)
+    model = load_run(run, threshold, device, precision)
+    check_output_folder(out, force, [f"*/{name}" for name in OUTPUT_FILES] if folder else OUTPUT_FILES)
+    with progress_bar("detect", len(pairs), progress, label="scoring") as advance:
+        for cid, (scan_path, mask_path) in pairs.items():
+            detect_one(model, scan_path, mask_path, out / cid if folder else out)
+            advance(cid)
     return out
+
+
+def pair_scans(scan: Path, mask: str | os.PathLike | None) -> dict[str, tuple[Path, Path]]:
+    """``{case id: (scan, mask)}``: one scan and its mask, or every scan of a folder with the mask of the same
+    case id in the mask folder (a scan ``<case>_0000`` may take the mask ``<case>``, as ``mddpm preprocess``
+    names them); a scan without a mask is refused."""
+    if mask is None:
+        raise MddpmError(NO_MASK)
+    mask = Path(mask).resolve()
+    if not scan.is_dir():
+        return {scan.name: (scan, mask)}
+    if not mask.is_dir():
+        raise MddpmError(f"{mask}: SCAN is a folder, so --mask must be a folder of masks named <case id>.nii.gz")
+    scans, masks = index_folder(scan, "scans"), index_folder(mask, "masks")
+    if not scans:
+        raise MddpmError(f"{scan}: no scans found ({', '.join('*' + s for s in SUPPORTED_SUFFIXES)})")
+    pairs = {}
+    for cid, paths in scans.items():
+        suffix = CHANNEL_SUFFIX.match(cid)
+        key = cid if cid in masks or not suffix else suffix["case"]
+        if key not in masks:
+            raise MddpmError(f"{paths[0]}: no brain mask {mask / (key + '.nii.gz')}")
+        if len(paths) > 1 or len(masks[key]) > 1:
+            raise MddpmError(f"{paths[0]}: case id {key!r} names several scans or masks")
+        check_case_id(key, paths[0])
+        pairs[key] = (paths[0], masks[key][0])
+    return pairs
+
+
+def check_pair_header(scan: Path, mask: Path) -> None:
+    """Refuse, from the headers alone, a scan or mask that cannot be read or a mask on another grid."""
+    image, brain = open_nifti(scan), open_nifti(mask)
+    if tuple(brain.shape[:3]) != tuple(image.shape[:3]) or not np.allclose(brain.affine, image.affine, atol=1e-3):
+        raise MddpmError(f"{mask}: shape or affine differs from the scan {scan} (mask and scan must share one grid)")
+
+
+def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
+    """Score ``scan`` and write the four outputs of the module docstring into ``out``."""
+    image, brain, affine = read_scan(scan, mask)
+    map_scan, seg_scan = score_scan(model, image, brain, affine, str(scan))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
+    write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
+    save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)
+    scoring = Scoring.from_stored(model.postprocess)
+    write_json(out / "detect.json", {
+        "scan": str(scan), "mask": str(mask), "run": str(model.run), "method": model.payload["method"],
+        "weights_step": model.payload["step"], "grid": model.config["data"]["grid"],
+        "threshold": model.threshold, "threshold_source": model.threshold_source,
+        "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
+                        "components_removed_if_at_most": scoring.max_component},
+        "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": lesion_volume_ml(seg_scan, affine),
+        "max_score": float(map_scan.max()), "device": str(model.device), "precision": model.precision,
+        "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
+    })
 
 
 def overlay_slices(brain: np.ndarray, segmentation: np.ndarray, count: int = 5) -> list[int]:

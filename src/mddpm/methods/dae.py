@@ -34,24 +34,6 @@ from mddpm.methods.base import AnomalyMethod
 from mddpm.nets.autoencoders import PlainUNet
 from mddpm.registry import register_method
 
-PRESETS = {
-    "paper": {
-        "about": "the published settings (Kascenas et al. DAE)",
-        "model": {"depth": 4, "base_channels": 64, "noise_res": 16, "noise_std": 0.2, "cosine_steps": 3200,
-                  "amsgrad": True, "weight_decay": 1e-5},
-        "train": {"batch_size": 16, "lr": 1e-4, "max_steps": 67200, "val_every": 3200},
-        "data": {"grid": "paper"},
-    },
-    "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, coarse noise on an 8-px grid, 1,600 steps of batch 16, lr 1e-3 "
-                 "(the demo rule shared by every row)",
-        "model": {"depth": 3, "base_channels": 16, "noise_res": 8, "noise_std": 0.2, "cosine_steps": 0,
-                  "amsgrad": True, "weight_decay": 1e-5},
-        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2},
-        "data": {"grid": "demo"},
-    },
-}
-
 FOREGROUND_THRESHOLD = 0.01  # Kascenas: a pixel is foreground when its intensity (summed over channels) > 0.01
 
 
@@ -123,7 +105,6 @@ class DAEMethod(AnomalyMethod):
 @register_method(
     "dae",
     "U-Net denoising autoencoder trained with coarse noise, 16x16 upsampled (Kascenas et al. 2022; 67,200 steps)",
-    PRESETS,
     reference="Kascenas, Pugeault, O'Neil. Denoising autoencoders for unsupervised anomaly detection in brain MRI. "
               "MIDL 2022, PMLR 172",
 )

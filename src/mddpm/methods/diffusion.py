@@ -31,11 +31,14 @@ epochs of batch 32 (drop_last) over the 385 IXI fold-0 training rows. pDDPM and 
 steps per epoch -> 19,200 steps. mDDPM repeats every subject 6× per epoch: 2310 // 32 = 72 steps ->
 115,200 steps (all ``mddpm-*`` variants). Validation runs once per published epoch (``val_every`` =
 12 or 72 steps) on about as many slices as the published val epoch (44 rows, ×6 for mDDPM).
+
+Presets are data: ``mddpm/presets/<name>.yaml`` (``paper`` and ``demo``). The demo preset scales
+pixel-sized constants by 48/96 (simplex lattice, patch size) and takes options each measured against
+the published setting (benchmarks/results/budget_curve.md): independent noise per training sample,
+training t drawn in [399, 599], the best checkpoint chosen at ``t_fix``.
 """
 
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import Tensor
@@ -52,27 +55,6 @@ NOISES = ("simplex", "gaussian")
 
 PAPER_NET = {"model_channels": 128, "channel_mult": [1, 2, 2], "num_res_blocks": 3, "head_channels": 64,
              "scale_shift_norm": True, "resblock_updown": True, "groups": 32, "dropout": 0.0, "checkpoint": False}
-DEMO_NET = {"model_channels": 16, "channel_mult": [1, 2, 2], "num_res_blocks": 1, "head_channels": 16,
-            "scale_shift_norm": True, "resblock_updown": True, "groups": 8, "dropout": 0.0, "checkpoint": False}
-MODEL_DEFAULTS = {
-    "net": PAPER_NET,
-    "timesteps": 1000,
-    "t_fix": 499,
-    "noise": "simplex",
-    "noise_shared": True,
-    "noise_fp16_cast": True,
-    "simplex_frequency": 64.0,
-    "train_noise_shared": None,
-    "train_t_band": None,
-    "val_at_t_fix": False,
-    "patch_size": 48,
-    "loss_in_patch": True,
-    "masking": "none",
-    "mask_ratio": [0.1, 0.9],
-    "spectral": "centre-square",
-    "mask_cells": 8,
-    "chunk_size": 256,
-}
 
 
 class DiffusionAnomalyMethod(AnomalyMethod):
@@ -233,67 +215,38 @@ REFERENCE_DDPM = ("Wyatt et al. AnoDDPM: anomaly detection with denoising diffus
                   "noise. CVPRW 2022; baseline as in " + REFERENCE_PDDPM)
 
 
-# The demo grid is 48 px where the published one is 96: pixel-sized constants scale by 1/2.
-DEMO_SCALE = 48 / 96
-# Options the demo preset takes (each measured against the published setting: benchmarks/results/
-# budget_curve.md): the simplex lattice scaled to the grid, an independent noise field per training
-# sample, training t drawn near t_fix, and the best checkpoint chosen at t_fix.
-DEMO_OPTIONS = {"simplex_frequency": 64 * DEMO_SCALE, "train_noise_shared": False, "train_t_band": [399, 599],
-                "val_at_t_fix": True}
-DEMO_ABOUT = ("CPU-sized: 48x48x25 grid at 4 mm, 0.33 M-parameter U-Net (16 channels), 1,600 steps of batch 16, "
-              "lr 1e-3 "
-              "(the demo rule shared by every row); options that differ from the published code: "
-              "simplex_frequency=32 (the 64-px lattice scaled to the grid), train_noise_shared=false, "
-              "train_t_band=[399, 599], val_at_t_fix=true")
+def ignored_settings(model: dict) -> dict[str, str]:
+    """The model settings without effect under ``model``'s masking, noise and patching: ``{key: why}``."""
+    ignored, masking = {}, model.get("masking")
+    if masking in ("none", "released"):
+        why = f"model.masking is {masking!r}" + (", whose sampler is fixed" if masking == "released" else "")
+        ignored.update(dict.fromkeys(("mask_ratio", "spectral", "mask_cells"), why))
+    elif masking == "ipm":
+        ignored["spectral"] = "model.masking 'ipm' has no spectral mask"
+    if model.get("noise") == "gaussian":
+        ignored.update(dict.fromkeys(("simplex_frequency", "noise_fp16_cast"), "model.noise is 'gaussian'"))
+    if model.get("patch_size") is None:
+        ignored["loss_in_patch"] = "model.patch_size is null: the whole slice is noised"
+    return ignored
 
 
-def _presets(model: dict, paper_steps: int, paper_val_every: int, paper_val_batches: int) -> dict:
-    """``paper`` and ``demo`` presets of one registered variant (``model`` overrides MODEL_DEFAULTS)."""
-    paper_model = copy.deepcopy(dict(MODEL_DEFAULTS, **model))
-    demo_model = copy.deepcopy(dict(paper_model, chunk_size=64, **DEMO_OPTIONS))
-    demo_model["net"] = dict(DEMO_NET, scale_shift_norm=paper_model["net"]["scale_shift_norm"])
-    if demo_model["patch_size"] is not None:
-        demo_model["patch_size"] = int(paper_model["patch_size"] * DEMO_SCALE)  # 2x2 grid on 48, as 48 on 96
-    return {
-        "paper": {"about": "the published settings: 96x96x50 grid at 2 mm, 37.5 M-parameter U-Net, fp32",
-                  "model": paper_model,
-                  "train": {"batch_size": 32, "lr": 1e-4, "max_steps": paper_steps, "val_every": paper_val_every,
-                            "val_batches": paper_val_batches},
-                  "data": {"grid": "paper"}},
-        "demo": {"about": DEMO_ABOUT, "model": demo_model,
-                 "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2,
-                           "precision": "32"},
-                 "data": {"grid": "demo"}},
-    }
-
-
-def _register(name: str, description: str, reference: str, model: dict, paper_steps: int, paper_val_every: int,
-              paper_val_batches: int) -> None:
+def _register(name: str, description: str, reference: str) -> None:
     def build(model_cfg: dict) -> DiffusionAnomalyMethod:
         return DiffusionAnomalyMethod(**model_cfg)
 
-    register_method(name, description, _presets(model, paper_steps, paper_val_every, paper_val_batches),
-                    reference)(build)
+    # presets: mddpm/presets/<name>.yaml
+    register_method(name, description, reference=reference, ignored_settings=ignored_settings)(build)
 
-
-MDDPM_STEPS, MDDPM_EPOCH_STEPS = 115_200, 72  # 1600 epochs x (6 x 385) // 32
-PDDPM_STEPS, PDDPM_EPOCH_STEPS = 19_200, 12  # 1600 epochs x 385 // 32
 
 _register("ddpm", "DDPM baseline: whole slice noised with simplex noise to t=499, one-step x0 reconstruction "
-          "(AnoDDPM-style, pDDPM repo's DDPM_2D; 19,200 steps)", REFERENCE_DDPM,
-          {"patch_size": None, "loss_in_patch": False, "net": dict(PAPER_NET, scale_shift_norm=False)},
-          PDDPM_STEPS, PDDPM_EPOCH_STEPS, 2)
+          "(AnoDDPM-style, pDDPM repo's DDPM_2D; 19,200 steps)", REFERENCE_DDPM)
 _register("pddpm", "patched DDPM + fixed sampling + L_p: 2x2 grid of 48px boxes, one noised per step, "
-          "loss only in the box (19,200 steps)", REFERENCE_PDDPM, {}, PDDPM_STEPS, PDDPM_EPOCH_STEPS, 2)
+          "loss only in the box (19,200 steps)", REFERENCE_PDDPM)
 _register("mddpm-ipm", "mDDPM with image patch-masking (paper Eq. 6): brain patches covering 10-90% set to 0 "
-          "before noising (no reference code; 115,200 steps)", REFERENCE_MDDPM, {"masking": "ipm"},
-          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+          "before noising (no reference code; 115,200 steps)", REFERENCE_MDDPM)
 _register("mddpm-fpm", "mDDPM with frequency patch-masking (paper Eq. 7): the slice low/high-pass filtered by a "
-          "centred spectral square (no reference code; 115,200 steps)", REFERENCE_MDDPM, {"masking": "fpm"},
-          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+          "centred spectral square (no reference code; 115,200 steps)", REFERENCE_MDDPM)
 _register("mddpm-fpmcm", "mDDPM with FPM-CutMix (paper Eq. 8): filtered content pasted into brain patches covering "
-          "10-90% (paper ratio; 115,200 steps)", REFERENCE_MDDPM, {"masking": "fpmcm"},
-          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+          "10-90% (paper ratio; 115,200 steps)", REFERENCE_MDDPM)
 _register("mddpm-released", "mDDPM as released: FPM-CutMix with the code's sampler (0-5 small patches, ~4% of "
-          "the brain; protocol 4.1; 115,200 steps)", REFERENCE_MDDPM, {"masking": "released"},
-          MDDPM_STEPS, MDDPM_EPOCH_STEPS, 8)
+          "the brain; protocol 4.1; 115,200 steps)", REFERENCE_MDDPM)

@@ -39,28 +39,6 @@ from mddpm.registry import register_method
 
 CRITIC, GENERATOR, ENCODER = 0, 1, 2
 
-PRESETS = {
-    "paper": {
-        "about": "the published settings (Schlegl et al. f-AnoGAN)",
-        "model": {"image_size": 96, "latent_dim": 128, "num_stages": 4, "base_channels": 64, "max_channels": 512,
-                  "encoder_base_channels": 32, "encoder_max_channels": 128, "encoder_tanh": True, "n_critic": 5,
-                  "gp_weight": 10.0, "kappa": 1.0, "gan_steps": 115200, "adam_betas": [0.0, 0.9],
-                  "score": "image"},
-        "train": {"batch_size": 32, "lr": 1e-4, "max_steps": 134400, "val_every": 2400},
-        "data": {"grid": "paper"},
-    },
-    "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,200 GAN + 400 encoder steps of batch 16, lr 1e-3 (the demo rule "
-                 "shared by every row)",
-        "model": {"image_size": 48, "latent_dim": 32, "num_stages": 3, "base_channels": 16, "max_channels": 64,
-                  "encoder_base_channels": 16, "encoder_max_channels": 32, "encoder_tanh": True, "n_critic": 5,
-                  "gp_weight": 10.0, "kappa": 1.0, "gan_steps": 1200, "adam_betas": [0.0, 0.9], "score": "image"},
-        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2},
-        "data": {"grid": "demo"},
-    },
-}
-
-
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                      generator: torch.Generator) -> torch.Tensor:
     """WGAN-GP penalty ``mean_b (‖∇_x̃ critic(x̃_b)‖₂ − 1)²`` (without λ).
@@ -164,7 +142,6 @@ class FAnoGANMethod(AnomalyMethod):
 @register_method(
     "fanogan",
     "f-AnoGAN: WGAN-GP, then izi_f encoder; image-residual score (Schlegl et al. 2019; 115,200 + 19,200 steps)",
-    PRESETS,
     reference="Schlegl, Seeböck, Waldstein, Langs, Schmidt-Erfurth. f-AnoGAN: fast unsupervised anomaly detection "
               "with generative adversarial networks. Medical Image Analysis 54:30-44 (2019)",
 )

@@ -18,12 +18,6 @@ import torch
 from mddpm.methods.base import AnomalyMethod
 from mddpm.registry import register_method
 
-ABOUT = "no training: the scan's own intensity as the anomaly score"
-PRESETS = {
-    "paper": {"about": ABOUT, "model": {}, "train": {"max_steps": 0}, "data": {"grid": "paper"}},
-    "demo": {"about": ABOUT, "model": {}, "train": {"max_steps": 0}, "data": {"grid": "demo"}},
-}
-
 
 class IntensityMethod(AnomalyMethod):
     """Anomaly map = x inside the brain mask; nothing to train."""
@@ -41,7 +35,6 @@ class IntensityMethod(AnomalyMethod):
 @register_method(
     "intensity",
     "no learning: the normalised intensity inside the brain is the anomaly score",
-    PRESETS,
     reference="Reference baseline (cf. Meissen, Kaissis, Rueckert. Challenging current semi-supervised anomaly "
               "segmentation methods for brain MRI. BrainLes 2021)",
 )

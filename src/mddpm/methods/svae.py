@@ -33,26 +33,6 @@ from mddpm.methods.vae import check_slice_size, kl_divergence, reconstruction_er
 from mddpm.nets.autoencoders import SequenceVAE
 from mddpm.registry import register_method
 
-PRESETS = {
-    "paper": {
-        "about": "the published settings (Behrendt et al. SVAE)",
-        "model": {"image_size": 96, "latent_dim": 128, "num_down": 3, "base_channels": 32, "max_channels": 128,
-                  "bottleneck_reduction": 8, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1", "d_model": 256,
-                  "num_heads": 8, "num_layers": 2, "ff_dim": 1024},
-        "train": {"batch_size": 4, "lr": 1e-4, "max_steps": 19200, "val_every": 1200},
-        "data": {"grid": "paper"},
-    },
-    "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,600 steps of 2 volumes, lr 1e-3 (the demo rule shared by every "
-                 "row)",
-        "model": {"image_size": 48, "latent_dim": 32, "num_down": 3, "base_channels": 16, "max_channels": 32,
-                  "bottleneck_reduction": 4, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1", "d_model": 64,
-                  "num_heads": 4, "num_layers": 1, "ff_dim": 128},
-        "train": {"batch_size": 2, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2},
-        "data": {"grid": "demo"},
-    },
-}
-
 
 class SVAEMethod(AnomalyMethod):
     """Volume-wise VAE: ``training_loss`` = negative ELBO per slice, averaged over volumes and slices."""
@@ -90,7 +70,6 @@ class SVAEMethod(AnomalyMethod):
 @register_method(
     "svae",
     "slice VAE with a transformer over the slices of a volume (Behrendt et al. 2022; 19,200 steps of 4 volumes)",
-    PRESETS,
     reference="Behrendt, Bengs, Rogge, Krüger, Opfer, Schlaefer. Capturing inter-slice dependencies of 3D brain "
               "MRI-scans for unsupervised anomaly detection. MIDL 2022 (short paper)",
 )

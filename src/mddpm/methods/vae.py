@@ -32,24 +32,6 @@ from mddpm.methods.base import AnomalyMethod
 from mddpm.nets.autoencoders import SliceVAE
 from mddpm.registry import register_method
 
-PRESETS = {
-    "paper": {
-        "about": "the published settings (Baur et al. as in the pDDPM code)",
-        "model": {"image_size": 96, "latent_dim": 128, "num_down": 3, "base_channels": 32, "max_channels": 128,
-                  "bottleneck_reduction": 8, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1"},
-        "train": {"batch_size": 32, "lr": 1e-4, "max_steps": 19200, "val_every": 1200},
-        "data": {"grid": "paper"},
-    },
-    "demo": {
-        "about": "CPU-sized: 48x48x25 grid at 4 mm, 1,600 steps of batch 16, lr 1e-3 (the demo rule shared by every "
-                 "row)",
-        "model": {"image_size": 48, "latent_dim": 32, "num_down": 3, "base_channels": 16, "max_channels": 32,
-                  "bottleneck_reduction": 4, "dropout": 0.1, "beta": 1.0, "recon_loss": "l1"},
-        "train": {"batch_size": 16, "lr": 1e-3, "max_steps": 1600, "val_every": 400, "val_batches": 2},
-        "data": {"grid": "demo"},
-    },
-}
-
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, σ²) ‖ N(0, I)) summed over the last axis: ``[..., L]`` -> ``[...]``."""
@@ -98,7 +80,6 @@ class VAEMethod(AnomalyMethod):
 @register_method(
     "vae",
     "2-D slice VAE: dense latent 128, L1 + KL (Baur et al. 2021; 19,200 steps)",
-    PRESETS,
     reference="Baur, Denner, Wiestler, Navab, Albarqouni. Autoencoders for unsupervised anomaly segmentation "
               "in brain MR images: a comparative study. Medical Image Analysis 69:101952 (2021)",
 )

@@ -33,6 +33,7 @@ from mddpm.errors import MddpmError
 from mddpm.io import case_id_problem, read_json, write_json, write_nifti
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
+from mddpm.preprocess.layout import Inputs, find_inputs, index_folder
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
 from mddpm.preprocess.template import load_template, template_fingerprint
 from mddpm.progress import progress_bar
@@ -259,34 +260,16 @@ def finished_marker(case: CaseInputs, out: Path, digest: str) -> dict | None:
     return marker
 
 
-def _index_dir(folder: Path, what: str) -> dict[str, list[Path]]:
-    if not folder.is_dir():
-        raise MddpmError(f"{folder}: {what} folder not found")
-    found: dict[str, list[Path]] = {}
-    for p in sorted(folder.iterdir()):
-        cid = steps.case_id(p)
-        if cid is not None and p.is_file():
-            found.setdefault(cid, []).append(p)
-    return found
-
-
 def find_cases(input_dir: str | Path, pattern: str | None = None, masks_dir: str | Path | None = None,
-               labels_dir: str | Path | None = None) -> tuple[list[CaseInputs], list[str]]:
-    """Scans in ``input_dir`` (matching ``pattern``, any supported format), each with the mask
-    and label of the same case id. Returns ``(cases, problems)``: a problem is a case that
-    cannot run (its mask file missing, an id used twice), one line each naming the file."""
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise MddpmError(f"{input_dir}: input folder not found")
-    scans = _index_dir(input_dir, "input")
-    if pattern:
-        scans = {cid: [p for p in ps if p.match(pattern)] for cid, ps in scans.items()}
-        scans = {cid: ps for cid, ps in scans.items() if ps}
-    if not scans:
-        raise MddpmError(f"{input_dir}: no scans found (looked for "
-                         f"{pattern or ', '.join('*' + s for s in steps.SUPPORTED_SUFFIXES)})")
-    masks = _index_dir(Path(masks_dir), "masks") if masks_dir else None
-    labels = _index_dir(Path(labels_dir), "labels") if labels_dir else {}
+               labels_dir: str | Path | None = None, role: str | None = None,
+               inputs: Inputs | None = None) -> tuple[list[CaseInputs], list[str]]:
+    """Scans in ``input_dir`` (matching ``pattern``, any supported format; a plain folder or the nnU-Net raw
+    layout, :mod:`mddpm.preprocess.layout`), each with the mask and label of the same case id. Returns
+    ``(cases, problems)``: a problem is a case that cannot run (its mask file missing, an id used twice),
+    one line each naming the file. ``inputs``: :func:`find_inputs`'s answer when the caller has it."""
+    inputs = inputs or find_inputs(input_dir, labels_dir, pattern, role)
+    scans, labels = inputs.scans, inputs.labels
+    masks = index_folder(Path(masks_dir), "masks") if masks_dir else None
     cases, problems = [], []
     for cid, paths in scans.items():
         problem = case_id_problem(cid)
@@ -355,14 +338,15 @@ def _check_output_folder(out: Path, digest: str, force: bool) -> None:
 def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: PreprocessSettings = PreprocessSettings(), *,
                        masks_dir: str | Path | None = None, labels_dir: str | Path | None = None,
                        pattern: str | None = None, role: str | None = None, split_name: str | None = None,
-                       modality: str = "T2", workers: int = 1, force: bool = False,
+                       modality: str | None = None, workers: int = 1, force: bool = False,
                        progress: bool = True) -> PreprocessReport:
     """Preprocess every scan of ``input_dir`` into the dataset folder ``out``.
 
     Finished cases (marker with the same settings hash and input fingerprints, outputs present)
     are skipped unless ``force``; a folder holding other data is refused unless ``force``. One
     failing case does not stop the others: failures are returned in the report, and
-    ``out/dataset.json`` lists every finished case. ``workers > 1`` uses spawned processes
+    ``out/dataset.json`` lists every finished case. ``modality``: written to dataset.json (default: the
+    nnU-Net channel's name, else "T2"). ``workers > 1`` uses spawned processes
     (a calling script needs the ``if __name__ == "__main__":`` guard).
     """
     out = Path(out)
@@ -372,11 +356,14 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
         raise MddpmError(f"no brain masks: {HOW_TO_PROVIDE_MASKS}")
     if settings.mask_source == "hd-bet" and hdbet_command() is None:
         raise MddpmError(f"HD-BET is not installed ('hd-bet' is not on PATH): {HOW_TO_PROVIDE_MASKS}")
-    if role == "anomalous" and labels_dir is None:
+    inputs = find_inputs(input_dir, labels_dir, pattern, role, modality)
+    if role == "anomalous" and not inputs.labels:
         raise MddpmError("--role anomalous needs --labels DIR (anomalous cases need a lesion label)")
-    cases, problems = find_cases(input_dir, pattern, masks_dir if settings.mask_source == "files" else None, labels_dir)
+    cases, problems = find_cases(input_dir, pattern, masks_dir if settings.mask_source == "files" else None,
+                                 inputs=inputs)
+    modality = modality or inputs.channel or "T2"
     if role == "anomalous":
-        problems += [f"{c.image}: no label for this case in {labels_dir} (role anomalous)"
+        problems += [f"{c.image}: no label for this case in {labels_dir or 'the labels folder'} (role anomalous)"
                      for c in cases if c.label is None]
         cases = [c for c in cases if c.label is not None]
     digest, record = settings_hash(settings)

@@ -28,9 +28,11 @@ from mddpm.data.prepare import load_prepared
 from mddpm.data.slicebank import SliceBank
 from mddpm.methods.base import AnomalyMethod
 from mddpm.seeds import derive_seed
+from mddpm.training.loggers import PANEL_SLICES, flat_hparams, panel
 
 _TRAIN_STREAM = 0
 _VAL_STREAM = 1
+_PANEL_STREAM = 2
 
 
 class StepIndices(Dataset):
@@ -49,9 +51,11 @@ class StepIndices(Dataset):
 class AnomalyModule(L.LightningModule):
     """Train ``method`` with manual optimisation on banks built from a prepared cache.
 
-    ``config`` is a resolved config (:mod:`mddpm.config`); ``prepared`` the prepared-cache folder;
-    ``train_ids`` / ``val_ids`` the case ids of the training and validation banks. Logs
-    ``train/loss`` every ``train.log_every`` steps and ``val/loss`` at every validation.
+    ``config`` is a resolved config (:mod:`mddpm.config`, logged flat as the hyperparameters);
+    ``prepared`` the prepared-cache folder; ``train_ids`` / ``val_ids`` the case ids of the training and
+    validation banks. Logs ``train/loss`` and ``train/lr`` every ``train.log_every`` steps and ``val/loss``
+    at every validation, and keeps ``val_panel`` (:func:`~mddpm.training.loggers.panel` of the first
+    validation batch) for :class:`~mddpm.training.loggers.Tracking`.
     """
 
     def __init__(self, method: AnomalyMethod, config: dict, prepared: str, train_ids: list[str], val_ids: list[str]):
@@ -65,6 +69,8 @@ class AnomalyModule(L.LightningModule):
         self.train_bank = None
         self.val_bank = None
         self._generators: dict[tuple[str, str], torch.Generator] = {}
+        self.val_panel = None
+        self.save_hyperparameters(flat_hparams(config))
 
     # ---- data ---------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -142,6 +148,8 @@ class AnomalyModule(L.LightningModule):
         train = self.config["train"]
         if (step + 1) % train["log_every"] == 0:
             self.log("train/loss", loss.detach().float(), prog_bar=True, on_step=True, on_epoch=False)
+            name = "train/lr" if len(optimizers) == 1 else f"train/lr_{self.method.optimizer_index(step)}"
+            self.log(name, float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
         if step + 1 >= train["max_steps"] and (step + 1) % train["val_every"] != 0:
             # stopping makes Lightning validate now, so the final weights are always validated
             self.trainer.should_stop = True
@@ -152,6 +160,21 @@ class AnomalyModule(L.LightningModule):
         loss = self.method.validation_loss(data, generator)
         self.log("val/loss", loss.detach().float(), prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
                  batch_size=1)
+        if index == 0 and self.global_rank == 0:
+            self.val_panel = self.panel_of(data)
+
+    @torch.no_grad()
+    def panel_of(self, data: dict):
+        """Picture [3 H, n W] of up to PANEL_SLICES slices of a validation batch (those with the most brain):
+        input, reconstruction, anomaly map (the method's own), from a generator seeded from ``train.seed``."""
+        image, mask = data["image"], data["mask"]
+        if self.method.sample_unit == "volume":  # [B, S, H, W]: the first volume's slices
+            image, mask = image[0].unsqueeze(1), mask[0].unsqueeze(1)
+        seed = derive_seed(self.config["train"]["seed"], _PANEL_STREAM)
+        recon = self.method.reconstruct(image, mask, self._generator(self.device, "panel", seed)).float()
+        amap = self.method.anomaly_map(image, mask, self._generator(self.device, "panel", seed)).float() * mask
+        pick = mask.flatten(1).sum(1).argsort(descending=True)[:PANEL_SLICES].sort().values
+        return panel(*(t[pick, 0].float().cpu().numpy() for t in (image, recon, amap)))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         value = self.trainer.callback_metrics.get("val/loss")  # the latest validation's loss

@@ -6,8 +6,8 @@ A run folder holds::
     RUN/checkpoints/best.ckpt      Lightning checkpoint with the lowest val/loss (to resume / inspect)
     RUN/checkpoints/last.ckpt      the latest Lightning checkpoint (``--resume`` continues from it)
     RUN/best.pt, RUN/last.pt       plain weights (mddpm.weights), loadable with weights_only=True
-    RUN/logs/csv/metrics.csv       train/loss and val/loss (Lightning CSVLogger)
-    RUN/logs/tb/                   the same for TensorBoard
+    RUN/logs/csv/metrics.csv       train/loss, train/lr and val/loss (Lightning CSVLogger; hparams.yaml: the config)
+    RUN/logs/tb/                   the same for TensorBoard, with a validation picture (--logger: others)
 
 Under DDP (``devices``/``num_nodes`` > 1, launched by Lightning, torchrun or SLURM) every process runs
 this function; only global rank 0 checks and writes the run folder. ``train.batch_size`` is per process.
@@ -29,16 +29,24 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mddpm.config import apply_overrides, build_method, resolve_config
+from mddpm.config import (
+    apply_overrides,
+    apply_settings,
+    build_method,
+    given_keys,
+    read_config_file,
+    resolve_run_config,
+    validate_config,
+)
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.run_folder import RUN_FILES, RunFolder
+from mddpm.training.loggers import Tracking, make_loggers, parse_logger
 from mddpm.training.module import AnomalyModule
 from mddpm.weights import read_torch_file, save_weights
 
@@ -55,32 +63,21 @@ def default_run_dir(method: str, preset: str, fold: int | None) -> Path:
     return Path("runs") / (f"{method}-{preset}" + ("" if fold is None else f"-fold{fold}"))
 
 
-def check_train_settings(cfg: dict) -> None:
-    """Reject impossible ``train`` settings with a one-line :class:`MddpmError` naming the key."""
-    t = cfg["train"]
-    for key in ("batch_size", "val_every", "val_batches", "log_every"):
-        if not isinstance(t[key], int) or t[key] < 1:
-            raise MddpmError(f"train.{key}={t[key]!r}: must be a positive integer")
-    if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
-        raise MddpmError(f"train.max_steps={t['max_steps']!r}: must be a non-negative integer")
-    if not t["lr"] > 0:
-        raise MddpmError(f"train.lr={t['lr']!r}: must be positive")
-    if t["precision"] not in ("32", "bf16"):
-        raise MddpmError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
-    if t["bank_device"] not in ("auto", "cpu"):
-        raise MddpmError(f"train.bank_device={t['bank_device']!r}: must be \"auto\" or \"cpu\"")
-
-
 def train(dataset_root: str | os.PathLike | None, method: str | None, preset: str | None = None,
           out: str | os.PathLike | None = None, fold: int | None = None, overrides=(), devices: int | str = 1,
           num_nodes: int = 1, accelerator: str = "auto", strategy: str = "auto", resume: bool = False,
-          force: bool = False, progress: bool = True) -> Path:
-    """Train ``method`` (``preset``, default ``"demo"``) on ``dataset_root`` into run folder ``out``.
+          force: bool = False, progress: bool = True, config_file: str | os.PathLike | dict | None = None,
+          loggers=()) -> Path:
+    """Train ``method`` (``preset``, default ``mddpm.config.DEFAULT_PRESET``) on ``dataset_root`` into run
+    folder ``out``.
 
-    ``fold`` takes train/val from the dataset's ``folds[fold]``; ``overrides`` are ``section.key=value``
-    strings. An existing ``out`` is refused unless ``force`` (which deletes the earlier run's files) or
-    ``resume`` (which continues from ``out/checkpoints/last.ckpt``; the saved config is reused, with
-    ``overrides`` applied on top, e.g. ``train.max_steps=...``). Returns the run folder.
+    ``fold`` takes train/val from the dataset's ``folds[fold]``; ``config_file`` (YAML/JSON path or a
+    mapping) and then ``overrides`` (``section.key=value`` strings) change the preset
+    (:func:`mddpm.config.resolve_run_config`); ``loggers``: ``--logger`` specs
+    (:mod:`mddpm.training.loggers`). An existing ``out`` is refused unless ``force`` (which deletes the
+    earlier run's files) or ``resume`` (which continues from ``out/checkpoints/last.ckpt``; the saved config
+    is reused, with the config file and ``overrides`` applied on top, e.g. ``train.max_steps=...``).
+    Returns the run folder.
     """
     if resume and force:
         raise MddpmError("--resume and --force exclude each other")
@@ -89,16 +86,16 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         if out is None:
             raise MddpmError("--resume needs the run folder (--out RUN)")
         run = Path(out).resolve()
-        cfg, dataset_root, fold = _resume_config(run, dataset_root, method, preset, fold, overrides)
+        cfg, dataset_root, fold = _resume_config(run, dataset_root, method, preset, fold, overrides, config_file)
     else:
-        if method is None or dataset_root is None:
-            raise MddpmError("train needs a dataset (--data) and a method (--method)")
-        preset = preset or "demo"
-        run = Path(out or default_run_dir(method, preset, fold)).resolve()
-        cfg = resolve_config(method, preset, overrides)
+        if dataset_root is None:
+            raise MddpmError("train needs a dataset (--data)")
+        cfg = resolve_run_config(method, preset, config_file, overrides)
+        run = Path(out or default_run_dir(cfg["method"], cfg["preset"], fold)).resolve()
         if rank_zero:
             earlier = check_output_folder(run, force, RUN_FILES)
-    check_train_settings(cfg)
+    for spec in loggers:
+        parse_logger(spec)  # a bad --logger is refused before anything is prepared or written
 
     dataset_root = Path(dataset_root).resolve()
     dataset = load_dataset(dataset_root)
@@ -116,7 +113,8 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
     trainable = any(p.requires_grad for group in model.param_groups() for p in group) and cfg["train"]["max_steps"] > 0
     if trainable:  # made before anything is written: a bad --accelerator/--devices leaves no half run
         strategy = _ddp_strategy(strategy, devices, num_nodes, accelerator, len(model.param_groups()))
-        trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress)
+        trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress,
+                                       make_loggers(loggers, run))
 
     if rank_zero:
         if force:
@@ -172,7 +170,7 @@ def export_weights(run: Path) -> None:
                      ckpt.get("mddpm", {}).get("val_loss"))
 
 
-def _resume_config(run: Path, dataset_root, method, preset, fold, overrides):
+def _resume_config(run: Path, dataset_root, method, preset, fold, overrides, config_file=None):
     config_path, last = RunFolder(run).config, RunFolder(run).checkpoint("last")
     if not last.is_file():
         raise MddpmError(f"{last}: nothing to resume (no checkpoint)")
@@ -188,7 +186,13 @@ def _resume_config(run: Path, dataset_root, method, preset, fold, overrides):
             raise MddpmError(f"{config_path}: run has {key} {saved.get(key)!r}, not {given!r}")
     if dataset_root is not None and Path(dataset_root).resolve() != Path(saved["dataset"]):
         raise MddpmError(f"{config_path}: run was trained on {saved['dataset']}, not {Path(dataset_root).resolve()}")
-    cfg = apply_overrides({k: v for k, v in saved.items() if k not in RUN_EXTRA_KEYS}, overrides)
+    chosen, settings, source = read_config_file(config_file) if config_file is not None else ({}, {}, "")
+    for key, given in chosen.items():
+        if given != saved.get(key):
+            raise MddpmError(f"{source}{key} {given!r} differs from the run's {saved.get(key)!r}")
+    cfg = apply_settings({k: v for k, v in saved.items() if k not in RUN_EXTRA_KEYS}, settings, source)
+    cfg = apply_overrides(cfg, overrides)
+    validate_config(cfg, given_keys(settings, overrides))
     return cfg, saved["dataset"], saved["fold"]
 
 
@@ -203,7 +207,8 @@ def _ddp_strategy(strategy: str, devices, num_nodes: int, accelerator: str, opti
     return "ddp_find_unused_parameters_true" if world > 1 else strategy
 
 
-def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: str, strategy: str, progress: bool):
+def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: str, strategy: str, progress: bool,
+                  loggers: list):
     # Lightning's start-up chatter (device summary, an advert for its cloud logger) is INFO level
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     t = cfg["train"]
@@ -221,9 +226,8 @@ def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: st
             max_steps=t["max_steps"], max_epochs=-1,
             val_check_interval=t["val_every"], check_val_every_n_epoch=None, num_sanity_val_steps=0,
             log_every_n_steps=t["log_every"],
-            logger=[CSVLogger(run, name="logs", version="csv"),
-                    TensorBoardLogger(run, name="logs", version="tb", default_hp_metric=False)],
-            callbacks=[best, last, timer] + ([training_progress_bar()] if progress else []),
+            logger=loggers,
+            callbacks=[best, last, timer, Tracking()] + ([training_progress_bar()] if progress else []),
             default_root_dir=run, enable_progress_bar=progress, enable_model_summary=False,
         )
     except (MisconfigurationException, ValueError, RuntimeError) as e:

@@ -1,0 +1,164 @@
+"""The Python API (docs/api.md): score scans with a trained run, and the CLI's commands as functions.
+
+``load(run)`` returns a :class:`Detector`; ``Detector.score(scan)`` takes a NIfTI path, a nibabel image or
+an array with its affine (the scan in the run's template space, as for ``mddpm detect``) and returns a
+:class:`Detection` on the scan's own voxel grid. ``train``, ``predict``, ``evaluate`` and ``benchmark``
+take the keyword arguments of the ``mddpm`` command of the same name (long option names, ``-`` as ``_``).
+Heavy modules (torch, Lightning) are imported on first use, so ``import mddpm`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mddpm.errors import MddpmError
+
+Volume = "str | os.PathLike | nibabel image | np.ndarray"
+
+
+@dataclass
+class Detection:
+    """What :meth:`Detector.score` returns, all on the scan's voxel grid.
+
+    ``anomaly_map``: [X, Y, Z] float32, the post-processed anomaly score; ``segmentation``: [X, Y, Z] bool,
+    the map above ``threshold`` with small components removed; ``affine``: the scan's 4x4 voxel-to-world
+    matrix (mm); ``lesion_volume_ml``: the segmentation's volume in millilitres."""
+
+    anomaly_map: np.ndarray
+    segmentation: np.ndarray
+    affine: np.ndarray
+    lesion_volume_ml: float
+    threshold: float
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``folder/anomaly_map.nii.gz`` and ``folder/segmentation.nii.gz`` (uint8); returns ``folder``."""
+        from mddpm.io import write_nifti
+
+        folder = Path(folder)
+        write_nifti(folder / "anomaly_map.nii.gz", self.anomaly_map.astype(np.float32), self.affine)
+        write_nifti(folder / "segmentation.nii.gz", self.segmentation.astype(np.uint8), self.affine)
+        return folder
+
+
+class Detector:
+    """A trained run loaded once (from :func:`load`); :meth:`score` scores one scan at a time."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded  # mddpm.inference.detect.LoadedRun
+
+    @property
+    def method(self) -> str:
+        return self.loaded.payload["method"]
+
+    @property
+    def threshold(self) -> float:
+        return self.loaded.threshold
+
+    def score(self, scan: Volume, mask: Volume | None = None, affine: np.ndarray | None = None) -> Detection:
+        """Score ``scan``; ``mask``: its brain mask (same grid; default: ``scan > 0``, right for the
+        skull-stripped output of ``mddpm preprocess``); ``affine``: needed when ``scan`` is an array."""
+        from mddpm.inference.detect import lesion_volume_ml, score_scan
+
+        image, affine = as_volume(scan, affine, "scan")
+        if mask is None:
+            brain = image > 0
+        else:
+            brain_arr, mask_affine = as_volume(mask, affine, "mask")
+            if brain_arr.shape != image.shape or not np.allclose(mask_affine, affine, atol=1e-3):
+                raise MddpmError(f"mask: shape {brain_arr.shape} or affine differs from the scan's {image.shape}")
+            brain = brain_arr > 0
+        if not brain.any():
+            raise MddpmError("mask: the brain mask is empty")
+        amap, seg = score_scan(self.loaded, image, brain, affine, _name(scan))
+        return Detection(amap, seg, affine, lesion_volume_ml(seg, affine), self.loaded.threshold)
+
+
+def load(run: str | os.PathLike, *, threshold: float | str | os.PathLike | None = None, device: str = "auto",
+         precision: str = "32", weights: str = "best") -> Detector:
+    """Load ``RUN/<weights>.pt`` (``best`` or ``last``) and its threshold: a number, a ``threshold.json``, or
+    (None) ``RUN/threshold.json`` as ``mddpm detect`` does. ``device``: auto, cpu, cuda...; ``precision``: 32, bf16."""
+    from mddpm.inference.detect import load_run
+
+    return Detector(load_run(run, threshold, device, precision, weights))
+
+
+def as_volume(value: Volume, affine: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(array [X, Y, Z] float32, affine [4, 4] float64)`` of a NIfTI path, a nibabel image or an array
+    (which needs ``affine``); refused unless 3-D (a trailing axis of 1 is dropped) and finite."""
+    from mddpm.io import read_nifti
+
+    if isinstance(value, (str, os.PathLike)):
+        return read_nifti(value)
+    if hasattr(value, "dataobj") and hasattr(value, "affine"):  # a nibabel image
+        data, affine = np.asarray(value.dataobj, dtype=np.float32), value.affine
+    else:
+        if affine is None:
+            raise MddpmError(f"{what}: an array needs its affine (4x4 voxel-to-world matrix in mm): pass affine=")
+        data = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float32)
+    affine = np.asarray(affine, dtype=np.float64)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 or affine.shape != (4, 4):
+        raise MddpmError(f"{what}: expected a 3-D volume and a 4x4 affine (got shapes {data.shape}, {affine.shape})")
+    if not np.isfinite(data).all():
+        raise MddpmError(f"{what}: contains NaN or Inf voxels")
+    return data, affine
+
+
+def _name(value) -> str:
+    return str(value) if isinstance(value, (str, os.PathLike)) else "scan"
+
+
+def train(data: str | os.PathLike | None = None, method: str | None = None, *, preset: str | None = None,
+          config: str | os.PathLike | dict | None = None, set: list[str] | tuple = (), out=None,
+          fold: int | None = None, logger: list[str] | tuple = (), devices: int | str = 1, num_nodes: int = 1,
+          accelerator: str = "auto", resume: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """``mddpm train``: train ``method`` on dataset folder ``data``; returns the run folder."""
+    from mddpm.training.train import train as train_run
+
+    return train_run(data, method, preset=preset, out=out, fold=fold, overrides=list(set), config_file=config,
+                     loggers=list(logger), devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+                     resume=resume, force=force, progress=progress)
+
+
+def predict(run: str | os.PathLike, data: str | os.PathLike, split: str, out: str | os.PathLike, *,
+            weights: str = "best", precision: str = "32", noise_per: str | None = None, t_fix=None,
+            score: str = "l1", chunk_size: int | None = None, device: str = "auto", force: bool = False,
+            progress: bool = True) -> Path:
+    """``mddpm predict``: anomaly maps of ``split`` of dataset ``data`` in ``out``; returns ``out``."""
+    from mddpm.inference.predict import predict as predict_split
+
+    return predict_split(run, data, split, out, precision=precision, noise_per=noise_per, t_fix=t_fix, score=score,
+                         chunk_size=chunk_size, device=device, force=force, progress=progress, weights=weights)
+
+
+def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,
+             threshold: list[str] | tuple = (), healthy_val=None, figures: int = 0, postprocess: str = "published",
+             write_segmentations: bool = False, device: str = "cpu", force: bool = False,
+             progress: bool = True) -> dict:
+    """``mddpm evaluate``: metrics of the maps in ``test_maps``, thresholds chosen on ``val``; returns the
+    report (what ``out/metrics.json`` holds)."""
+    from mddpm.evaluation.evaluate import evaluate as evaluate_maps
+    from mddpm.viz.cases import render_case_figure
+
+    return evaluate_maps(test_maps, val, out, rules=list(threshold), healthy_val=healthy_val, figures=figures,
+                         device=device, force=force, postprocess=postprocess, progress=progress,
+                         write_segmentations=write_segmentations, draw_case=render_case_figure)
+
+
+def benchmark(experiment: str | os.PathLike, *, out=None, data: dict | list[str] | None = None, resume: bool = True,
+              dry_run: bool = False, runs: int | None = None, table_only: bool = False, only: list[str] | None = None,
+              device: str = "auto", force: bool = False, report: bool = True, progress: bool = True) -> dict:
+    """``mddpm benchmark``: run ``experiment`` (a file or a shipped name); ``data``: ``{name: path}`` or the
+    CLI's ``["name=path", ...]``. Returns ``{"out", "table", ...}`` as
+    :func:`mddpm.benchmark.runner.run_benchmark` does."""
+    from mddpm.benchmark.experiment import parse_data_args
+    from mddpm.benchmark.runner import run_benchmark
+
+    data = parse_data_args(list(data)) if isinstance(data, (list, tuple)) else dict(data or {})
+    return run_benchmark(experiment, out=out, data=data, resume=resume, dry_run=dry_run, only=only, device=device,
+                         force=force, progress=progress, report=report, table_only=table_only, max_runs=runs)
