@@ -31,7 +31,7 @@ def _run(experiment, out, data, **kw):
 
 def test_run_selector_runs_only_the_named_runs(tmp_path, phantom_dataset, fake_stages):
     experiment, out, data = write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
-    result, _ = _run(experiment, out, data, runs=["vae/seed2", "intensity/1"])
+    result, _ = _run(experiment, out, data, select=["vae/seed2", "intensity/1"])
     assert {(m, r) for m, r, _, _ in fake_stages} == {("vae", "seed2"), ("intensity", "seed1")}
     assert len(fake_stages) == 2 * 5 and not (out / "runs/phantom/vae/seed1").exists()
     # the table gathers what is finished: one run per method
@@ -39,7 +39,7 @@ def test_run_selector_runs_only_the_named_runs(tmp_path, phantom_dataset, fake_s
     for bad, message in (("nope/seed1", "'nope' is not a method"), ("vae/seed9", "RUN one of seed1, seed2"),
                          ("vae", "RUN one of")):
         with pytest.raises(MddpmError, match=message):
-            _run(experiment, out, data, runs=[bad])
+            _run(experiment, out, data, select=[bad])
 
 
 def test_lock_refuses_a_second_trainer_and_is_released(tmp_path, phantom_dataset, fake_stages, capsys):

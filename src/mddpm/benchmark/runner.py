@@ -72,12 +72,12 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
                   data: dict[str, str] | None = None, resume: bool = True, dry_run: bool = False,
                   only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True,
                   report: bool = True, table_only: bool = False, max_runs: int | None = None,
-                  runs: list[str] | None = None, executor: str = "inline", cluster: ClusterOptions | None = None,
+                  select: list[str] | None = None, executor: str = "inline", cluster: ClusterOptions | None = None,
                   wait: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``dry_run``, only list) the experiment's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
     ``max_runs``: only the experiment's first ``max_runs`` runs (a later call with more resumes them).
-    ``runs``: only these runs, each "METHOD/RUN" (RUN: a run tag such as fold0 or seed3141, or its number).
+    ``select``: only these runs, each "METHOD/RUN" (RUN: a run tag such as fold0 or seed3141, or its number).
     ``executor``: "inline" (this process, one run after another), "local" or "slurm" (one submitit job per
     pending run, see :mod:`~mddpm.benchmark.cluster`, with ``cluster`` resources); a slurm launch returns at
     once (no table) unless ``wait``. A run locked by another process is skipped with a one-line note.
@@ -99,7 +99,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         if m not in experiment.methods:
             raise MddpmError(f"--only {m}: not a method of experiment {experiment.name!r} "
                              f"(methods: {', '.join(experiment.methods)})")
-    selected = select_runs(experiment, runs)
+    selected = select_runs(experiment, select)
     if table_only:
         return _write_outputs(experiment, out, [], device, report, log)
     if not resume and not dry_run:
@@ -158,7 +158,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
 
     write_json(out / "benchmark.json", {"format": "mddpm-benchmark", "mddpm_version": __version__, "updated": now_iso(),
                                         "grid": experiment.to_json(), "data": {k: str(v) for k, v in roots.items()},
-                                        "device": predict_device, "only": only, "runs": runs, "executor": executor,
+                                        "device": predict_device, "only": only, "select": select, "executor": executor,
                                         "stages": rows})
     return _write_outputs(experiment, out, rows, predict_device, report, log)
 
