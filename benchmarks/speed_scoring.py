@@ -151,8 +151,9 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
     With ``--run``: every volume of each lesion test split (``<set>_test``; ``test`` when there is
     none) of ``--data``; without: ``parity_volumes`` synthetic volumes and a random demo model."""
     if settings.run is not None:
+        from mddpm.data.cache import load_prepared
         from mddpm.data.dataset import load_dataset
-        from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
+        from mddpm.data.prepare import get_grid, prepare_dataset
         from mddpm.weights import build_from_weights
 
         if settings.data is None:

@@ -12,7 +12,7 @@ import pytest
 from mddpm.data.dataset import load_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import case_file, case_id_problem, check_output_folder, clear_outputs, read_json, read_nifti, write_nifti
-from reliability.corpus import patch_header
+from reliability.defects import patch_header
 
 
 @pytest.mark.parametrize("cid", ["../escape", "/abs/path", "a/b", "a\\b", "..", ".hidden", "a\x00b", "a\nb", "",

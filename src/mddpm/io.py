@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -60,8 +61,9 @@ MAX_ID_LENGTH = 128
 _TEMP_PATTERNS = (".*.tmp*", "*/.*.tmp*")
 
 
-def case_id_problem(cid) -> str | None:
-    """Why ``cid`` cannot be a case id (ids become file names: one safe path component), or None."""
+def case_id_problem(cid, kind: str = "case ids") -> str | None:
+    """Why ``cid`` cannot be a case id (ids become file names: one safe path component), or None. The same
+    rule holds for every other name that becomes a file name (``kind``: what the message calls them)."""
     if not isinstance(cid, str) or not cid:
         reason = "is not a non-empty string"
     elif len(cid) > MAX_ID_LENGTH:
@@ -76,7 +78,7 @@ def case_id_problem(cid) -> str | None:
         reason = "holds a control character"
     else:
         return None
-    return f"{reason} (case ids become file names)"
+    return f"{reason} ({kind} become file names)"
 
 
 def check_case_id(cid, where: str | os.PathLike) -> str:
@@ -140,6 +142,13 @@ def _files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def missing_file(path: Path) -> str:
+    """Why ``path`` (which is no file) cannot be read: a dangling or looping link, a folder, or nothing there."""
+    if path.is_symlink():
+        return "a symbolic link that leads nowhere (dangling, or a loop)"
+    return "a folder, not a file" if path.is_dir() else "file not found"
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path) as tmp:
@@ -167,7 +176,7 @@ def read_json(path: str | os.PathLike) -> dict:
     """A JSON object from ``path``; anything else (a list, nesting too deep, bad bytes) is refused."""
     path = Path(path)
     if not path.is_file():
-        raise MddpmError(f"{path}: file not found")
+        raise MddpmError(f"{path}: {missing_file(path)}")
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -202,7 +211,7 @@ def open_nifti(path: str | os.PathLike):
     """The nibabel image of ``path``, its header checked (:func:`check_nifti_header`); no voxel read yet."""
     path = Path(path)
     if not path.is_file():
-        raise MddpmError(f"{path}: file not found")
+        raise MddpmError(f"{path}: {missing_file(path)}")
     try:
         img = nib.load(str(path))
     except Exception as e:  # nibabel raises many types for broken files
@@ -256,9 +265,17 @@ def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndar
     return data, np.asarray(img.affine, dtype=np.float64)
 
 
+# SimpleITK's messages open with the C++ source line that threw and prefix the reason with the filter's address
+_SITK_LOCATION = re.compile(r"^Exception thrown in SimpleITK \S+: .*:\d+:$")
+_SITK_PREFIX = re.compile(r"^(sitk::ERROR: |ITK ERROR: \w+\(0x[0-9a-fA-F]+\): )")
+
+
 def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text else type(e).__name__
+    """``"Type: the message's first meaningful line"`` (at most 160 characters) of a library's exception:
+    SimpleITK's C++ source location and prefixes left out, so that the reason shows."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not _SITK_LOCATION.match(ln.strip())]
+    text = _SITK_PREFIX.sub("", lines[0]) if lines else ""
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
 
 
 NIFTI_XFORM_SCANNER = 1  # "scanner-based anatomical coordinates": world positions in mm

@@ -52,6 +52,11 @@ def register_method(name: str, description: str, presets: dict | None = None, re
     that have no effect under the others (refused when a user sets them)."""
 
     def deco(build):
+        from mddpm.io import case_id_problem  # here: building the command line's parser imports this module
+
+        problem = case_id_problem(name, "method names")
+        if problem:
+            raise ValueError(f"method name {name!r} {problem}")
         if name in METHODS:
             raise ValueError(f"method {name!r} registered twice")
         METHODS[name] = MethodSpec(name, description, build, read_presets(name) if presets is None else presets,

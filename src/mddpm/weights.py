@@ -61,6 +61,9 @@ def read_torch_file(path: Path):
         raise MddpmError(f"{path}: refused to load: it holds objects other than plain data and tensors "
                          "(crafted or foreign pickle)") from None
     except Exception as e:  # a damaged archive, ...
+        if "hasRecord" in str(e) or "PytorchStreamReader" in str(e):  # torch's words for a zip it did not write
+            raise MddpmError(f"{path}: not a PyTorch file (a zip archive without PyTorch's layout, or a damaged "
+                             "one)") from None
         raise MddpmError(f"{path}: cannot read as a PyTorch file ({first_line(e)})") from None
 
 
@@ -95,7 +98,6 @@ def build_from_weights(path: str | os.PathLike, method: str | None = None):
     try:
         module.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else ""
         raise MddpmError(f"{path}: weights do not fit the {payload['method']!r} model built from their config "
-                         f"({first[:160]})") from None
+                         f"({first_line(e)})") from None
     return module.eval(), payload

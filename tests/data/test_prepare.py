@@ -10,12 +10,12 @@ import pytest
 from scipy import ndimage
 
 from mddpm.cli.main import main
+from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset, save_dataset_json
 from mddpm.data.prepare import (
     GRIDS,
     GridSpec,
     crop_or_pad,
-    load_prepared,
     normalise_percentiles,
     prepare_dataset,
     prepare_volume,

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
+from mddpm.data.cache import load_prepared
+from mddpm.data.prepare import GridSpec, prepare_dataset
 from mddpm.data.slicebank import SliceBank
 from mddpm.errors import MddpmError
 

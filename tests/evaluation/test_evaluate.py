@@ -15,8 +15,9 @@ from skimage.measure import label as sk_label
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from mddpm.cli.main import main
+from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import GridSpec, load_prepared, prepare_dataset
+from mddpm.data.prepare import GridSpec, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
 from mddpm.evaluation.scoring import pooled_pr_curve

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
 from mddpm.data.phantom import make_phantom_dataset
-from mddpm.data.prepare import load_prepared, prepare_dataset
+from mddpm.data.prepare import prepare_dataset
 from mddpm.evaluation.lesion_scale import lesion_scale
 
 

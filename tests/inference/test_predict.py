@@ -13,8 +13,9 @@ from skimage.metrics import structural_similarity
 import toy_methods  # noqa: F401  (registers the "tiny" test method)
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
+from mddpm.data.cache import load_prepared
 from mddpm.data.phantom import make_phantom_dataset
-from mddpm.data.prepare import load_prepared, prepare_dataset, prepared_path
+from mddpm.data.prepare import prepare_dataset, prepared_path
 from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
 from mddpm.inference.scores import anomaly_score, ssim_map
@@ -209,3 +210,37 @@ def test_registered_diffusion_method_train_predict_detect(setup, tmp_path):
     out = detect(dataset / "images" / "case006_0000.nii.gz", run, tmp_path / "detect",
                  mask=dataset / "masks" / "case006.nii.gz", threshold=0.2)
     assert _load(out / "anomaly_map.nii.gz")[0].shape == (32, 32, 16)
+
+
+def test_an_interrupted_prediction_is_completed_by_the_same_command(setup, tmp_path, monkeypatch):
+    """Ctrl-C after the first case: the rerun (no --force) scores only the missing cases, and the maps equal
+    those of an uninterrupted run; another request on that folder is refused without --force."""
+    from mddpm.inference import predict as predict_module
+
+    dataset, run, _ = setup
+    whole = predict(run, dataset, "train", tmp_path / "whole", progress=False)
+    real_write, calls = predict_module.write_nifti, []
+
+    def write_then_stop(*args):
+        calls.append(args[0])
+        if len(calls) == 3:  # the second case's reconstruction: the first case is complete
+            raise KeyboardInterrupt
+        real_write(*args)
+
+    out = tmp_path / "maps"
+    monkeypatch.setattr(predict_module, "write_nifti", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, dataset, "train", out, progress=False)
+    monkeypatch.setattr(predict_module, "write_nifti", real_write)
+    assert not (out / "predict.json").exists() and (out / "predict.started.json").is_file()
+    assert [p.name for p in out.glob("*.nii.gz")] == ["case000.nii.gz"]
+    assert not [p for p in out.rglob(".*")], "temporary files left"
+
+    with pytest.raises(MddpmError, match="interrupted prediction with other settings"):
+        predict(run, dataset, "train", out, progress=False, precision="bf16")
+    predict(run, dataset, "train", out, progress=False)
+    meta = read_json(out / "predict.json")
+    assert meta["settings"]["resumed_cases"] == 1 and not (out / "predict.started.json").exists()
+    for map_path in sorted(whole.glob("*.nii.gz")):
+        np.testing.assert_array_equal(_load(out / map_path.name)[0], _load(map_path)[0])
+    assert sorted(p.name for p in out.rglob("*")) == sorted(p.name for p in whole.rglob("*"))

@@ -4,13 +4,11 @@ good maps folder, or of a scan), run through every command that reads data.
 :func:`build_base` makes the good material once (dataset, demo-grid cache, an ``intensity`` run, maps
 of lesion_val / lesion_test and a threshold.json). :func:`run_cell` applies one defect for one command
 in a fresh folder, calls ``mddpm.cli.main.main`` in-process and returns an :class:`Outcome`.
-:func:`markdown_table` renders input × command -> outcome for docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import json
 import shutil
@@ -19,11 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
-import numpy as np
-
 from mddpm.cli.main import main
 from mddpm.data.prepare import prepare_dataset
+
+from .defects import (
+    all_zero,
+    complex_voxels,
+    constant,
+    format_version_99,
+    four_d,
+    fractional,
+    lying_header,
+    nan_threshold,
+    negative,
+    non_binary,
+    non_finite,
+    not_nifti,
+    other_affine,
+    other_shape,
+    permute_axes,
+    rename_case,
+    role_as_list,
+    triple_spacing,
+    truncate,
+    two_d,
+    unknown_label_encoding,
+    zero_voxel_size,
+)
 
 COMMANDS = ("verify", "prepare", "train", "predict", "evaluate", "detect", "preprocess", "benchmark")
 BAD_CASE = "case000"  # a train case: every dataset command reads it
@@ -66,105 +86,13 @@ class Outcome:
         return f"exit {self.code}: `{text}`"
 
 
-# ---------------------------------------------------------------- defects written into a NIfTI file
-
-def _rewrite(path: Path, fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
-    img = nib.load(str(path))
-    data, affine = fn(np.asarray(img.dataobj).astype(np.float32), img.affine)
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-def truncate(path: Path) -> None:
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])
-
-
-def not_nifti(path: Path) -> None:
-    path.write_bytes(gzip.compress(b"this is a text file, not a NIfTI image\n"))
-
-
-def two_d(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (a[:, :, a.shape[2] // 2], aff))
-
-
-def four_d(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (np.stack([a, a], axis=-1), aff))
-
-
-def non_finite(path: Path) -> None:
-    def fn(a, aff):
-        c = tuple(s // 2 for s in a.shape)
-        a[c] = np.nan
-        a[c[0] + 1, c[1], c[2]] = np.inf
-        return a, aff
-    _rewrite(path, fn)
-
-
-def other_shape(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (a[:-2], aff))
-
-
-def other_affine(path: Path) -> None:
-    def fn(a, aff):
-        aff = aff.copy()
-        aff[:3, 3] += 10.0
-        return a, aff
-    _rewrite(path, fn)
-
-
-def all_zero(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (np.zeros_like(a), aff))
-
-
-def non_binary(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (a * 3.0 + (a > 0) * 0.5, aff))
-
-
-def negative(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (a - 1.0, aff))
-
-
-def constant(path: Path) -> None:
-    _rewrite(path, lambda a, aff: (np.full_like(a, 0.5), aff))
-
-
-def patch_header(path: Path, **fields) -> None:
-    """Overwrite header fields in place (what nibabel would not write: a lying size, a zero voxel size)."""
-    raw = bytearray(gzip.decompress(path.read_bytes()))
-    header = nib.Nifti1Header(bytes(raw[:348]))
-    for key, value in fields.items():
-        header[key] = value
-    raw[:348] = header.binaryblock
-    path.write_bytes(gzip.compress(bytes(raw)))
-
-
-def lying_header(path: Path) -> None:
-    patch_header(path, dim=[3, 1000, 1000, 1000, 1, 1, 1, 1])
-
-
-def zero_voxel_size(path: Path) -> None:
-    img = nib.load(str(path))
-    srow = np.asarray(img.affine[0], dtype=np.float32).copy()
-    srow[0] = 0.0
-    patch_header(path, qform_code=0, sform_code=1, srow_x=srow, srow_y=img.affine[1], srow_z=img.affine[2])
-
-
-def rename_case(dataset_json: Path, old: str, new: str) -> None:
-    """Give case ``old`` the id ``new`` in dataset.json: its entry, every split and fold."""
-    meta = json.loads(dataset_json.read_text())
-    for c in meta["cases"]:
-        c["id"] = new if c["id"] == old else c["id"]
-    for ids in [*meta["splits"].values(), *(ids for fold in meta.get("folds", []) for ids in fold.values())]:
-        ids[:] = [new if i == old else i for i in ids]
-    dataset_json.write_text(json.dumps(meta))
-
-
 # ---------------------------------------------------------------- the corpus
 
 @dataclass(frozen=True)
 class Defect:
-    """One bad input. ``target`` is "image", "mask", "label" (of the bad case), "splits", "case-id" (the
-    bad case's id becomes a path), or "output"."""
+    """One bad input. ``target`` is "image", "mask", "label" (of the bad case), "scan" (its image and mask
+    alike), "dataset-json", "splits", "case-id" (the bad case's id becomes a path), "cache" (the prepared
+    cache's images.npy), "threshold" (detect's threshold.json) or "output"."""
 
     name: str
     description: str
@@ -192,6 +120,15 @@ CORPUS: tuple[Defect, ...] = (
     Defect("traversal-id", "a case id that climbs out of its folder (../escape)", "case-id"),
     Defect("absolute-id", "an absolute path as case id", "case-id"),
     Defect("foreign-force", "output folder holds a file mddpm did not write; --force", "output"),
+    Defect("fractional-mask", "brain mask of 0.5 instead of 1", "mask", fractional),
+    Defect("complex", "complex64 voxels", "image", complex_voxels),
+    Defect("format-version", "dataset.json format_version 99", "dataset-json", format_version_99),
+    Defect("label-encoding", "dataset.json label_encoding 'rainbow'", "dataset-json", unknown_label_encoding),
+    Defect("role-list", "a list as a case's role", "dataset-json", role_as_list),
+    Defect("truncated-cache", "prepared cache with images.npy cut in half", "cache", truncate),
+    Defect("permuted-axes", "scan and mask stored with permuted axes (affine following)", "scan", permute_axes),
+    Defect("lying-spacing", "scan and mask headers claim 3x the voxel size", "scan", triple_spacing),
+    Defect("nan-threshold", "threshold.json holds NaN", "threshold", nan_threshold),
 )
 FOREIGN = "notes.txt"  # the file mddpm did not write, in the foreign-force cells
 
@@ -214,6 +151,10 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("constant", "evaluate"): "a constant map is a valid (useless) prediction",
     ("foreign-force", "preprocess"): "writes its cases beside the foreign file and deletes nothing",
     ("foreign-force", "benchmark"): "resumes into its folder beside the foreign file and deletes nothing",
+    ("fractional-mask", "preprocess"): "raw brain masks: values > 0 are brain (docs/preprocess.md)",
+    ("truncated-cache", "prepare"): "a damaged cache is rebuilt, and said so",
+    ("lying-spacing", "verify"): "verify warns that the voxel size differs from geometry.spacing_mm",
+    ("permuted-axes", "preprocess"): "raw scans are reoriented",
 }
 
 # (defect, command) pairs whose behaviour falls short of the standard, reported to the owners
@@ -231,6 +172,23 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
     ("traversal-id", "preprocess"): "case ids come from file names, which hold no separator",
     ("absolute-id", "preprocess"): "case ids come from file names, which hold no separator",
     ("foreign-force", "verify"): "verify writes nothing",
+    ("fractional-mask", "evaluate"): "masks come from the prepared cache (refused by prepare)",
+    ("complex", "evaluate"): "maps come from predict (whose reading of such an image is the other rows)",
+    **{(name, command): why for name in ("format-version", "label-encoding", "role-list") for command, why in (
+        ("evaluate", "evaluate reads predict.json and the prepared cache, not dataset.json"),
+        ("detect", "detect reads no dataset.json"), ("preprocess", "preprocess writes dataset.json, reads none"))},
+    ("truncated-cache", "verify"): "verify reads the dataset's files, not the cache",
+    ("truncated-cache", "detect"): "detect prepares its scan in memory",
+    ("truncated-cache", "preprocess"): "preprocess makes no cache",
+    ("permuted-axes", "evaluate"): "maps come from predict, on the prepared grid",
+    ("lying-spacing", "evaluate"): "maps come from predict, on the prepared grid",
+    **{("lying-spacing", command): "not run: in a dataset a header's voxel size is taken as true (each file is "
+       "resampled by its own; verify warns when it differs from geometry.spacing_mm)"
+       for command in ("prepare", "train", "predict", "preprocess", "benchmark")},
+    **{("truncated-cache", command): "not run: reaches the cache through prepare_dataset, as prepare does"
+       for command in ("train", "predict", "benchmark")},
+    **{("nan-threshold", command): "only detect reads a threshold.json"
+       for command in ("verify", "prepare", "train", "predict", "evaluate", "preprocess", "benchmark")},
 }
 
 
@@ -318,7 +276,7 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
     out = folder / "out"
     bad: Path
     needs_dataset = command not in ("evaluate", "detect")
-    if needs_dataset or defect.target in ("image", "mask", "label"):
+    if needs_dataset or defect.target in ("image", "mask", "label", "scan"):
         shutil.copytree(base.dataset, dataset, ignore=shutil.ignore_patterns("prepared"))
     test_maps = base.test_maps
     if command == "evaluate":
@@ -327,7 +285,30 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
 
     # where the defect goes
     case = BAD_LABEL_CASE if defect.target == "label" else BAD_CASE
-    if command == "evaluate" and defect.target in ("image", "mask"):
+    threshold = base.threshold
+    if defect.target == "scan":
+        for rel in (f"masks/{case}.nii.gz", f"images/{case}_0000.nii.gz"):
+            bad = dataset / rel
+            defect.apply(bad)
+    elif defect.target == "dataset-json":
+        bad = dataset / "dataset.json"
+        defect.apply(bad)
+    elif defect.target == "threshold":
+        bad = threshold = folder / "threshold.json"
+        shutil.copy(base.threshold, bad)
+        defect.apply(bad)
+    elif defect.target == "cache" and command == "evaluate":  # the maps name a cache of their own
+        cache = folder / "prepared"
+        shutil.copytree(json.loads((test_maps / "predict.json").read_text())["prepared"], cache)
+        meta = json.loads((test_maps / "predict.json").read_text())
+        (test_maps / "predict.json").write_text(json.dumps({**meta, "prepared": str(cache)}))
+        bad = cache / "images.npy"
+        defect.apply(bad)
+    elif defect.target == "cache":
+        _call(["prepare", str(dataset), "--grid", "demo", "--workers", "1"])
+        bad = next((dataset / "prepared").iterdir()) / "images.npy"
+        defect.apply(bad)
+    elif command == "evaluate" and defect.target in ("image", "mask"):
         meta = json.loads((test_maps / "predict.json").read_text())
         bad = test_maps / f"{meta['case_ids'][0]}.nii.gz"  # the map stands in for the image and the mask
         defect.apply(bad)
@@ -379,7 +360,7 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
         if defect.name == "foreign-force":
             (bad / FOREIGN).write_text("a file mddpm did not write\n")
     watched = dataset / "prepared" if command == "prepare" else out
-    argv = _argv(command, dataset, out, base, test_maps, folder)
+    argv = _argv(command, dataset, out, base, test_maps, folder, threshold)
     elsewhere = (watched, dataset / "prepared")  # the cache a command may (re)build on the way is no output
     before, around = _snapshot(watched), _snapshot(folder, skip=elsewhere)
 
@@ -387,7 +368,7 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
         argv.append("--force")
     code, err, out_text = _call(argv)
     err, out_text = (t.replace(str(folder), "CELL").replace(str(base.root), "BASE") for t in (err, out_text))
-    named = case if defect.target in ("image", "mask", "label") and command != "evaluate" else bad.name
+    named = case if defect.target in ("image", "mask", "label", "scan") and command != "evaluate" else bad.name
     named = "case999" if defect.target == "splits" else named
     foreign_deleted = defect.name == "foreign-force" and not (bad / FOREIGN).is_file()
     return Outcome(code=code, stderr=err.strip().splitlines(), stdout=out_text.strip().splitlines(),
@@ -396,7 +377,8 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
                    bad_name=named)
 
 
-def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, folder: Path) -> list[str]:
+def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, folder: Path,
+          threshold: Path) -> list[str]:
     if command == "verify":
         return ["verify", str(dataset)]
     if command == "prepare":
@@ -412,7 +394,7 @@ def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, f
         src = dataset if dataset.exists() else base.dataset
         return ["detect", str(src / f"images/{BAD_CASE}_0000.nii.gz"), "--model", str(base.run),
                 "--mask", str(src / f"masks/{BAD_CASE}.nii.gz"), "--out", str(out), "--threshold",
-                str(base.threshold), "--device", "cpu"]
+                str(threshold), "--device", "cpu"]
     if command == "preprocess":  # raw scans named <case id>.nii.gz, masks and labels beside them
         raw = folder / "raw"
         for kind in ("images", "masks", "labels"):
@@ -426,24 +408,3 @@ def _argv(command: str, dataset: Path, out: Path, base: Base, test_maps: Path, f
         return ["benchmark", str(_benchmark_grid(folder, dataset)), "--out", str(out), "--device", "cpu",
                 "--no-report", "--no-progress"]
     raise ValueError(command)
-
-
-def markdown_table(outcomes: dict[tuple[str, str], Outcome | None]) -> str:
-    """Input × command -> outcome, one row per (input, command), grouped by input."""
-    lines = ["| input | command | outcome |", "|---|---|---|"]
-    for defect in CORPUS:
-        for command in COMMANDS:
-            key = (defect.name, command)
-            o = outcomes.get(key)
-            if key in NOT_APPLICABLE:
-                cell = f"n/a: {NOT_APPLICABLE[key]}"
-            elif o is None:
-                continue
-            else:
-                cell = o.cell()
-                if key in ACCEPTED:
-                    cell += f" ({ACCEPTED[key]})"
-                elif key in KNOWN_GAPS:
-                    cell += f" ({KNOWN_GAPS[key]})"
-            lines.append(f"| {defect.name}: {defect.description} | {command} | {cell} |")
-    return "\n".join(lines) + "\n"

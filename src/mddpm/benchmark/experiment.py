@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mddpm.errors import MddpmError
-from mddpm.io import read_json
+from mddpm.io import case_id_problem, read_json
 
 EXPERIMENT_DIR = Path(__file__).parent / "experiments"
 RUN_KINDS = ("folds", "seeds")
@@ -113,6 +113,11 @@ def experiment_path(spec: str | os.PathLike) -> Path:
     raise MddpmError(f"{spec}: no such experiment file (shipped experiments: {', '.join(shipped_experiments())})")
 
 
+def _simple_name(name) -> bool:
+    """Experiment, dataset and test-set names become folder names: letters, digits, ``_.+-`` and the case-id rule."""
+    return isinstance(name, str) and bool(_SAFE_NAME.match(name)) and case_id_problem(name, "names") is None
+
+
 def load_experiment(spec: str | os.PathLike) -> Experiment:
     """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError
     naming the file."""
@@ -140,7 +145,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     check(not unknown, f"unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_EXPERIMENT_KEYS))})")
     for key in ("name", "preset", "datasets", "methods", "runs"):
         check(key in raw, f"missing key {key!r}")
-    check(isinstance(raw["name"], str) and bool(_SAFE_NAME.match(raw["name"])), "name must be a simple name")
+    check(_simple_name(raw["name"]), "name must be a simple name")
     check(isinstance(raw["preset"], str) and raw["preset"], "preset must be a name")
 
     methods = str_list(raw["methods"], "methods")
@@ -198,7 +203,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
         unknown = set(d) - _DATASET_KEYS
         check(not unknown, f"{where}: unknown key(s) {sorted(unknown)} (known: {', '.join(sorted(_DATASET_KEYS))})")
         name = d.get("name")
-        check(isinstance(name, str) and bool(_SAFE_NAME.match(name)), f"{where}: name must be a simple name")
+        check(_simple_name(name), f"{where}: name must be a simple name")
         check(d.get("path") is None or isinstance(d.get("path"), str), f"{where}: path must be a string or null")
         synth = d.get("synth")
         if synth is not None:
@@ -215,7 +220,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
         test_sets = []
         for j, t in enumerate(sets):
             check(isinstance(t, dict) and set(t) == {"name", "test", "val"}
-                  and all(isinstance(t[k], str) and t[k] for k in t) and bool(_SAFE_NAME.match(t["name"])),
+                  and all(isinstance(t[k], str) and t[k] for k in t) and _simple_name(t["name"]),
                   f'{where}.test_sets[{j}] must be {{"name", "test", "val"}} (simple names)')
             test_sets.append(TestSet(t["name"], t["test"], t["val"]))
         check(len({t.name for t in test_sets}) == len(test_sets), f"{where}: test set names must be unique")

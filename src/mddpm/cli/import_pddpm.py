@@ -24,10 +24,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from mddpm.data.import_pddpm import read_pddpm, write_import
+    from mddpm.errors import one_line
 
     imported = read_pddpm(args.data_dir, drop_missing=args.drop_missing)
     for line in imported.missing:
-        print(line, file=sys.stderr)
+        print(one_line(line), file=sys.stderr)
     target = write_import(imported, args.out, force=args.force, strict=args.strict)
     print(f"{'split':<14} {'csv':<18} {'rows':>6} {'T2 kept':>8} {'unique':>7}")
     for c in imported.counts:

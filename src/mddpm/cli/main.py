@@ -2,26 +2,29 @@
 
 Each subcommand lives in ``mddpm/cli/<name>.py`` and defines ``add_parser(subparsers)``, which
 registers the subcommand with ``func=run`` as its default. Errors of type
-:class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2.
+:class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2; Ctrl-C (at any moment, start-up
+included) one line and exit code 130, SIGTERM one line and 143, both after the clean-up of the step they
+stopped (training excepted: Lightning saves a checkpoint for ``--resume`` and ends the run its own way).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
 from mddpm import __version__
-from mddpm.errors import MddpmError
+from mddpm.errors import MddpmError, Terminated, one_line
 
-NEWLINE, ESCAPED_NEWLINE = "\n", "\\n"
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
     "evaluate", "detect", "benchmark", "bench", "list",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    """The ``argparse`` parser of every subcommand."""
+    import argparse  # here, like every other import a command needs: Ctrl-C during them is one line
+
     parser = argparse.ArgumentParser(
         prog="mddpm",
         description="Unsupervised lesion detection in brain MRI with masked diffusion models.",
@@ -34,14 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if rest and not getattr(args, "pass_through", False):  # only a deprecated alias hands its arguments on
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.rest = rest
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    command = ""
+    try:
+        from mddpm.parallel import sigterm_raises
+
+        with sigterm_raises():
+            parser = build_parser()
+            args, rest = parser.parse_known_args(argv)
+            if rest and not getattr(args, "pass_through", False):  # only a deprecated alias hands arguments on
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            args.rest = rest
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 0
+            command = args.command
+            return _run(args)
+    except KeyboardInterrupt as e:  # Terminated: SIGTERM (mddpm.parallel.sigterm_raises)
+        stopped = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        print(f"mddpm{' ' + command if command else ''}: {stopped}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except MddpmError as e:
@@ -52,14 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         if not str(e).startswith("Symlink loop"):  # pathlib's way of saying ELOOP
             raise
         return _fail(args.command, str(e))
-    except KeyboardInterrupt:
-        print(f"mddpm {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 def _fail(command: str, message: str) -> int:
     """Print the one-line error (a newline inside a path is shown as \\n) and return exit code 2."""
-    print(f"mddpm {command}: error: {message.replace(NEWLINE, ESCAPED_NEWLINE)}", file=sys.stderr)
+    print(f"mddpm {command}: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 

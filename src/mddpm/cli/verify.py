@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from mddpm.data.verify import check_dataset
+    from mddpm.errors import one_line
     from mddpm.progress import progress_bar
 
     with progress_bar("verify", None, not (args.json or args.no_progress)) as advance:
@@ -42,7 +43,7 @@ def run(args) -> int:
         print(json.dumps({**result.to_dict(), "ok": not failed, "strict": args.strict}, indent=2))
     else:
         for line in report_lines(result, show_all=args.all):
-            print(line)
+            print(one_line(line))
     return 2 if failed else 0
 
 

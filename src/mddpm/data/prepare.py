@@ -28,24 +28,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from mddpm.data.cache import ARRAYS, cache_damage
 from mddpm.data.dataset import load_dataset
-from mddpm.data.verify import AFFINE_TOLERANCE_MM
+from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, read_json, read_nifti, write_json
-from mddpm.progress import progress_bar
+from mddpm.io import check_output_folder, missing_file, open_nifti, read_json, read_nifti, write_json
+from mddpm.parallel import parallel_map, sigterm_raises
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
 CURVATURE_FLOW = {"time_step": 0.125, "iterations": 3}
@@ -232,69 +232,6 @@ def to_original_space(arr: np.ndarray, prepared_affine: np.ndarray, shape: tuple
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# the cache
-
-
-@dataclass
-class Prepared:
-    """A prepared cache folder; arrays are memory-mapped ``[N, Z, H, W]``."""
-
-    folder: Path
-    meta: dict
-    case_ids: list[str]
-    images: np.ndarray  # float32
-    masks: np.ndarray  # uint8
-    labels: np.ndarray  # uint8 (zeros for healthy cases)
-    affines: np.ndarray  # [N, 4, 4] float64
-
-    def index(self, case_id: str) -> int:
-        try:
-            return self._index[case_id]
-        except KeyError:
-            raise MddpmError(f"{self.folder}: no case {case_id!r} in the prepared cache") from None
-
-    def volume(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image, mask, label) of one case, each [Z, H, W], copied into memory through a short-lived
-        map, so that streaming over many volumes keeps no pages of the cache resident."""
-        i = self.index(case_id)
-        return tuple(np.array(np.load(self.folder / f"{name}.npy", mmap_mode="r")[i]) for name in ARRAYS)
-
-    def __post_init__(self):
-        self._index = {c: i for i, c in enumerate(self.case_ids)}
-
-
-ARRAYS = ("images", "masks", "labels")
-
-
-def load_prepared(folder: str | os.PathLike) -> Prepared:
-    """Open a folder written by :func:`prepare_dataset` (arrays memory-mapped, read-only)."""
-    folder = Path(folder)
-    meta = read_json(folder / "prepared.json")
-    arrays = {}
-    for name in ARRAYS:
-        path = folder / f"{name}.npy"
-        if not path.is_file():
-            raise MddpmError(f"{path}: file not found (prepare again with --force)")
-        try:
-            arrays[name] = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            raise MddpmError(f"{path}: cannot read ({e})") from None
-    case_ids, affines = meta.get("case_ids"), meta.get("affines")
-    n = len(case_ids) if isinstance(case_ids, list) else 0
-    try:
-        affines = np.asarray(affines, dtype=np.float64)
-    except (TypeError, ValueError):
-        affines = np.zeros(0)
-    if not n or not all(isinstance(c, str) for c in case_ids) or affines.shape != (n, 4, 4):
-        raise MddpmError(f"{folder / 'prepared.json'}: no list of case ids with one 4x4 affine each "
-                         "(prepare again with --force)")
-    shapes = {name: a.shape for name, a in arrays.items()}
-    if any(len(s) != 4 or s[0] != n for s in shapes.values()) or len(set(shapes.values())) != 1:
-        raise MddpmError(f"{folder}: array shapes {shapes} do not match {n} cases (prepare again with --force)")
-    return Prepared(folder=folder, meta=meta, case_ids=case_ids, affines=affines, **arrays)
-
-
 def prepared_path(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper") -> Path:
     """Where :func:`prepare_dataset` puts the cache of ``grid``."""
     return Path(dataset_root) / "prepared" / get_grid(grid).tag
@@ -313,16 +250,15 @@ def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, gr
                   label_encoding: str = "binary"):
     """Worker: read one case's files and prepare them; errors name the file.
 
-    With ``label_encoding`` "binary" a label with values other than 0/1 is refused; with "gt0"
+    With ``label_encoding`` "binary" a mask or label with values other than 0/1 is refused; with "gt0"
     (e.g. BraTS {1, 2, 4}) it is binarised with > 0.
     """
     image, affine = read_nifti(image_path)
     mask, mask_affine = read_nifti(mask_path)
     label, label_affine = read_nifti(label_path) if label_path is not None else (None, None)
-    if label is not None and label_encoding == "binary" and not np.isin(label, (0, 1)).all():
-        values = np.unique(label)[:6].tolist()
-        raise MddpmError(f"{label_path}: label is not binary (values {values}); set \"label_encoding\": \"gt0\" "
-                         f"in dataset.json to binarise it with > 0")
+    _check_binary(mask_path, mask, "brain mask", label_encoding)
+    if label is not None:
+        _check_binary(label_path, label, "label", label_encoding)
     for path, arr, arr_affine in ((mask_path, mask, mask_affine), (label_path, label, label_affine)):
         if arr is not None and arr.shape != image.shape:
             raise MddpmError(f"{path}: shape {arr.shape} differs from its image {image_path} {image.shape}")
@@ -336,12 +272,22 @@ def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, gr
     return vol
 
 
+def _check_binary(path: Path, arr: np.ndarray, name: str, label_encoding: str) -> None:
+    """As ``verify``: masks and labels hold 0/1 only ("binary"), or values >= 0 binarised with > 0 ("gt0")."""
+    if label_encoding == "binary" and not np.isin(arr, (0, 1)).all():
+        values = np.unique(arr)[:6].tolist()
+        raise MddpmError(f"{path}: {name} is not binary (values {values}); set \"label_encoding\": \"gt0\" "
+                         f"in dataset.json to binarise it with > 0")
+    if arr.min() < 0:
+        raise MddpmError(f"{path}: {name} has negative values (min {float(arr.min()):g})")
+
+
+def _prepare_job(job: tuple) -> PreparedVolume:
+    return _prepare_case(*job)
+
+
 def _worker_init(threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper", force: bool = False,
@@ -364,15 +310,21 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     sources = [p for c in cases for p in (c.image, c.mask, c.label) if p is not None]
     for p in sources:
         if not p.is_file():
-            raise MddpmError(f"{p}: file not found")
+            raise MddpmError(f"{p}: {missing_file(p)}")
+    axes = ["".join(nib.aff2axcodes(open_nifti(c.image).affine)) for c in cases]  # headers only
+    usual, odd = odd_orientations(axes)
+    if odd:
+        raise MddpmError(f"{cases[odd[0]].image}: voxel axes point {axes[odd[0]]}, most images of the dataset "
+                         f"{usual} (reorient it like the others; `mddpm preprocess` does)")
     settings = {"prepare_version": PREPARE_VERSION, "grid": grid.settings(),
                 "dataset_json_sha256": hashlib.sha256((root / "dataset.json").read_bytes()).hexdigest(),
                 "files_fingerprint": _file_fingerprint(sources)}
     out = prepared_path(root, grid)
     if out.exists() and not force:
-        if _cache_matches(out, settings):
+        problem = _reuse_problem(out, settings)
+        if problem is None:
             return out
-        _say(f"{out}: cache is stale (settings or source files changed); rebuilding")
+        print(f"{out}: cache is {problem}; rebuilding", file=sys.stderr)
     if out.exists():  # replaced below: only when it holds nothing but an earlier cache
         check_output_folder(out, True, ["prepared.json", *(f"{name}.npy" for name in ARRAYS)])
 
@@ -380,40 +332,46 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MddpmError(f"{out.parent}: cannot create the cache folder ({e.strerror})") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{grid.tag}.", suffix=".tmp", dir=out.parent))
-    try:
-        affines = _build(tmp, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
-        write_json(tmp / "prepared.json", {
-            "grid": grid.settings(), "grid_tag": grid.tag,
-            "case_ids": [c.id for c in cases], "affines": affines,
-            "source": str(root), "dataset_json_sha256": settings["dataset_json_sha256"],
-            "settings": {**settings, "curvature_flow": CURVATURE_FLOW, "interpolation": {
-                "image": "cubic B-spline (SimpleITK sitkBSpline)", "mask": "nearest", "label": "nearest"},
-                "simpleitk": sitk.Version.VersionString()},
-        })
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with sigterm_raises():  # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
+        tmp = Path(tempfile.mkdtemp(prefix=f".{grid.tag}.", suffix=".tmp", dir=out.parent))
+        try:
+            affines = _build(tmp, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
+            write_json(tmp / "prepared.json", {
+                "grid": grid.settings(), "grid_tag": grid.tag,
+                "case_ids": [c.id for c in cases], "affines": affines,
+                "source": str(root), "dataset_json_sha256": settings["dataset_json_sha256"],
+                "settings": {**settings, "curvature_flow": CURVATURE_FLOW, "interpolation": {
+                    "image": "cubic B-spline (SimpleITK sitkBSpline)", "mask": "nearest", "label": "nearest"},
+                    "simpleitk": sitk.Version.VersionString()},
+            })
+            damage = cache_damage(tmp, read_volumes=True)
+            if damage is not None:
+                raise MddpmError(f"{out}: the new cache does not read back after writing (a full disk?): "
+                                 f"{damage.replace(str(tmp) + os.sep, '')}; nothing was replaced")
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _cache_matches(folder: Path, settings: dict) -> bool:
+def _reuse_problem(folder: Path, settings: dict) -> str | None:
+    """Why an existing cache cannot be reused (stale or damaged), or None."""
     try:
-        meta = read_json(folder / "prepared.json")
+        saved = read_json(folder / "prepared.json").get("settings", {})
     except MddpmError:
-        return False
-    if meta.get("settings", {}).get("prepare_version") != settings["prepare_version"]:
-        return False
-    keys = ("grid", "dataset_json_sha256", "files_fingerprint")
-    same = all(meta.get("settings", {}).get(k) == settings[k] for k in keys)
-    return same and all((folder / f"{name}.npy").is_file() for name in ARRAYS)
+        saved = {}
+    if not isinstance(saved, dict) or any(saved.get(k) != settings[k] for k in (
+            "prepare_version", "grid", "dataset_json_sha256", "files_fingerprint")):
+        return "stale (settings or source files changed)"
+    damage = cache_damage(folder)
+    return None if damage is None else f"damaged ({damage})"
 
 
 def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bool, label_encoding: str) -> list:
@@ -428,26 +386,10 @@ def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bo
         images[i], masks[i], affines[i] = vol.image, vol.mask, vol.affine.tolist()  # noqa: F821 (del'd after use)
         labels[i] = vol.label if vol.label is not None else 0  # noqa: F821
 
-    with progress_bar(f"prepare {grid.tag}", n, progress) as advance:
-        jobs = [(c.image, c.mask, c.label, grid, label_encoding) for c in cases]
-        workers = max(1, min(workers, n))
-        if workers == 1:
-            for i, job in enumerate(jobs):
-                store(i, _prepare_case(*job))
-                advance()
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-                futures = {pool.submit(_prepare_case, *job): i for i, job in enumerate(jobs)}
-                try:
-                    for fut in as_completed(futures):
-                        store(futures[fut], fut.result())
-                        advance()
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+    jobs = [(c.image, c.mask, c.label, grid, label_encoding) for c in cases]
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, n)))
+    parallel_map(_prepare_job, jobs, store, workers=workers, description=f"prepare {grid.tag}", progress=progress,
+                 initializer=_worker_init, initargs=(threads,))
     for a in (images, masks, labels):
         a.flush()
     del images, masks, labels

@@ -15,9 +15,7 @@ Case ``k`` of a set depends only on the dataset seed, the set name and ``k`` (no
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import functools
-import multiprocessing
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -31,7 +29,7 @@ from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_sizes import COUNT_ARGS
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, file_sha256, write_nifti
-from mddpm.progress import progress_bar
+from mddpm.parallel import parallel_map, sigterm_raises
 
 # (set name, group, role); the position in this list is part of every case's seed
 SETS: list[tuple[str, str, str]] = [
@@ -458,25 +456,18 @@ def _write_case(job: dict) -> dict:
 
 
 def _run_jobs(jobs: list[dict], anat: Anatomy, settings: SynthSettings, workers: int, progress: bool) -> list[dict]:
-    results: dict[str, dict] = {}
-    with progress_bar("synth", len(jobs), progress) as advance:
-        if workers <= 1:
-            _WORKER.update(anatomy=anat, settings=settings)
-            try:
-                for job in jobs:
-                    results[job["id"]] = _write_case(job)
-                    advance()
-            finally:
-                _WORKER.clear()
-        else:
-            context = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-            with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                             initargs=(anat, settings)) as pool:
-                pending = {pool.submit(_write_case, job): job["id"] for job in jobs}
-                for done in futures.as_completed(pending):
-                    results[pending[done]] = done.result()
-                    advance()
-    return [results[job["id"]] for job in jobs]
+    results: list[dict | None] = [None] * len(jobs)
+
+    def store(i: int, result: dict) -> None:
+        results[i] = result
+
+    _WORKER.update(anatomy=anat, settings=settings)  # read by _write_case when it runs in this process
+    try:
+        parallel_map(_write_case, jobs, store, workers=workers, description="synth", progress=progress,
+                     initializer=_init_worker, initargs=(anat, settings))
+    finally:
+        _WORKER.clear()
+    return results
 
 
 def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_val: int, n_tumour_test: int,
@@ -510,39 +501,40 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
                  for k, cid in enumerate(ids)]
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        for job in jobs:
-            job["root"] = str(tmp)
-        results = _run_jobs(jobs, anat, settings, workers, progress)
-        save_dataset_json(tmp, {
-            "name": out.name, "modality": "T2",
-            "geometry": {"space": "MNI152NLin2009aSym (nilearn), cropped per case to its brain box",
-                         "spacing_mm": [spacing_mm] * 3, "shape": None},
-            "cases": [r["entry"] for r in results],
-            "splits": splits,
-            "folds": [{"train": splits["train"], "val": splits["val"]}],
-            "label_encoding": "binary",
-            "provenance": [{"step": "synth", "tool": f"mddpm {__version__} (mddpm.data.synth.synthesize)",
-                            "settings": {**counts, "seed": seed, "spacing_mm": spacing_mm,
-                                         "case_seed": "SeedSequence([seed, set index, case index])",
-                                         "set_order": [name for name, _, _ in SETS],
-                                         "anatomy": {"source": "nilearn wheel", "nilearn": _nilearn_version(),
-                                                     "files": anat.files, "working_shape": list(anat.mask.shape)},
-                                         "generation": asdict(settings),
-                                         "cases": {r["entry"]["id"]: r["info"] for r in results}}}],
-        })
-        clear_outputs(out, earlier)
-        if out.is_dir():
-            try:
-                out.rmdir()
-            except OSError:
-                raise MddpmError(f"{out}: still holds folders after --force removed the earlier dataset; "
-                                 "move them and run again") from None
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with sigterm_raises():  # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            for job in jobs:
+                job["root"] = str(tmp)
+            results = _run_jobs(jobs, anat, settings, workers, progress)
+            save_dataset_json(tmp, {
+                "name": out.name, "modality": "T2",
+                "geometry": {"space": "MNI152NLin2009aSym (nilearn), cropped per case to its brain box",
+                             "spacing_mm": [spacing_mm] * 3, "shape": None},
+                "cases": [r["entry"] for r in results],
+                "splits": splits,
+                "folds": [{"train": splits["train"], "val": splits["val"]}],
+                "label_encoding": "binary",
+                "provenance": [{"step": "synth", "tool": f"mddpm {__version__} (mddpm.data.synth.synthesize)",
+                                "settings": {**counts, "seed": seed, "spacing_mm": spacing_mm,
+                                             "case_seed": "SeedSequence([seed, set index, case index])",
+                                             "set_order": [name for name, _, _ in SETS],
+                                             "anatomy": {"source": "nilearn wheel", "nilearn": _nilearn_version(),
+                                                         "files": anat.files, "working_shape": list(anat.mask.shape)},
+                                             "generation": asdict(settings),
+                                             "cases": {r["entry"]["id"]: r["info"] for r in results}}}],
+            })
+            clear_outputs(out, earlier)
+            if out.is_dir():
+                try:
+                    out.rmdir()
+                except OSError:
+                    raise MddpmError(f"{out}: still holds folders after --force removed the earlier dataset; "
+                                     "move them and run again") from None
+            tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return out
 
 

@@ -8,10 +8,12 @@ few volumes whatever the dataset size.
 Severities:
 
 * ``error``: the dataset cannot be used as it is (missing or unreadable file, shape or affine
-  mismatch, not 3-D, NaN/Inf, empty brain mask, constant image, non-binary labels under
+  mismatch, not 3-D, NaN/Inf, empty brain mask, constant image, an image whose voxel axes point
+  elsewhere than most images', non-binary labels under
   ``label_encoding: "binary"``, duplicate case id, a split naming an unknown case, an anomalous case
   without label, ...);
-* ``warning``: probably a mistake, but the pipeline runs (negative intensities, a case in two
+* ``warning``: probably a mistake, but the pipeline runs (negative intensities, a voxel size other than
+  ``geometry.spacing_mm``, a case in two
   splits that should be disjoint, anomalous cases in a training split, an empty lesion label, ...);
 * ``note``: worth knowing, nothing to fix (BraTS-style labels {0, 1, 2, 4} binarised with ``> 0``
   under ``label_encoding: "gt0"``, a healthy case that has a label, ...).
@@ -26,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import nibabel as nib
 import numpy as np
 
 from mddpm.data.schema import MAX_LISTED, Entry, Problem, check_structure, listing
 from mddpm.errors import MddpmError
-from mddpm.io import first_line, open_nifti
+from mddpm.io import first_line, missing_file, open_nifti
 
 SEVERITIES = ("error", "warning", "note")
 AFFINE_TOLERANCE_MM = 1e-3
@@ -107,6 +110,7 @@ def check_dataset(
             problems.extend(check.problems)
             result.n_files += check.n_files
         _aggregate_notes(checks, encoding, where, problems)
+        _check_orientations(checks, problems)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -123,6 +127,7 @@ class _CaseCheck:
     problems: list[Problem] = field(default_factory=list)
     n_files: int = 0
     label_values: set[float] = field(default_factory=set)  # non-{0,1} values accepted under gt0
+    image: tuple[str, str, str] | None = None  # (case id, image path, axis codes such as "RAS")
     mask_values: set[float] = field(default_factory=set)
 
 
@@ -170,6 +175,7 @@ def _check_case(entry: Entry, encoding: str, geometry: dict, voxels: bool) -> _C
             brain = None
     if image is not None:
         _check_geometry(image, geometry, report)
+        out.image = (entry.id, str(image.path), "".join(nib.aff2axcodes(image.affine)))
     if image is not None and image.data is not None:
         _check_image(image, brain, report)
     if label is not None and label.data is not None:
@@ -183,7 +189,7 @@ def _load(path: Path, report, voxels: bool) -> _Volume | None:
     """Read one NIfTI file (header, and voxels unless not ``voxels``, once); report and return
     None when unusable. ``.data`` is None when voxels were not read or cannot be trusted."""
     if not path.is_file():
-        report("error", "missing-file", path, "file not found")
+        report("error", "missing-file", path, missing_file(path))
         return None
     try:
         img = open_nifti(path)
@@ -262,6 +268,22 @@ def _check_binary(vol: _Volume, name: str, code: str, encoding: str, report) -> 
         report("error", f"{code}-negative", vol.path, f"{name} has negative values ({shown})")
         return set()
     return {float(v) for v in others[:MAX_LISTED]}
+
+
+def odd_orientations(axes: list[str]) -> tuple[str, list[int]]:
+    """``(the most common axis codes, indices of the images whose codes differ)``: prepare keeps each file's
+    voxel axes, so an image stored permuted or flipped would reach the model rotated."""
+    usual = max(set(axes), key=axes.count) if axes else ""
+    return usual, [i for i, a in enumerate(axes) if a != usual]
+
+
+def _check_orientations(checks: list[_CaseCheck], problems: list[Problem]) -> None:
+    images = [c.image for c in checks if c.image is not None]
+    usual, odd = odd_orientations([a for _, _, a in images])
+    for i in odd:
+        cid, path, axes = images[i]
+        problems.append(Problem("error", "orientation", path, f"voxel axes point {axes}, most images' {usual} "
+                                "(reorient it like the others; `mddpm preprocess` does)", cid))
 
 
 def _aggregate_notes(checks: list[_CaseCheck], encoding: str, where: str, problems: list[Problem]) -> None:

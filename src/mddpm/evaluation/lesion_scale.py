@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from mddpm.data.prepare import load_prepared
+from mddpm.data.cache import load_prepared
 from mddpm.errors import MddpmError
 from mddpm.evaluation.postprocess import CC_MAX_SIZE, MEDIAN_KERNEL
 

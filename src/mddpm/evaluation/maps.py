@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mddpm.data.prepare import Prepared, load_prepared
+from mddpm.data.cache import Prepared, load_prepared
 from mddpm.data.verify import AFFINE_TOLERANCE_MM
 from mddpm.errors import MddpmError
 from mddpm.io import case_file, check_case_id, open_nifti, read_json, read_nifti

@@ -1,8 +1,9 @@
 """``detect``: one new scan + a trained run -> anomaly map and lesion segmentation in the scan's geometry.
 
 The scan must already be in the template space of the run's training data (same orientation and
-resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans) and comes
-with its brain mask. Steps: read and check the scan and mask; bring them onto the run's prepared grid
+resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans; another
+orientation or voxel size is refused) and comes with its brain mask. Steps: read and check the scan and
+mask; bring them onto the run's prepared grid
 (:func:`mddpm.data.prepare.prepare_volume`); score (the run's method and defaults, one generator seeded
 from ``train.seed``); post-process as published (eroded-mask multiply, 3-D median); threshold; remove
 small components; resample map (linear) and segmentation (nearest) back to the scan's own voxel grid
@@ -18,13 +19,16 @@ another ``threshold.json``; that file's ``postprocess`` settings are used too.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from mddpm import __version__
+from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
 from mddpm.errors import MddpmError
 from mddpm.evaluation.scoring import Scoring
@@ -46,6 +50,7 @@ from mddpm.run_folder import RunFolder
 from mddpm.seeds import derive_seed
 from mddpm.weights import build_from_weights
 
+SPACING_TOLERANCE = 0.2  # relative difference of a voxel size from the training scans' that is refused
 OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "detect.json")
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
 
@@ -103,6 +108,9 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
         raise MddpmError(f"{mask}: shape {brain.shape} differs from the scan {scan} {image.shape}")
     if not np.allclose(mask_affine, affine, atol=1e-3):
         raise MddpmError(f"{mask}: affine differs from the scan {scan} (mask and scan must share one voxel grid)")
+    if not np.isin(brain, (0, 1)).all():
+        raise MddpmError(f"{mask}: brain mask is not binary (values {np.unique(brain)[:6].tolist()}); "
+                         "threshold it first (e.g. > 0.5)")
     brain = brain > 0
     if not brain.any():
         raise MddpmError(f"{mask}: brain mask is empty")
@@ -177,9 +185,11 @@ def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLi
     scan, out = Path(scan).resolve(), Path(out).resolve()
     pairs = pair_scans(scan, mask)
     folder = scan.is_dir()
-    if folder:  # headers of every pair before anything is scored or written (no partial folder for a bad file)
-        for scan_path, mask_path in pairs.values():
+    reference = training_reference(Path(run).resolve(), scan)
+    for scan_path, mask_path in pairs.values():  # headers first: a bad file leaves no partial output folder
+        if folder:
             check_pair_header(scan_path, mask_path)
+        check_geometry(scan_path, open_nifti(scan_path).affine, reference)
     model = load_run(run, threshold, device, precision)
     check_output_folder(out, force, [f"*/{name}" for name in OUTPUT_FILES] if folder else OUTPUT_FILES)
     with progress_bar("detect", len(pairs), progress, label="scoring") as advance:
@@ -214,6 +224,40 @@ def pair_scans(scan: Path, mask: str | os.PathLike | None) -> dict[str, tuple[Pa
         check_case_id(key, paths[0])
         pairs[key] = (paths[0], masks[key][0])
     return pairs
+
+
+def training_reference(run: Path, scan: Path) -> tuple[np.ndarray, Path] | None:
+    """``(affine, path)`` of the first training case of the dataset in ``RUN/config.json`` (its header only),
+    or None, with a note on stderr, when that cannot be read (a run moved without its data)."""
+    try:
+        ds = load_dataset(read_json(run / "config.json")["dataset"])
+        path = next(iter(ds.cases.values())).image
+        return np.asarray(open_nifti(path).affine, dtype=np.float64), path
+    except (MddpmError, KeyError, TypeError, StopIteration, OSError):
+        print(f"mddpm detect: note: {scan}: orientation and voxel size not checked (the training data of "
+              f"{run} cannot be read)", file=sys.stderr)
+        return None
+
+
+def check_geometry(scan: Path, affine: np.ndarray, reference: tuple[np.ndarray, Path] | None) -> None:
+    """Refuse a scan whose voxel axes point elsewhere than the training scans' (``reference``), or whose voxel
+    size differs from theirs by more than :data:`SPACING_TOLERANCE`: a permuted scan, or a header that lies
+    about spacing, would be segmented wrongly without a word."""
+    if reference is None:
+        return
+    expected_affine, path = reference
+    axes, expected_axes = "".join(nib.aff2axcodes(affine)), "".join(nib.aff2axcodes(expected_affine))
+    if axes != expected_axes:
+        raise MddpmError(f"{scan}: voxel axes point {axes}, the run's training scans {expected_axes} (e.g. "
+                         f"{path}); reorient the scan like the training data (`mddpm preprocess` does)")
+    spacing, expected = voxel_sizes(affine), voxel_sizes(expected_affine)
+    if np.any(np.abs(spacing / expected - 1) > SPACING_TOLERANCE):
+        raise MddpmError(f"{scan}: voxel size {_mm(spacing)} mm, the run's training scans {_mm(expected)} mm (e.g. "
+                         f"{path}); resample the scan like the training data (`mddpm preprocess` does)")
+
+
+def _mm(sizes: np.ndarray) -> str:
+    return "x".join(f"{float(s):.3g}" for s in sizes)
 
 
 def check_pair_header(scan: Path, mask: Path) -> None:

@@ -2,8 +2,10 @@
 
 Writes ``OUT/<case>.nii.gz`` (the raw score map, float32 ``[H, W, Z]`` on the prepared grid with its
 affine), ``OUT/recon/<case>.nii.gz`` (the reconstruction) and, last, ``OUT/predict.json``; a folder
-without ``predict.json`` is an unfinished prediction. Volumes are streamed one at a time, each as
-one batch of its slices (the method splits it into chunks if it must).
+without ``predict.json`` is an unfinished prediction. Every file is written atomically, and
+``OUT/predict.started.json`` records the request while it runs: running the same request again on an
+interrupted folder (no ``--force`` needed) scores only the cases whose map is missing. Volumes are
+streamed one at a time, each as one batch of its slices (the method splits it into chunks if it must).
 
 Each case gets its own generator seeded from ``(train.seed, crc32(case id))``, so a case's map does not
 depend on the split, the order or the other cases.
@@ -33,18 +35,21 @@ import numpy as np
 import torch
 
 from mddpm import __version__
+from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import get_grid, load_prepared, prepare_dataset
+from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.inference.scores import SCORES, SSIM_L1_ALPHA, SSIM_SIGMA, SSIM_WINDOW, anomaly_score
 from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
 from mddpm.methods.base import AnomalyMethod
+from mddpm.parallel import sigterm_raises
 from mddpm.progress import track
 from mddpm.run_folder import RunFolder
 from mddpm.seeds import derive_seed
 from mddpm.weights import build_from_weights
 
 PRECISIONS = ("32", "bf16")
+STARTED = "predict.started.json"  # the request of a prediction under way; replaced by predict.json at the end
 NOISE_PER = ("volume", "slice")
 
 
@@ -169,32 +174,31 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     case_ids = [c.id for c in load_dataset(dataset_root).split(split)]
     if not case_ids:
         raise MddpmError(f"{dataset_root / 'dataset.json'}: split {split!r} is empty")
-    earlier = check_output_folder(out, force, _own_files(out, case_ids))
+    request = {"weights": str(RunFolder(run).weights(weights)), "weights_step": payload["step"],
+               "dataset": str(dataset_root),
+               "split": split, "case_ids": case_ids, "precision": precision, "noise_per": noise_per,
+               "t_fix": t_values, "score": score, "chunk_size": chunk_size, "device": str(device)}
+    resumed, earlier = _resumable(out, request, force)
+    if resumed is None:
+        earlier = check_output_folder(out, force, _own_files(out, case_ids))
     prepared = load_prepared(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress))
     method.to(device)
 
     clear_outputs(out, earlier)
+    write_json(out / STARTED, request)
+    todo = [c for c in case_ids if c not in (resumed or ())]
     seconds = []
-    for case_id in track(case_ids, f"predict {split}", progress):
-        image, mask, _ = prepared.volume(case_id)
-        # a copy: the cache is read-only
-        x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)
-        m = torch.from_numpy(np.array(mask, dtype=np.float32)).unsqueeze(1).to(device)
-        start = time.perf_counter()
-        amap, recon = score_volume(method, x, m, case_generator(cfg["train"]["seed"], case_id, device),
-                                   score, t_values, precision)
-        amap, recon = amap[:, 0].cpu().numpy(), recon[:, 0].cpu().numpy()  # [Z, H, W]; waits for the device
-        seconds.append(time.perf_counter() - start)
-        affine = prepared.affines[prepared.index(case_id)]
-        write_nifti(case_file(out, case_id, ".nii.gz"), amap.transpose(1, 2, 0), affine)
-        write_nifti(case_file(out, case_id, ".nii.gz", "recon"), recon.transpose(1, 2, 0), affine)
+    with sigterm_raises():  # an atomic write cut short by SIGTERM removes its temporary file
+        _score_cases(method, prepared, todo, out, cfg["train"]["seed"], score, t_values, precision, device,
+                     f"predict {split}", progress, seconds)
 
     settings = {
         "weights": str(RunFolder(run).weights(weights)), "weights_step": payload["step"], "precision": precision,
         "noise_per": noise_per, "t_fix": t_values or (None if options.t_fix is None else [options.t_fix]),
         "score": score, "chunk_size": options.chunk_size,
         "device": str(device), "seed": cfg["train"]["seed"], "seeding": "per case: (train.seed, crc32(case id))",
-        "seconds_per_volume": float(np.mean(seconds)), "seconds_per_volume_first": seconds[0],
+        "seconds_per_volume": float(np.mean(seconds)) if seconds else None,
+        "seconds_per_volume_first": seconds[0] if seconds else None, "resumed_cases": len(case_ids) - len(todo),
         "mddpm_version": __version__,
     }
     if score == "ssim-l1":
@@ -202,19 +206,60 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     write_json(out / "predict.json", {"prepared": str(prepared.folder.resolve()), "dataset": str(dataset_root),
                                       "split": split, "case_ids": case_ids, "run": str(run), "config": cfg,
                                       "settings": settings})
+    (out / STARTED).unlink()
     steady = f", {np.mean(seconds[1:]):.3f} s after the first" if len(seconds) > 1 else ""
-    print(f"predicted {len(case_ids)} volumes on {device}: {np.mean(seconds):.3f} s/volume{steady}; maps in {out}")
+    timing = f": {np.mean(seconds):.3f} s/volume{steady}" if seconds else ""
+    again = f" (resumed: {len(case_ids) - len(todo)} were already done)" if resumed is not None else ""
+    print(f"predicted {len(todo)} volumes on {device}{timing}{again}; maps in {out}")
     return out
 
 
-def _own_files(out: Path, case_ids: list[str]) -> list[str]:
-    """What predict writes into ``out`` for ``case_ids``, and what an earlier predict.json says it wrote
-    (``--force`` removes those and refuses a folder holding anything else)."""
-    try:
-        earlier = read_json(out / "predict.json").get("case_ids", []) if (out / "predict.json").is_file() else []
-    except MddpmError:
-        earlier = []
-    ids = {str(c) for c in (earlier if isinstance(earlier, list) else [])} | set(case_ids)
-    names = [glob.escape(f"{c}.nii.gz") for c in sorted(ids)]
-    return ["predict.json", *names, *(f"recon/{n}" for n in names)]
+def _score_cases(method: AnomalyMethod, prepared, case_ids: list[str], out: Path, seed: int, score: str,
+                 t_values: list[int] | None, precision: str, device: torch.device, description: str, progress: bool,
+                 seconds: list[float]) -> None:
+    """Write the map and reconstruction of each case; the seconds each volume took are appended to ``seconds``."""
+    for case_id in track(case_ids, description, progress):
+        image, mask, _ = prepared.volume(case_id)
+        # a copy: the cache is read-only
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)
+        m = torch.from_numpy(np.array(mask, dtype=np.float32)).unsqueeze(1).to(device)
+        start = time.perf_counter()
+        amap, recon = score_volume(method, x, m, case_generator(seed, case_id, device), score, t_values, precision)
+        amap, recon = amap[:, 0].cpu().numpy(), recon[:, 0].cpu().numpy()  # [Z, H, W]; waits for the device
+        seconds.append(time.perf_counter() - start)
+        affine = prepared.affines[prepared.index(case_id)]
+        # the reconstruction first: a map on disk means its case is complete (each file is written atomically)
+        write_nifti(case_file(out, case_id, ".nii.gz", "recon"), recon.transpose(1, 2, 0), affine)
+        write_nifti(case_file(out, case_id, ".nii.gz"), amap.transpose(1, 2, 0), affine)
 
+
+def _resumable(out: Path, request: dict, force: bool) -> tuple[set[str] | None, list[Path]]:
+    """``(cases already done, leftover temporary files)`` when ``out`` holds an interrupted prediction of the
+    same request (and nothing else), else ``(None, [])``. Without ``force`` another interrupted prediction
+    is refused."""
+    if force or (out / "predict.json").exists() or not (out / STARTED).is_file():
+        return None, []
+    try:
+        started = read_json(out / STARTED)
+    except MddpmError:
+        started = None
+    if started != request:
+        raise MddpmError(f"{out}: holds an interrupted prediction with other settings (see {STARTED}); "
+                         "use --force to start it again")
+    files = check_output_folder(out, True, _own_files(out, request["case_ids"]))  # refuses foreign files
+    leftovers = [f for f in files if f.name.startswith(".") and ".tmp" in f.name]  # of a killed atomic write
+    return {c for c in request["case_ids"] if case_file(out, c, ".nii.gz").is_file()}, leftovers
+
+
+def _own_files(out: Path, case_ids: list[str]) -> list[str]:
+    """What predict writes into ``out`` for ``case_ids``, and what an earlier predict.json (or the request
+    of an interrupted prediction) says it wrote (``--force`` removes those and refuses anything else)."""
+    ids = set(case_ids)
+    for name in ("predict.json", STARTED):
+        try:
+            earlier = read_json(out / name).get("case_ids", []) if (out / name).is_file() else []
+        except MddpmError:
+            earlier = []
+        ids |= {str(c) for c in (earlier if isinstance(earlier, list) else [])}
+    names = [glob.escape(f"{c}.nii.gz") for c in sorted(ids)]
+    return ["predict.json", STARTED, *names, *(f"recon/{n}" for n in names)]

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,14 +27,14 @@ import SimpleITK as sitk
 
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
-from mddpm.errors import MddpmError
-from mddpm.io import case_id_problem, read_json, write_json, write_nifti
+from mddpm.errors import MddpmError, one_line
+from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti
+from mddpm.parallel import parallel_map
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
 from mddpm.preprocess.layout import Inputs, find_inputs, index_folder
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
 from mddpm.preprocess.template import load_template, template_fingerprint
-from mddpm.progress import progress_bar
 
 PIPELINE_VERSION = 1  # bump when the algorithm changes: finished cases of older versions are redone
 STATE_DIR = ".preprocess"
@@ -110,10 +108,9 @@ class _Timer:
         self.cpu_seconds[self.name] = round(time.process_time() - self.cpu_start, 3)
         if err is None or not isinstance(err, Exception):
             return False
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, MddpmError) and self.name == "read":
             raise err  # read errors already name their file
-        detail = msg if isinstance(err, MddpmError) else f"{type(err).__name__}: {msg[:200]}"
+        detail = str(err) if isinstance(err, MddpmError) else first_line(err)
         raise MddpmError(f"{self.case.image}: {self.name}: {detail}") from None
 
 
@@ -396,8 +393,6 @@ def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: Preproc
 
 def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, digest: str, workers: int,
                progress: bool, report: PreprocessReport) -> None:
-    workers = max(1, min(workers, len(todo)))
-
     def done(case: CaseInputs, marker: dict | None, error: BaseException | None) -> None:
         if error is None:
             report.processed.append(case.id)
@@ -405,32 +400,13 @@ def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, 
         elif isinstance(error, MddpmError):
             report.failures.append(str(error))
         else:
-            report.failures.append(f"{case.image}: {type(error).__name__}: "
-                                   f"{str(error).splitlines()[0] if str(error) else ''}")
+            report.failures.append(f"{case.image}: {first_line(error)}")
 
-    with progress_bar("preprocess", len(todo), progress and bool(todo)) as advance:
-        if workers == 1:
-            for c in todo:
-                try:
-                    done(c, run_case(c, out, settings, digest), None)
-                except Exception as e:  # one bad case must not stop the others
-                    done(c, None, e)
-                advance(c.id)
-            return
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(_run_job, (c, out, settings, digest)): c for c in todo}
-            try:
-                for fut in as_completed(futures):
-                    c = futures[fut]
-                    err = fut.exception()
-                    done(c, None if err else fut.result(), err)
-                    advance(c.id)
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(todo))))
+    parallel_map(_run_job, [(c, out, settings, digest) for c in todo], lambda i, marker: done(todo[i], marker, None),
+                 workers=workers, description="preprocess", progress=progress, initializer=_worker_init,
+                 initargs=(threads,), label=lambda job: job[0].id,
+                 on_error=lambda i, error: done(todo[i], None, error))  # one bad case must not stop the others
 
 
 def write_dataset_json(out: Path, cases: list[CaseInputs], markers: dict[str, dict], settings: PreprocessSettings,
@@ -506,7 +482,7 @@ def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> lis
 def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ") -> None:
     """Failures one line each on stderr (``prefix`` + "file: problem"), then a summary on stdout."""
     for line in report.failures:
-        print(prefix + line, file=sys.stderr)
+        print(prefix + one_line(line), file=sys.stderr)
     total = len(report.processed) + len(report.skipped)
     secs = [m["seconds"] for cid, m in report.markers.items() if cid in report.processed]
     mean = f", {np.mean([sum(s.values()) for s in secs]):.1f} s per case" if secs else ""

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from mddpm.errors import MddpmError
-from mddpm.io import read_nifti
+from mddpm.io import first_line, read_nifti
 
 # ITK's world is LPS, NIfTI's is RAS: the two differ by a flip of x and y
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -36,8 +36,7 @@ def read_volume(path: str | Path, *, label: bool = False) -> sitk.Image:
     try:
         img = sitk.ReadImage(str(path)) if label else sitk.ReadImage(str(path), sitk.sitkFloat32)
     except RuntimeError as e:
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "unknown error")
-        raise MddpmError(f"{path}: cannot read as NIfTI/NRRD/MHA ({first[:160]})") from None
+        raise MddpmError(f"{path}: cannot read as NIfTI/NRRD/MHA ({first_line(e)})") from None
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise MddpmError(f"{path}: has {img.GetNumberOfComponentsPerPixel()} components per voxel (expected a scalar "
                          "image)")
@@ -159,8 +158,7 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, s: RegistrationSettin
     try:
         transform = reg.Execute(fixed, moving)
     except RuntimeError as e:
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "unknown error")
-        raise MddpmError(f"registration failed ({first[:160]})") from None
+        raise MddpmError(f"registration failed ({first_line(e)})") from None
     info = {"metric": float(reg.GetMetricValue()), "iterations_last_level": int(reg.GetOptimizerIteration()),
             "stop": reg.GetOptimizerStopConditionDescription()}
     return transform, info

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mddpm.data.prepare import load_prepared
+from mddpm.data.cache import load_prepared
 from mddpm.data.slicebank import SliceBank
 from mddpm.methods.base import AnomalyMethod
 from mddpm.seeds import derive_seed

@@ -44,6 +44,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
+from mddpm.parallel import default_sigterm
 from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.run_folder import RUN_FILES, RunFolder
 from mddpm.training.loggers import Tracking, make_loggers, parse_logger
@@ -141,7 +142,8 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # inside Lightning 2.6
         try:
-            trainer.fit(module, ckpt_path=str(RunFolder(run).checkpoint("last")) if resume else None)
+            with default_sigterm():  # Lightning's SIGTERM handling, not the command line's
+                trainer.fit(module, ckpt_path=str(RunFolder(run).checkpoint("last")) if resume else None)
         except SIGTERMException:  # a SystemExit with code None (exit 0): last.ckpt is saved by then
             raise MddpmError(f"{run}: training stopped by SIGTERM at step {trainer.global_step}; "
                              "continue with --resume") from None

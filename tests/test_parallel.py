@@ -1,0 +1,163 @@
+"""mddpm.parallel: results, errors, and the teardown on SIGTERM / Ctrl-C (real signals sent to subprocesses)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mddpm.cli import main as cli_main
+from mddpm.parallel import parallel_map
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_reach_the_caller_and_errors_follow_the_rule(workers):
+    got, errors = {}, {}
+    parallel_map(math.sqrt, [4.0, -1.0, 9.0], got.__setitem__, workers=workers, description="t", progress=False,
+                 on_error=lambda i, e: errors.__setitem__(i, type(e)))
+    assert got == {0: 2.0, 2: 3.0} and errors == {1: ValueError}
+    with pytest.raises(ValueError, match="math domain error"):  # without on_error the first error is raised
+        parallel_map(math.sqrt, [4.0, -1.0], lambda i, r: None, workers=workers, description="t", progress=False)
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except (OSError, ValueError):
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# a command-like script: a temporary folder that its `finally` removes, a pool of workers that would each
+# run for a minute, and the command line's way of reporting an interrupt
+SCRIPT = textwrap.dedent("""
+    import shutil, sys, tempfile, time
+    from mddpm.errors import Terminated
+    from mddpm.parallel import parallel_map, sigterm_raises
+    if __name__ == "__main__":
+        try:
+            with sigterm_raises():
+                tmp = tempfile.mkdtemp(prefix=".job.", suffix=".tmp", dir=sys.argv[1])
+                try:
+                    parallel_map(time.sleep, [60.0] * 3, lambda i, r: None, workers=2, description="t", progress=False)
+                finally:
+                    shutil.rmtree(tmp)
+        except KeyboardInterrupt as e:
+            print("stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
+""")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to list child processes")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_workers_and_removes_the_temporary_folder(tmp_path, sig):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(work)], env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: Ctrl-C reaches the workers too
+    deadline = time.monotonic() + 60
+    while len([p for p in _children(proc.pid) if _alive(p)]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = _children(proc.pid)
+    assert len(children) >= 2, "the workers did not start"
+    assert list(work.iterdir()), "the temporary folder was not made"
+    time.sleep(0.5)  # the workers are inside their jobs
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # what a terminal's Ctrl-C does
+    else:
+        proc.send_signal(sig)  # what `kill` or a scheduler does: the parent only
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else 130), err
+    assert err.strip().splitlines() == ["stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"]
+    assert not list(work.iterdir()), "temporary folder left behind"
+    deadline = time.monotonic() + 10
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in children if _alive(p)], "orphaned worker processes"
+
+
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    assert cli_main.main(["verify", "x"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["mddpm: interrupted"]
+
+
+def _interrupt_command(argv: list[str], folder: Path, sig: int) -> tuple[int, str, list[int]]:
+    """Run ``mddpm ARGV`` in its own process group, send ``sig`` once its workers run (to the group for
+    SIGINT, as a terminal does; to the command for SIGTERM); return (exit code, stderr, worker pids)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mddpm.cli.main", *argv], env=env, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len([p for p in _children(proc.pid) if _alive(p)]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    children = _children(proc.pid)
+    assert len(children) >= 2 and proc.poll() is None, "the workers did not start (or the command ended first)"
+    time.sleep(1.0)
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(map(_alive, children)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return proc.returncode, err, [p for p in children if _alive(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to list child processes")
+def test_sigterm_during_synth_leaves_no_temporary_folder_and_no_worker(tmp_path):
+    code, err, alive = _interrupt_command(["synth", str(tmp_path / "synth"), "--size", "small", "--workers", "2",
+                                           "--no-progress"], tmp_path, signal.SIGTERM)
+    assert (code, err.strip().splitlines()) == (143, ["mddpm synth: stopped by SIGTERM"])
+    assert not alive and not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to list child processes")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_prepare_leaves_no_temporary_folder_and_no_worker(tmp_path, sig):
+    from mddpm.data.phantom import make_phantom_dataset
+
+    dataset = make_phantom_dataset(tmp_path / "phantom", shape=(96, 96, 48), n_healthy=24, n_anomalous=2)
+    code, err, alive = _interrupt_command(["prepare", str(dataset), "--grid", "paper", "--workers", "2",
+                                           "--no-progress"], tmp_path, sig)
+    stopped = "stopped by SIGTERM" if sig == signal.SIGTERM else "interrupted"
+    assert (code, err.strip().splitlines()) == (143 if sig == signal.SIGTERM else 130, [f"mddpm prepare: {stopped}"])
+    assert not alive and not list((dataset / "prepared").glob("*")), "a worker or a temporary folder left"
+
+
+def test_sigterm_at_any_moment_of_a_command_is_one_line():
+    """Outside any pool or temporary folder too (here: inside a command's body)."""
+    code = ("import os, signal, sys, time; import mddpm.cli.list as command; "
+            "command.run = lambda args: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(30)); "
+            "from mddpm.cli.main import main; sys.exit(main(['list', 'methods']))")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr.splitlines()) == (143, ["mddpm list: stopped by SIGTERM"])
