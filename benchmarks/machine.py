@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,18 +58,35 @@ def machine() -> dict:
         mem_kb = None
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "memory_gib": None if mem_kb is None else mem_kb / 2**20, "load_average_start": list(os.getloadavg()),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version()}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "python": platform.python_version(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def machine_info(device=None) -> dict:
-    """:func:`machine` plus torch and mddpm versions, torch threads, the torch ``device`` (default CPU)
-    with its name and bf16 peak, and the git commit."""
+    """:func:`machine` plus torch, numpy and mddpm versions, torch threads, the GPUs, the torch ``device``
+    (default CPU) with its name and bf16 peak, and the git commit."""
+    import numpy as np
     import torch
 
     from mddpm import __version__
 
     device = torch.device("cpu") if device is None else torch.device(device)
-    return {**machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "mddpm": __version__,
-            "device": str(device),
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() \
+        else []
+    return {**machine(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
+            "mddpm": __version__, "gpus": gpus, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
             "bf16_peak_tflops": bf16_peak_tflops(device), "git_commit": git_commit()}
+
+
+def markdown_header(title: str, info: dict, command: str) -> list[str]:
+    """The opening lines of a results file (``info`` from :func:`machine_info`): what ran where, and how
+    loaded the machine was."""
+    gpus = f"; GPUs: {', '.join(info['gpus'])}" if info.get("gpus") else ""
+    return [f"# {title}", "", f"- command: `{command}`",
+            f"- machine: {info['cpu']}, {info['cores']} cores; torch {info['torch']} ({info['torch_threads']} "
+            "threads), "
+            f"numpy {info['numpy']}, Python {info['python']}{gpus}",
+            f"- commit: {info['git_commit']}; started {info['started']}",
+            f"- load average (1/5/15 min) at start {info['load_average_start']}, "
+            f"at end {info.get('load_average_end')}", ""]

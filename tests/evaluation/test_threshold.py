@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from mddpm.evaluation.metrics import RankedScores
+from mddpm.evaluation import threshold
+from mddpm.evaluation.metrics import PooledScores, RankedScores
 from mddpm.evaluation.threshold import (
     bisection_search,
     bisection_threshold,
+    exact_search,
     exact_threshold,
     fpr_thresholds,
     pooled_dice,
@@ -157,3 +159,59 @@ def test_fpr_thresholds_use_only_in_brain_voxels():
     assert everything.threshold == pytest.approx(0.4) and everything.details["healthy_voxels"] == 8
     (quarter,) = fpr_thresholds(scores, rates=(0.25,))  # 8 voxels: 2 may be above
     assert quarter.threshold == pytest.approx(0.3)
+
+
+def scan_every_distinct_score(ranked: RankedScores) -> tuple[float, float]:
+    """(τ, Dice) of the best ``A > τ`` found by scoring every distinct score of a ranking, highest τ
+    among ties (the exact rule written directly on the cumulative curve)."""
+    values, predicted, tp = ranked.curve()
+    dice = 2 * tp.double() / (predicted + ranked.n_positive).double()
+    i = int(torch.argmax(dice))
+    if i + 1 < values.numel():
+        return values[i + 1].item(), dice[i].item()
+    return torch.nextafter(values[i], torch.tensor(-math.inf, dtype=values.dtype)).item(), dice[i].item()
+
+
+@pytest.mark.parametrize("kind", ["maps", "signed", "ties", "float64", "all-lesion", "constant"])
+@pytest.mark.parametrize("sort_at", [1 << 18, 500])  # 500: several pruning passes before the scan
+def test_exact_on_a_pool_equals_a_scan_of_every_distinct_score(kind, sort_at, monkeypatch):
+    """Volumes pooled unsorted (the pruned search) against a full ranking of the same voxels."""
+    monkeypatch.setattr(threshold, "EXACT_SORT_AT", sort_at)
+    rng = np.random.default_rng(len(kind))
+    parts = []
+    for v in range(6):
+        scores, gt = random_maps(10 * v + len(kind), n=30000)
+        if kind == "signed":
+            scores = scores - np.float32(0.05)
+        elif kind == "ties":
+            scores = np.round(scores * 20).astype(np.float32) / 20
+        elif kind == "float64":
+            scores = scores.astype(np.float64) + rng.random(scores.size) * 1e-9
+        elif kind == "all-lesion":
+            gt = np.ones_like(gt)
+        elif kind == "constant":
+            scores = np.full_like(scores, 0.25)
+        parts.append((torch.from_numpy(scores), torch.from_numpy(gt)))
+    pooled = PooledScores.pool([PooledScores.from_scores(s, g) for s, g in parts])
+    ranked = RankedScores.pool([RankedScores.from_scores(s, g) for s, g in parts])
+    want = scan_every_distinct_score(ranked)
+    for source in (pooled, ranked):
+        got = exact_search(source)
+        assert (got.threshold, got.dice) == want
+    if kind == "maps" and sort_at == 500:  # only a few intervals are scored score by score
+        assert 1 <= exact_search(pooled).details["scores_scored"] < torch.unique(ranked.values).numel() // 4
+
+
+def test_bisection_drops_voxels_outside_its_interval_and_stays_exact():
+    """A pool whose healthy scores lie far below the lesion's: after the first steps the counts
+    read only the voxels still inside the interval, with the same steps as full passes."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    gt = rng.random(n) < 0.01
+    scores = (np.abs(rng.normal(0, 0.03, n)) + gt * rng.uniform(0.2, 0.6, n)).astype(np.float32)
+    pooled = PooledScores.from_scores(torch.from_numpy(scores), torch.from_numpy(gt))
+    counts = threshold._InwardCounts(pooled)
+    best_t, best_dice, steps = threshold.bisect(counts.dice, pooled.highest, narrow=counts.narrow)
+    assert counts.values.numel() < n // 10  # voxels were dropped
+    assert (best_dice, best_t) == naive_bisection(scores, gt)
+    assert steps == bisection_threshold(torch.from_numpy(scores), torch.from_numpy(gt)).steps

@@ -24,6 +24,7 @@ Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``thresho
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import sys
 from pathlib import Path
@@ -48,7 +49,12 @@ from mddpm.evaluation.metrics import (
     ratios,
 )
 from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
-from mddpm.evaluation.postprocess import PostprocessConstants, postprocess_constants, published_erosion_iterations
+from mddpm.evaluation.postprocess import (
+    PostprocessConstants,
+    cpu_threads,
+    postprocess_constants,
+    published_erosion_iterations,
+)
 from mddpm.evaluation.scoring import Scoring
 from mddpm.evaluation.segmentations import OUTPUT_PATTERN, source_dataset, write_native_segmentation
 from mddpm.evaluation.threshold import (
@@ -235,11 +241,11 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         log(f"warning: test maps come from run {test.meta.get('run')} but the threshold is chosen on maps of run "
             f"{val.meta.get('run')}")
 
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads() if dev.type == "cpu" else contextlib.nullcontext():
         val_pool = _pool_val(val, dev, log, scoring, progress)
         thresholds = {"bisection": bisection_search(val_pool)}
         if "exact" in rules:
-            thresholds["exact"] = exact_search(val_pool.ranked())
+            thresholds["exact"] = exact_search(val_pool)
         if healthy is not None:
             for result in fpr_search(_pool_healthy(healthy, dev, scoring, progress), FPR_RATES):
                 result.dice = pooled_dice(val_pool, result.threshold)

@@ -18,16 +18,23 @@ per 96×96×50 volume.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 
+from mddpm.evaluation.median import median_filter_3d
+
 CC_MAX_SIZE = 7  # components with at most this many voxels are removed (published: filled_area <= 7)
 MEDIAN_KERNEL = 5
 PUBLISHED_SPACING_MM = 2.0  # the voxel size the published constants were made for
 POSTPROCESS_RULES = ("published", "physical")
+# torch CPU threads while post-processing and scoring: the ops are small (one volume), so threads
+# cost more in start-up and, on a busy machine, in contention than they gain (docs/speed.md: 3.6x
+# slower per volume with 2 threads than with 1 on the 2-core machine under load)
+POSTPROCESS_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,17 @@ def postprocess_constants(rule: str, spacing_mm: float) -> PostprocessConstants:
 _CC_STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity (skimage label connectivity=3)
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int = POSTPROCESS_THREADS):
+    """Run the block with ``n`` torch CPU threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def published_erosion_iterations(width: int) -> int:
     """The published number of erosion steps: ``W // 25`` (3 for 96-voxel slices)."""
     return width // 25
@@ -79,81 +97,6 @@ def erode_mask_axial(mask: torch.Tensor, iterations: int = 3) -> torch.Tensor:
         outside = (outside | padded[..., :-2, 1:-1] | padded[..., 2:, 1:-1]
                    | padded[..., 1:-1, :-2] | padded[..., 1:-1, 2:])
     return ~outside
-
-
-def _symmetric_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
-    """Indices of a length-``n`` axis extended by ``pad`` each side with scipy's "reflect" rule
-    (half-sample symmetric: ``d c b a | a b c d | d c b a``), repeated for any ``pad``."""
-    i = torch.arange(-pad, n + pad, device=device) % (2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
-
-
-def pad_symmetric(x: torch.Tensor, pad: int, dims: tuple[int, ...]) -> torch.Tensor:
-    """Pad ``x`` by ``pad`` on both sides of each of ``dims`` like scipy's ``mode="reflect"``."""
-    for d in dims:
-        x = x.index_select(d, _symmetric_index(x.shape[d], pad, x.device))
-    return x
-
-
-def _box_sum(x: torch.Tensor, k: int, dims: tuple[int, ...]) -> torch.Tensor:
-    """Sum over a sliding window of ``k`` along each of ``dims`` (valid part only)."""
-    for d in dims:
-        x = x.unfold(d, k, 1).sum(-1)
-    return x
-
-
-def _window_medians_numpy(flat: torch.Tensor, corners: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Median of the windows ``flat[corners[i] + offsets]`` (CPU; numpy gather and introselect,
-    about 10× faster than torch's gather and ``median`` on the CPU)."""
-    rows = np.take(flat.numpy(), corners.numpy()[:, None] + offsets.numpy()[None, :])
-    k = rows.shape[1] // 2
-    return torch.from_numpy(np.partition(rows, k, axis=1)[:, k])
-
-
-def _window_medians_torch(flat: torch.Tensor, corners: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Median of the windows ``flat[corners[i] + offsets]`` (odd window size) on any device."""
-    return flat[corners[:, None] + offsets[None, :]].median(dim=1).values
-
-
-def median_filter_3d(x: torch.Tensor, kernel_size: int = MEDIAN_KERNEL, chunk: int = 1 << 14) -> torch.Tensor:
-    """3-D median filter of ``x`` [Z, H, W] or [N, Z, H, W] with a cubic window of odd size.
-
-    Exactly ``scipy.ndimage.median_filter(x, size=kernel_size, mode="reflect")`` per volume.
-    When ``x`` has no negative values, a window with at least half zeros has median 0, so only the
-    other voxels (typically the brain, ~30 % of a volume) are computed, by gathering their windows
-    ``chunk`` voxels at a time (memory ≈ ``chunk * kernel_size**3 * 12`` bytes with the indices).
-    """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"median kernel size must be odd and positive, got {kernel_size}")
-    single = x.dim() == 3
-    vols = x.unsqueeze(0) if single else x
-    if vols.dim() != 4:
-        raise ValueError(f"expected [Z, H, W] or [N, Z, H, W], got shape {tuple(x.shape)}")
-    r, window = kernel_size // 2, kernel_size ** 3
-    padded = pad_symmetric(vols, r, dims=(1, 2, 3)).contiguous()
-    out = torch.zeros_like(vols)
-    if vols.numel() == 0:
-        return out[0] if single else out
-    if bool((vols >= 0).all()):
-        zeros = _box_sum((padded == 0).float(), kernel_size, dims=(1, 2, 3))
-        todo = (zeros <= window // 2).flatten().nonzero().squeeze(1)
-    else:
-        todo = torch.arange(vols.numel(), device=vols.device)
-
-    n, z, h, w = vols.shape
-    pz, ph, pw = z + 2 * r, h + 2 * r, w + 2 * r
-    dz, dh, dw = torch.meshgrid(*(torch.arange(kernel_size, device=vols.device),) * 3, indexing="ij")
-    offsets = (dz * ph * pw + dh * pw + dw).flatten()  # window of padded voxel (0, 0, 0)
-    flat_in, flat_out = padded.view(-1), out.view(-1)
-    window_medians = _window_medians_numpy if vols.device.type == "cpu" else _window_medians_torch
-    for start in range(0, todo.numel(), chunk):
-        idx = todo[start:start + chunk]
-        iv, rem = idx // (z * h * w), idx % (z * h * w)
-        iz, rem = rem // (h * w), rem % (h * w)
-        ih, iw = rem // w, rem % w
-        corners = ((iv * pz + iz) * ph + ih) * pw + iw  # each window's first voxel in ``padded``
-        flat_out[idx] = window_medians(flat_in, corners, offsets)
-    return out[0] if single else out
 
 
 def postprocess_map(score: torch.Tensor, brain_mask: torch.Tensor, erosion_iterations: int | None = None,

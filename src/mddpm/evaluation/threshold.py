@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
+import numpy as np
 import torch
 
-from mddpm.evaluation.metrics import PooledScores, RankedScores
+from mddpm.evaluation.metrics import PooledScores, RankedScores, as_numpy, counts_above, round_to_dtype, select_between
 
 BISECTION_STEPS = 10
 FPR_RATES = (0.01, 0.05, 0.10)
@@ -51,15 +52,16 @@ def pooled_dice(ranked: PooledScores, threshold: float) -> float:
     return 2 * tp / den if den > 0 else math.nan
 
 
-def bisect(dice_at: Callable[[float], float], highest: float,
-           max_steps: int = BISECTION_STEPS) -> tuple[float, float, list[dict]]:
+def bisect(dice_at: Callable[[float], float], highest: float, max_steps: int = BISECTION_STEPS,
+           narrow: Callable[[float, float], None] | None = None) -> tuple[float, float, list[dict]]:
     """The published bisection (``find_best_val``) over any pooled-Dice function: (τ, Dice, steps).
 
     Start from [lo, hi] = [0, ``highest``] with best = (Dice 0, τ 0). Each step: if lo == hi, set
     hi = 1; evaluate the pooled Dice at q1 = lo + (hi − lo)/4 and q3 = lo + 3(hi − lo)/4; if
     Dice(q1) ≥ Dice(q3), record q1 when Dice(q1) ≥ best and continue in [lo, mid], else record q3
     when Dice(q3) ≥ best and continue in [mid, hi]. Bounds are float64 (as NumPy 1.x computed
-    them from the float32 maximum); comparisons of NaN Dice are false, as in Python.
+    them from the float32 maximum); comparisons of NaN Dice are false, as in Python. ``narrow(lo, hi)``
+    is told each new interval (while lo < hi), whose interior holds every later candidate.
     """
     lo, hi = 0.0, highest
     best_dice, best_t = 0.0, 0.0
@@ -80,12 +82,56 @@ def bisect(dice_at: Callable[[float], float], highest: float,
                 best_dice, best_t = d3, q3
             lo = mid
         steps.append({**record, "best_dice": best_dice, "best_threshold": best_t})
+        if narrow is not None and lo < hi:
+            narrow(lo, hi)
     return best_t, best_dice, steps
 
 
+class _InwardCounts:
+    """Counts above thresholds for the bisection, whose candidates only move inward. When a step's
+    counts show that at most half of the kept voxels lie inside the new interval, the others are
+    counted once and dropped, so later counting passes read fewer voxels (exact: a count at ``q``
+    inside [lo, hi] is the kept voxels' count plus those above hi)."""
+
+    def __init__(self, pooled: PooledScores):
+        self.pooled, self.values, self.positives = pooled, pooled.values, pooled.positives
+        self.count = pooled._count  # a pass per count, or a binary search on a ranking (kept in order)
+        self.above = (0, 0)  # (voxels, positive voxels) above the kept range, dropped
+        self.bounds: tuple[float, float] | None = None
+        self.last: dict[float, int] = {}  # threshold -> kept voxels above it, from the latest counts
+
+    def dice(self, t: float) -> float:
+        q = round_to_dtype(t, self.pooled.dtype)
+        if self.bounds is not None and not self.bounds[0] <= q <= self.bounds[1]:
+            return pooled_dice(self.pooled, t)  # outside the kept range (the bisection never asks)
+        qt = torch.tensor([q], dtype=self.pooled.dtype, device=self.values.device)
+        kept_above = self.count(self.values, qt)
+        self.last[t] = kept_above
+        predicted = self.above[0] + kept_above + (self.pooled.n_lowest if self.pooled.lowest > q else 0)
+        den = predicted + self.pooled.n_positive
+        return 2 * (self.above[1] + self.count(self.positives, qt)) / den if den > 0 else math.nan
+
+    def narrow(self, lo: float, hi: float) -> None:
+        """Keep the voxels in [lo, hi] if the latest counts bound them by half of those kept now."""
+        below_lo = [n for t, n in self.last.items() if t <= lo]  # kept voxels above a point at or below lo
+        above_hi = [n for t, n in self.last.items() if t >= hi]
+        self.last = {}
+        inside = min(below_lo, default=self.values.numel()) - max(above_hi, default=0)
+        if isinstance(self.pooled, RankedScores) or inside > self.values.numel() // 2:
+            return  # counts on a ranking are binary searches already; or too little to drop
+        lo_q, hi_q = round_to_dtype(lo, self.pooled.dtype), round_to_dtype(hi, self.pooled.dtype)
+        t = torch.tensor([hi_q], dtype=self.pooled.dtype, device=self.values.device)
+        self.above = (self.above[0] + self.count(self.values, t), self.above[1] + self.count(self.positives, t))
+        self.values = select_between(self.values, lo_q, hi_q)
+        self.positives = select_between(self.positives, lo_q, hi_q)
+        self.bounds = (lo_q, hi_q)
+
+
 def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
-    """:func:`bisect` on the pooled Dice of ``ranked`` (two counts per candidate), step by step."""
-    threshold, dice, steps = bisect(lambda t: pooled_dice(ranked, t), ranked.highest, max_steps)
+    """:func:`bisect` on the pooled Dice of ``ranked`` (two counts per candidate), step by step,
+    each count reading only the voxels still inside the search interval."""
+    counts = _InwardCounts(ranked)
+    threshold, dice, steps = bisect(counts.dice, ranked.highest, max_steps, counts.narrow)
     return ThresholdResult("bisection", threshold, dice, steps, {"max_steps": max_steps})
 
 
@@ -100,21 +146,105 @@ def _below(value: float, dtype: torch.dtype) -> float:
     return torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype)).item()
 
 
-def exact_search(ranked: RankedScores) -> ThresholdResult:
-    """The threshold with the highest pooled Dice over all candidates, exactly.
+EXACT_SPLITS = 12  # new thresholds counted per open interval in each pass of the exact search
+EXACT_SORT_AT = 1 << 18  # voxels left in the open intervals when they are sorted and scanned
 
-    Every prediction ``A > τ`` equals ``A ≥ v`` for a distinct score ``v``; all of them are
-    scored from cumulative counts. Returns τ = the next lower distinct score (or the number just
-    below the minimum when predicting every voxel is best); among equal Dice the highest τ wins.
-    Without positive voxels: τ = the maximum score (nothing predicted), Dice NaN.
+
+def _dice_bound(n_a: int, p_a: int, n_b: int, p_b: int, g: int) -> float:
+    """Highest Dice of ``A > τ`` for τ between thresholds a < b with (voxels, positives) above them:
+    the voxels added below b are at best all positive."""
+    return 2 * p_a / (n_b + p_a - p_b + g)
+
+
+def exact_search(pooled: PooledScores) -> ThresholdResult:
+    """The threshold with the highest pooled Dice over all candidates, exactly, without sorting the pool.
+
+    Every prediction ``A > τ`` equals ``A ≥ v`` for a distinct score ``v`` (or predicts every
+    voxel). Each pass counts the voxels and positives above ``EXACT_SPLITS`` thresholds inside
+    every open interval of scores (one chunked pass for all): each count is an achievable Dice,
+    and :func:`_dice_bound` bounds every τ between two thresholds. Intervals whose bound is below
+    the best achievable Dice cannot hold the optimum and are closed (their voxels dropped); once
+    at most ``EXACT_SORT_AT`` voxels remain, they are sorted and every distinct score among them is
+    scored. Returns τ = the next lower distinct score (or the number just below the minimum when
+    predicting every voxel is best); among equal Dice the highest τ wins, as a scan of every
+    distinct score would choose. Without positive voxels: τ = the maximum score, Dice NaN.
     """
-    if ranked.n_positive == 0:
-        return ThresholdResult("exact", ranked.highest, math.nan)
-    values, predicted, tp = ranked.curve()
-    dice = 2 * tp.double() / (predicted + ranked.n_positive).double()
-    i = int(torch.argmax(dice).item())
-    threshold = values[i + 1].item() if i + 1 < values.numel() else _below(values[i].item(), ranked.dtype)
-    return ThresholdResult("exact", threshold, dice[i].item(), details={"candidates": values.numel()})
+    if pooled.n_positive == 0:
+        return ThresholdResult("exact", pooled.highest, math.nan)
+    g = pooled.n_positive
+    full = values = as_numpy(pooled.values)
+    positives = as_numpy(pooled.positives)
+    positives = positives[positives > pooled.lowest]
+    dtype = values.dtype.type
+    # cuts: threshold -> (voxels, positives) of the whole pool above it; open: intervals (a, b] still searched
+    cuts = {dtype(pooled.lowest): (values.size, positives.size), dtype(pooled.highest): (0, 0)}
+    open_ = [(dtype(pooled.lowest), dtype(pooled.highest))] if values.size else []
+    best = max(2 * g / (pooled.n_voxels + g), 2 * positives.size / (values.size + g))
+    for _ in range(8):
+        if values.size <= EXACT_SORT_AT or not open_:
+            break
+        new = [np.unique(np.linspace(a, b, EXACT_SPLITS + 2)[1:-1].astype(values.dtype)) for a, b in open_]
+        new = [c[(c > a) & (c < b)] for c, (a, b) in zip(new, open_)]
+        points = np.unique(np.concatenate(new + [np.array([b for _, b in open_], values.dtype)]))
+        above_v, above_p = counts_above(values, points), counts_above(positives, points)
+        kept_above = dict(zip(points.tolist(), zip(above_v.tolist(), above_p.tolist())))
+        for inner, (a, b) in zip(new, open_):
+            n_b, p_b = cuts[b]
+            for c in inner:  # pool counts above c = above b + the kept voxels in (c, b]
+                cuts[c] = (n_b + kept_above[c.item()][0] - kept_above[b.item()][0],
+                           p_b + kept_above[c.item()][1] - kept_above[b.item()][1])
+        order = sorted(cuts)
+        best = max([best] + [2 * cuts[c][1] / (cuts[c][0] + g) for c in order])
+        was_open = [(a, b) for a, b in open_]
+        open_ = []
+        for a, b in zip(order, order[1:]):
+            inside = any(lo <= a and b <= hi for lo, hi in was_open)
+            if inside and cuts[a][0] > cuts[b][0] and _dice_bound(*cuts[a], *cuts[b], g) >= best * (1 - 1e-12):
+                open_.append((a, b))
+        values, positives = _inside(values, open_), _inside(positives, open_)
+    return _scan_open(pooled, full, np.sort(values), np.sort(positives), open_, cuts, g)
+
+
+def _inside(x: np.ndarray, intervals: list) -> np.ndarray:
+    """The elements of ``x`` in any of the ordered intervals (a, b] (touching ones joined first)."""
+    ranges = []
+    for a, b in intervals:
+        if ranges and ranges[-1][1] == a:
+            ranges[-1][1] = b
+        else:
+            ranges.append([a, b])
+    keep = np.zeros(x.shape, dtype=bool)
+    for a, b in ranges:
+        keep |= (x > a) & (x <= b)
+    return np.take(x, np.flatnonzero(keep))
+
+
+def _scan_open(pooled: PooledScores, full: np.ndarray, values: np.ndarray, positives: np.ndarray,
+               open_: list, cuts: dict, g: int) -> ThresholdResult:
+    """Score every distinct score of the sorted ``values`` left in the ``open_`` intervals (and
+    predicting every voxel, last); pick the best as :func:`exact_search` describes."""
+    distinct = np.unique(values)[::-1]
+    ends = np.array([b for _, b in open_], values.dtype)
+    which = np.searchsorted(ends, distinct, "left")  # the open interval (a, b] of each score
+    end = ends[which]
+    n_end = np.array([cuts[b][0] for _, b in open_], np.int64)[which]
+    p_end = np.array([cuts[b][1] for _, b in open_], np.int64)[which]
+    predicted = n_end + np.searchsorted(values, end, "right") - np.searchsorted(values, distinct, "left")
+    tp = p_end + np.searchsorted(positives, end, "right") - np.searchsorted(positives, distinct, "left")
+    dice = np.append(2 * tp.astype(np.float64) / (predicted + g).astype(np.float64), 2 * g / (pooled.n_voxels + g))
+    i = int(np.argmax(dice))
+    details = {"scores_scored": int(distinct.size)}
+    if i == distinct.size:  # predicting every voxel is best
+        return ThresholdResult("exact", _below(pooled.lowest, pooled.dtype), float(dice[i]), details=details)
+    v = distinct[i]
+    start = next(a for a, b in open_ if a < v <= b)
+    k = np.searchsorted(values, v, "left")
+    if k > 0 and values[k - 1] > start:
+        threshold = values[k - 1].item()  # the next lower score, in the same open interval
+    else:  # the next lower score lies at or below the interval's start: one pass over the pool
+        below = full[full <= start]
+        threshold = below.max().item() if below.size else pooled.lowest
+    return ThresholdResult("exact", threshold, float(dice[i]), details=details)
 
 
 def exact_threshold(scores: torch.Tensor, gt: torch.Tensor) -> ThresholdResult:
