@@ -152,13 +152,16 @@ def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os
 
 def benchmark(experiment: str | os.PathLike, *, out=None, data: dict | list[str] | None = None, resume: bool = True,
               dry_run: bool = False, runs: int | None = None, table_only: bool = False, only: list[str] | None = None,
-              device: str = "auto", force: bool = False, report: bool = True, progress: bool = True) -> dict:
+              device: str = "auto", force: bool = False, report: bool = True, progress: bool = True,
+              run: list[str] | None = None, executor: str = "inline", cluster=None, wait: bool = False) -> dict:
     """``mddpm benchmark``: run ``experiment`` (a file or a shipped name); ``data``: ``{name: path}`` or the
-    CLI's ``["name=path", ...]``. Returns ``{"out", "table", ...}`` as
-    :func:`mddpm.benchmark.runner.run_benchmark` does."""
+    CLI's ``["name=path", ...]``; ``run``: ``["METHOD/RUN", ...]`` as ``--run``; ``executor``: inline, local
+    or slurm, with ``cluster`` a :class:`mddpm.benchmark.cluster.ClusterOptions`. Returns ``{"out", "table",
+    ...}`` as :func:`mddpm.benchmark.runner.run_benchmark` does."""
     from mddpm.benchmark.experiment import parse_data_args
     from mddpm.benchmark.runner import run_benchmark
 
     data = parse_data_args(list(data)) if isinstance(data, (list, tuple)) else dict(data or {})
     return run_benchmark(experiment, out=out, data=data, resume=resume, dry_run=dry_run, only=only, device=device,
-                         force=force, progress=progress, report=report, table_only=table_only, max_runs=runs)
+                         force=force, progress=progress, report=report, table_only=table_only, max_runs=runs,
+                         select=run, executor=executor, cluster=cluster, wait=wait)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-import mddpm.benchmark.runner as runner
+import mddpm.benchmark.execute as execute
+from benchmark_fakes import experiment_dict, metrics, write_experiment
 from mddpm.benchmark.experiment import load_experiment, parse_data_args
 from mddpm.benchmark.plan import expected_run_config, plan
 from mddpm.benchmark.runner import run_benchmark
@@ -23,24 +23,6 @@ from mddpm.io import write_json
 from mddpm.report.table_files import table_csv, table_markdown
 
 TABLE1_ROWS = ["vae", "svae", "dae", "fanogan", "ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm"]
-
-
-def metrics(dice: dict[str, float], auprc: dict[str, float], split: str = "lesion_test") -> dict:
-    """A minimal metrics.json (as mddpm evaluate writes it) with per-case Dice and AUPRC."""
-    cases = [{"case_id": cid, "lesion_voxels": 10, "auprc": auprc[cid], "auroc": 0.9, "oracle_dice_bisection": 0.9,
-              "rules": {"bisection": {"dice": d}}} for cid, d in dice.items()]
-
-    def stat(values):
-        arr = np.asarray(list(values), dtype=np.float64)
-        return {"mean": float(arr.mean()), "std": float(arr.std()), "n": int(arr.size)}
-
-    return {"format": "mddpm-metrics", "format_version": 1, "default_rule": "bisection",
-            "test": {"split": split, "cases": len(cases), "maps": "/nonexistent"},
-            "thresholds": {"bisection": {"threshold": 0.3, "dice": 0.5}},
-            "aggregate": {"auprc": stat(auprc.values()), "auroc": stat([0.9] * len(cases)),
-                          "oracle_dice_bisection": stat([0.9] * len(cases)),
-                          "rules": {"bisection": {"dice": stat(dice.values())}}},
-            "cases": cases, "config": {"method": "x"}}
 
 
 # ---- statistics ---------------------------------------------------------------------------------
@@ -126,15 +108,6 @@ def test_shipped_experiments_have_every_table1_row():
     assert [t.test for t in load_experiment("synthetic").datasets[0].test_sets] == ["tumour_test", "ms_test"]
 
 
-def _experiment_dict(**changes) -> dict:
-    experiment = {"name": "tiny", "preset": "demo", "methods": ["intensity", "vae"], "reference": "intensity",
-            "runs": {"seeds": [1, 2]}, "thresholds": ["bisection"], "figures": 0,
-            "datasets": [{"name": "phantom", "path": None, "healthy_val": "val",
-                          "test_sets": [{"name": "blob", "test": "lesion_test", "val": "lesion_val"}]}]}
-    experiment.update(changes)
-    return experiment
-
-
 @pytest.mark.parametrize("changes, message", [
     ({"methods": ["intensity", "nope"]}, "unknown method 'nope'"),
     ({"runs": {"folds": [0], "seeds": [1]}}, "runs must be"),
@@ -147,7 +120,7 @@ def _experiment_dict(**changes) -> dict:
 ])
 def test_bad_experiments_name_the_file_and_problem(tmp_path, changes, message):
     path = tmp_path / "experiment.json"
-    path.write_text(json.dumps(_experiment_dict(**changes)))
+    path.write_text(json.dumps(experiment_dict(**changes)))
     with pytest.raises(MddpmError, match=message) as err:
         load_experiment(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
@@ -177,37 +150,8 @@ def test_plan_lists_every_stage_in_order(tmp_path):
 
 # ---- resume (stages mocked) ---------------------------------------------------------------------
 
-@pytest.fixture
-def fake_stages(monkeypatch):
-    """Replace the real train/predict/evaluate by stand-ins that write the files the benchmark checks."""
-    calls = []
-
-    def fake_run_stage(stage, status, experiment, dataset_root, device, force, progress, log):
-        calls.append((stage.method, stage.run.tag, stage.name, status))
-        p = stage.paths
-        if stage.kind == "train":
-            cfg = expected_run_config(experiment, stage, dataset_root)
-            write_json(p.train / "config.json", {**cfg, "mddpm_version": "0", "prepared": "/cache"})
-            (p.train / "best.pt").write_bytes(f"weights {stage.method} {stage.run.tag}".encode())
-        elif stage.kind == "predict":
-            write_json(p.maps(stage.split) / "predict.json", {"split": stage.split, "call": len(calls)})
-        else:
-            value = 0.6 if stage.method == "intensity" else 0.4
-            write_json(p.eval(stage.test_set) / "metrics.json",
-                       metrics({"c1": value, "c2": value + 0.1}, {"c1": value, "c2": value}))
-
-    monkeypatch.setattr(runner, "run_stage", fake_run_stage)
-    return calls
-
-
-def _write_experiment(tmp_path: Path, **changes) -> Path:
-    path = tmp_path / "experiment.json"
-    path.write_text(json.dumps(_experiment_dict(**changes)))
-    return path
-
-
 def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_dataset, fake_stages):
-    experiment, out, data = _write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
+    experiment, out, data = write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
     first = run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert len(fake_stages) == 2 * 2 * 5 and {r["status"] for r in first["stages"]} == {"ran"}
     assert (out / "table.md").is_file() and (out / "table.csv").is_file() and (out / "benchmark.json").is_file()
@@ -237,8 +181,8 @@ def test_resume_skips_finished_stages_and_reruns_changed_ones(tmp_path, phantom_
 
 def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_dataset, fake_stages, monkeypatch):
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
-    experiment = _write_experiment(tmp_path, methods=["intensity"])
-    fake = runner.run_stage
+    experiment = write_experiment(tmp_path, methods=["intensity"])
+    fake = execute.run_stage
 
     def interrupted(stage, status, *args):
         if stage.kind == "train" and stage.run.tag == "seed2" and status != "resume":
@@ -249,7 +193,7 @@ def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_datas
             raise MddpmError("training interrupted")
         fake(stage, status, *args)
 
-    monkeypatch.setattr(runner, "run_stage", interrupted)
+    monkeypatch.setattr(execute, "run_stage", interrupted)
     with pytest.raises(MddpmError, match="interrupted"):
         run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     record = json.loads((out / "runs/phantom/intensity/seed2/stages.json").read_text())["train"]
@@ -265,9 +209,9 @@ def test_interrupted_training_time_is_added_when_resumed(tmp_path, phantom_datas
 
 def test_changed_grid_config_needs_force(tmp_path, phantom_dataset, fake_stages):
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
-    run_benchmark(_write_experiment(tmp_path), out=out, data=data, report=False, device="cpu", log=lambda m: None)
+    run_benchmark(write_experiment(tmp_path), out=out, data=data, report=False, device="cpu", log=lambda m: None)
     fake_stages.clear()
-    changed = _write_experiment(tmp_path, overrides={"vae": ["train.max_steps=7"]})
+    changed = write_experiment(tmp_path, overrides={"vae": ["train.max_steps=7"]})
     with pytest.raises(MddpmError, match=r"config.json: train.max_steps: \d+ \(saved\) != 7 \(experiment\)"):
         run_benchmark(changed, out=out, data=data, report=False, device="cpu", log=lambda m: None)
     assert fake_stages == []
@@ -280,7 +224,7 @@ def test_changed_grid_config_needs_force(tmp_path, phantom_dataset, fake_stages)
 
 
 def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
-    out, data, experiment = tmp_path / "out", {"phantom": str(phantom_dataset)}, _write_experiment(tmp_path)
+    out, data, experiment = tmp_path / "out", {"phantom": str(phantom_dataset)}, write_experiment(tmp_path)
     dry = run_benchmark(experiment, out=out, data=data, dry_run=True)
     assert fake_stages == [] and not out.exists() and len(dry["stages"]) == 20
     assert "20 stages: 0 done, 20 to run" in capsys.readouterr().out
@@ -312,7 +256,7 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
 
 def test_default_output_folder_and_the_old_one(tmp_path, phantom_dataset, fake_stages, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    experiment, data, notes = _write_experiment(tmp_path), {"phantom": str(phantom_dataset)}, []
+    experiment, data, notes = write_experiment(tmp_path), {"phantom": str(phantom_dataset)}, []
     result = run_benchmark(experiment, data=data, report=False, device="cpu", log=notes.append)
     assert result["out"] == str(tmp_path / "benchmark_out" / "tiny") and not notes[0].startswith("note")
     (tmp_path / "benchmark_out").rename(tmp_path / "benchmarks")  # an earlier benchmark in the old default
@@ -323,7 +267,7 @@ def test_default_output_folder_and_the_old_one(tmp_path, phantom_dataset, fake_s
 
 
 def test_cli_dry_run_and_bad_experiment(tmp_path, phantom_dataset, capsys):
-    experiment = _write_experiment(tmp_path)
+    experiment = write_experiment(tmp_path)
     assert main(["benchmark", str(experiment), "--out", str(tmp_path / "o"), "--data", f"phantom={phantom_dataset}",
                  "--dry-run"]) == 0
     assert "todo    phantom intensity seed1 train" in capsys.readouterr().out
@@ -340,7 +284,7 @@ def test_cli_dry_run_and_bad_experiment(tmp_path, phantom_dataset, capsys):
 def test_intensity_grid_end_to_end_then_resumed(tmp_path, phantom_dataset):
     """The real stages on the phantom dataset: the intensity method needs no training (slow: ~8 s of CPU,
     mostly preparing the dataset's cache in worker processes)."""
-    experiment = _write_experiment(tmp_path, methods=["intensity"], runs={"seeds": [5]}, figures=1,
+    experiment = write_experiment(tmp_path, methods=["intensity"], runs={"seeds": [5]}, figures=1,
                                    thresholds=["bisection", "exact"])
     out, data = tmp_path / "out", {"phantom": str(phantom_dataset)}
     first = run_benchmark(experiment, out=out, data=data, device="cpu", progress=False, log=lambda m: None)

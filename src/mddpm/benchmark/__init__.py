@@ -2,7 +2,8 @@
 
 An *experiment* file (:mod:`~mddpm.benchmark.experiment`) names what runs; for every dataset ×
 method × run the benchmark trains, predicts the validation and test splits and evaluates each test
-set (:mod:`~mddpm.benchmark.plan`, :mod:`~mddpm.benchmark.runner`); then it builds Table 1
+set (:mod:`~mddpm.benchmark.plan`, :mod:`~mddpm.benchmark.runner`), one run at a time in this process or one
+submitit job per run (:mod:`~mddpm.benchmark.execute`, :mod:`~mddpm.benchmark.cluster`); then it builds Table 1
 (:mod:`~mddpm.benchmark.table`, :mod:`~mddpm.benchmark.statistics`) and writes it with the report
 (:mod:`mddpm.report`).
 
@@ -14,6 +15,8 @@ Layout of the output folder (default ``benchmark_out/<experiment name>``)::
     OUT/runs/<dataset>/<method>/<run>/maps/<split>/ anomaly maps (mddpm predict)
     OUT/runs/<dataset>/<method>/<run>/eval/<test>/  metrics (mddpm evaluate)
     OUT/runs/<dataset>/<method>/<run>/stages.json   wall time and inputs of each finished stage
+    OUT/runs/<dataset>/<method>/<run>/lock          only while a process works on the run (:mod:`~mddpm.benchmark.lock`)
+    OUT/jobs/<date-time>/                           submitit's scripts and logs (:mod:`~mddpm.benchmark.cluster`)
     OUT/table.md, table.csv, table.json             Table 1 (+ every metric, p-values, wall times)
     OUT/report.html                                 the report (mddpm.report)
     OUT/cache/                                      the report's precision-recall curves and pictures

@@ -4,30 +4,21 @@ files and the report written from every finished evaluation."""
 from __future__ import annotations
 
 import os
-import resource
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 from mddpm import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
+from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs
+from mddpm.benchmark.execute import device_choice, execute_run, stage_row
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
-from mddpm.benchmark.plan import (
-    Stage,
-    figures_for,
-    now_iso,
-    plan,
-    read_records,
-    record_finished,
-    record_interrupted,
-    stage_status,
-)
+from mddpm.benchmark.lock import RunLocked
+from mddpm.benchmark.plan import Stage, now_iso, plan, read_records, stage_status
 from mddpm.benchmark.table import build_benchmark_table
 from mddpm.errors import MddpmError
 from mddpm.io import check_new_output, write_json
 from mddpm.report.table_files import write_table_files
-from mddpm.run_folder import RunFolder
 
 
 def resolve_datasets(experiment: Experiment, data: dict[str, str], out: Path, experiment_file: Path,
@@ -77,67 +68,26 @@ def check_dataset(experiment: Experiment, spec: DatasetSpec, root: Path) -> None
                                  f"{'' if r.fold is None else f' of fold {r.fold}'} is empty")
 
 
-def _device_choice(device: str) -> tuple[str, str]:
-    """``--device`` -> (predict device, evaluate device)."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise MddpmError(f"--device {device!r}: expected auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MddpmError("--device cuda: no CUDA device is available")
-    return device, device
-
-
-def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: Path, device: str, force: bool,
-              progress: bool, log: Callable[[str], None]) -> None:
-    """Run one stage (its output folder is the benchmark's own: an outdated one is replaced)."""
-    p = stage.paths
-    if stage.kind == "train":
-        from mddpm.training.train import train
-
-        if status == "resume":
-            train(None, None, out=p.train, resume=True, progress=progress,
-                  accelerator="gpu" if device == "cuda" else "cpu")
-        else:
-            train(dataset_root, stage.method, experiment.preset, out=p.train, fold=stage.run.fold,
-                  overrides=experiment.overrides.get(stage.method, []) + stage.run.overrides(), force=True,
-                  progress=progress, accelerator="gpu" if device == "cuda" else "cpu")
-    elif stage.kind == "predict":
-        from mddpm.inference.predict import predict
-
-        predict(p.train, dataset_root, stage.split, p.maps(stage.split), device=device, force=True, progress=progress)
-    else:
-        from mddpm.evaluation.evaluate import evaluate
-        from mddpm.viz.cases import render_case_figure
-
-        t = stage.test_set
-        evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
-                 healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=figures_for(stage, experiment), draw_case=render_case_figure, device=device, force=True,
-                 log=log, postprocess=experiment.postprocess, progress=progress)
-
-
-def _cpu_seconds() -> float:
-    """CPU time (user + system) of this process and its finished children so far."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | None = None,
                   data: dict[str, str] | None = None, resume: bool = True, dry_run: bool = False,
                   only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True,
-                  report: bool = True, table_only: bool = False,
-                  max_runs: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+                  report: bool = True, table_only: bool = False, max_runs: int | None = None,
+                  select: list[str] | None = None, executor: str = "inline", cluster: ClusterOptions | None = None,
+                  wait: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """Run (or, with ``dry_run``, only list) the experiment's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
     ``max_runs``: only the experiment's first ``max_runs`` runs (a later call with more resumes them).
+    ``select``: only these runs, each "METHOD/RUN" (RUN: a run tag such as fold0 or seed3141, or its number).
+    ``executor``: "inline" (this process, one run after another), "local" or "slurm" (one submitit job per
+    pending run, see :mod:`~mddpm.benchmark.cluster`, with ``cluster`` resources); a slurm launch returns at
+    once (no table) unless ``wait``. A run locked by another process is skipped with a one-line note.
 
     Returns ``{"out", "stages": [{"dataset", "method", "run", "stage", "status", "seconds"}], "table"}``
-    (no table for a dry run).
+    (no table for a dry run or an unawaited slurm launch).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if not dry_run:
+        check_executor(executor)
     experiment = load_experiment(experiment_spec)
     if max_runs is not None:
         if max_runs < 1:
@@ -149,6 +99,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         if m not in experiment.methods:
             raise MddpmError(f"--only {m}: not a method of experiment {experiment.name!r} "
                              f"(methods: {', '.join(experiment.methods)})")
+    selected = select_runs(experiment, select)
     if table_only:
         return _write_outputs(experiment, out, [], device, report, log)
     if not resume and not dry_run:
@@ -157,9 +108,9 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     for d in experiment.datasets:
         if roots[d.name] is not None and (not dry_run or (roots[d.name] / "dataset.json").is_file()):
             check_dataset(experiment, d, roots[d.name])
-    predict_device, _ = _device_choice(device) if not dry_run else (device, device)
+    predict_device = device_choice(device) if not dry_run else device
 
-    stages = plan(experiment, out, only)
+    stages = [s for s in plan(experiment, out, only) if selected is None or (s.method, s.run.tag) in selected]
     will_run: set[str] = set()
     statuses = []
     for stage in stages:
@@ -177,34 +128,66 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
             print(f"{status:7s} {stage.describe()}{f'  ({why})' if why else ''}")
         todo = sum(s != "done" for _, s, _ in statuses)
         print(f"{len(statuses)} stages: {len(statuses) - todo} done, {todo} to run; output folder {out}")
-        return {"out": str(out), "stages": [_stage_row(s, st, None) for s, st, _ in statuses], "table": None}
+        return {"out": str(out), "stages": [stage_row(s, st, None) for s, st, _ in statuses], "table": None}
 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    rows = []
-    for i, (stage, status, why) in enumerate(statuses, 1):
-        if status == "done":
-            rows.append(_stage_row(stage, "skipped", read_records(stage.paths).get(stage.name, {}).get("seconds")))
-            continue
-        log(f"[{i}/{len(statuses)}] {stage.describe()}{f' ({why})' if why else ''}")
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
-        try:
-            run_stage(stage, status, experiment, roots[stage.dataset.name], predict_device, force, progress, log)
-        except BaseException:
-            if stage.kind == "train" and RunFolder(stage.paths.train).checkpoint("last").is_file():
-                record_interrupted(stage, time.perf_counter() - start, _cpu_seconds() - cpu_start)
-            raise
-        seconds = time.perf_counter() - start
-        record_finished(stage, experiment, seconds, _cpu_seconds() - cpu_start, resumed=status == "resume")
-        rows.append(_stage_row(stage, "ran", seconds))
-        log(f"[{i}/{len(statuses)}] {stage.describe()}: {seconds:.1f} s")
+    rows, pending = [], []
+    for run_stages in _by_run(statuses):
+        if all(status == "done" for _, status, _ in run_stages):
+            rows += [stage_row(s, "skipped", read_records(s.paths).get(s.name, {}).get("seconds"))
+                     for s, _, _ in run_stages]
+        else:
+            pending.append([s for s, _, _ in run_stages])
+    if executor == "inline":
+        for run_stages in pending:
+            try:
+                rows += execute_run(experiment, run_stages, roots[run_stages[0].dataset.name], predict_device, resume,
+                                    force, progress, log, first=stages.index(run_stages[0]) + 1, total=len(stages))
+            except RunLocked as e:
+                log(f"skipped: {e}")
+                rows += [stage_row(s, "locked", None) for s in run_stages]
+    elif pending:
+        ran = submit_runs(executor, pending, str(experiment_file), out, roots, device, resume, force,
+                          cluster or ClusterOptions(), wait, log)
+        if ran is None:
+            return {"out": str(out), "stages": rows, "table": None}
+        rows += ran
 
     write_json(out / "benchmark.json", {"format": "mddpm-benchmark", "mddpm_version": __version__, "updated": now_iso(),
                                         "grid": experiment.to_json(), "data": {k: str(v) for k, v in roots.items()},
-                                        "device": predict_device, "only": only, "stages": rows})
+                                        "device": predict_device, "only": only, "select": select, "executor": executor,
+                                        "stages": rows})
     return _write_outputs(experiment, out, rows, predict_device, report, log)
+
+
+def select_runs(experiment: Experiment, selectors: list[str] | None) -> set[tuple[str, str]] | None:
+    """``["METHOD/RUN", ...]`` -> {(method, run tag)}; RUN is a tag (fold0, seed3141) or the fold or seed
+    number. None (every run) when no selector is given."""
+    if not selectors:
+        return None
+    selected = set()
+    for text in selectors:
+        method, _, run = text.partition("/")
+        if method not in experiment.methods:
+            raise MddpmError(f"--run {text}: {method!r} is not a method of experiment {experiment.name!r} "
+                             f"(methods: {', '.join(experiment.methods)})")
+        tags = [r.tag for r in experiment.runs if run in (r.tag, str(r.fold), str(r.seed))]
+        if not tags:
+            raise MddpmError(f"--run {text}: expected METHOD/RUN with RUN one of "
+                             f"{', '.join(r.tag for r in experiment.runs)}")
+        selected.add((method, tags[0]))
+    return selected
+
+
+def _by_run(statuses: list[tuple[Stage, str, str]]) -> list[list[tuple[Stage, str, str]]]:
+    """The (stage, status, why) triples grouped by run folder, in plan order."""
+    groups: dict[Path, list] = {}
+    for item in statuses:
+        groups.setdefault(item[0].paths.root, []).append(item)
+    return list(groups.values())
 
 
 def _default_out(name: str, log: Callable[[str], None]) -> Path:
@@ -229,12 +212,6 @@ def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: 
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
                      experiment.title, table=table, cache_dir=out / "cache",
-                     device=_device_choice(device)[1])
+                     device=device_choice(device))
     log(f"table: {out / 'table.md'}" + (f"; report: {out / 'report.html'}" if report else ""))
     return {"out": str(out), "stages": rows, "table": table}
-
-
-def _stage_row(stage: Stage, status: str, seconds: float | None) -> dict:
-    return {"dataset": stage.dataset.name, "method": stage.method, "run": stage.run.tag, "stage": stage.name,
-            "status": status, "seconds": seconds}
-

@@ -38,18 +38,51 @@ def add_parser(sub) -> None:
                    help="retrain runs whose saved config differs from the experiment; with --no-resume, overwrite")
     p.add_argument("--no-report", action="store_true", help="write the table files but not report.html")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--run", action="append", dest="select", metavar="METHOD/RUN",
+                   help="only this run (repeatable), e.g. mddpm-fpmcm/fold2 or vae/seed3141 (or vae/3141)")
+    c = p.add_argument_group("executor", "where the pending runs go (one job per method x fold or seed; each job "
+                                         "holds the run's lock; see docs/benchmark.md)")
+    c.add_argument("--executor", default="inline", choices=["inline", "local", "slurm"],
+                   help="inline: this process, one run after another (default); local: one process per run through "
+                        "submitit on this machine (waits); slurm: one SLURM job array through submitit")
+    c.add_argument("--wait", action="store_true",
+                   help="slurm: wait for the jobs, then build the table (default: print the job ids and return)")
+    c.add_argument("--partition", help="slurm partition")
+    c.add_argument("--time-min", type=int, default=24 * 60, metavar="MIN",
+                   help="wall-time limit of each job in minutes (default 1440)")
+    c.add_argument("--gpus-per-job", type=int, metavar="N",
+                   help="GPUs per job (default: 1 under slurm; locally 1 when CUDA is available)")
+    c.add_argument("--cpus-per-job", type=int, metavar="N", help="CPUs per job")
+    c.add_argument("--mem", metavar="SIZE", help="memory per job, e.g. 32G")
+    c.add_argument("--array-parallelism", type=int, metavar="N",
+                   help="at most N jobs at once (default: 1 for local, SLURM's 256)")
+    c.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra #SBATCH --KEY=VALUE line (repeatable), e.g. --sbatch account=proj --sbatch qos=high")
+    c.add_argument("--jobs-dir", metavar="DIR", help="submitit's scripts, pickles and logs (default OUT/jobs/<time>)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from mddpm.benchmark.cluster import ClusterOptions
     from mddpm.benchmark.experiment import parse_data_args
     from mddpm.benchmark.runner import run_benchmark
+    from mddpm.errors import MddpmError
     from mddpm.report.formatting import format_p
 
+    sbatch = {}
+    for item in args.sbatch:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise MddpmError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. account=proj")
+        sbatch[key.lstrip("-")] = value
+    cluster = ClusterOptions(partition=args.partition, time_min=args.time_min, gpus_per_job=args.gpus_per_job,
+                             cpus_per_job=args.cpus_per_job, mem=args.mem, array_parallelism=args.array_parallelism,
+                             sbatch=sbatch, jobs_dir=args.jobs_dir)
     result = run_benchmark(args.experiment, out=args.out, data=parse_data_args(args.data), resume=args.resume,
                            dry_run=args.dry_run, only=args.only, device=args.device, force=args.force,
                            progress=not args.no_progress, report=not args.no_report, table_only=args.table_only,
-                           max_runs=args.runs)
+                           max_runs=args.runs, select=args.select, executor=args.executor, cluster=cluster,
+                           wait=args.wait)
     table = result["table"]
     if table is None:
         return 0

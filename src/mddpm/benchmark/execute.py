@@ -1,0 +1,125 @@
+"""Running the stages of one benchmark run (dataset × method × fold or seed) under its lock: the one code
+path that the in-process executor calls directly and every submitit job (local or SLURM) calls in its own
+process through :func:`run_job`."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from mddpm.benchmark.experiment import Experiment, load_experiment
+from mddpm.benchmark.lock import RunLock
+from mddpm.benchmark.plan import (
+    Stage,
+    figures_for,
+    plan,
+    read_records,
+    record_finished,
+    record_interrupted,
+    stage_status,
+)
+from mddpm.errors import MddpmError
+from mddpm.run_folder import RunFolder
+
+
+def device_choice(device: str) -> str:
+    """``--device`` (auto, cpu, cuda) -> the device that predict and evaluate use."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise MddpmError(f"--device {device!r}: expected auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MddpmError("--device cuda: no CUDA device is available")
+    return device
+
+
+def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: Path, device: str, force: bool,
+              progress: bool, log: Callable[[str], None]) -> None:
+    """Run one stage (its output folder is the benchmark's own: an outdated one is replaced)."""
+    p = stage.paths
+    if stage.kind == "train":
+        from mddpm.training.train import train
+
+        if status == "resume":
+            train(None, None, out=p.train, resume=True, progress=progress,
+                  accelerator="gpu" if device == "cuda" else "cpu")
+        else:
+            train(dataset_root, stage.method, experiment.preset, out=p.train, fold=stage.run.fold,
+                  overrides=experiment.overrides.get(stage.method, []) + stage.run.overrides(), force=True,
+                  progress=progress, accelerator="gpu" if device == "cuda" else "cpu")
+    elif stage.kind == "predict":
+        from mddpm.inference.predict import predict
+
+        predict(p.train, dataset_root, stage.split, p.maps(stage.split), device=device, force=True, progress=progress)
+    else:
+        from mddpm.evaluation.evaluate import evaluate
+        from mddpm.viz.cases import render_case_figure
+
+        t = stage.test_set
+        evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
+                 healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
+                 figures=figures_for(stage, experiment), draw_case=render_case_figure, device=device, force=True,
+                 log=log, postprocess=experiment.postprocess, progress=progress)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def stage_row(stage: Stage, status: str, seconds: float | None) -> dict:
+    return {"dataset": stage.dataset.name, "method": stage.method, "run": stage.run.tag, "stage": stage.name,
+            "status": status, "seconds": seconds}
+
+
+def execute_run(experiment: Experiment, stages: list[Stage], dataset_root: Path, device: str, resume: bool,
+                force: bool, progress: bool, log: Callable[[str], None], first: int = 1,
+                total: int | None = None) -> list[dict]:
+    """Run the unfinished ``stages`` of ONE run (same run folder) while holding its lock; their status is
+    decided inside the lock, so a run finished meanwhile by another process is skipped. ``first``/``total``
+    number the log lines. Returns one row per stage (status "ran" or "skipped"). Raises
+    :class:`~mddpm.benchmark.lock.RunLocked` when another process holds the run."""
+    total = total or len(stages)
+    rows = []
+    with RunLock(stages[0].paths.root, log):
+        will_run: set[str] = set()
+        for i, stage in enumerate(stages, first):
+            status, why = ("todo", "--no-resume") if not resume else stage_status(stage, experiment, dataset_root,
+                                                                                    will_run)
+            if status == "stale" and not force:
+                raise MddpmError(f"{why}; the experiment asks for another config (use --force to retrain, or "
+                                 "another --out)")
+            if status == "done":
+                rows.append(stage_row(stage, "skipped", read_records(stage.paths).get(stage.name, {}).get("seconds")))
+                continue
+            will_run.add(f"{stage.paths.root}|{stage.name}")
+            log(f"[{i}/{total}] {stage.describe()}{f' ({why})' if why else ''}")
+            start, cpu_start = time.perf_counter(), cpu_seconds()
+            try:
+                run_stage(stage, status, experiment, dataset_root, device, force, progress, log)
+            except BaseException:
+                if stage.kind == "train" and RunFolder(stage.paths.train).checkpoint("last").is_file():
+                    record_interrupted(stage, time.perf_counter() - start, cpu_seconds() - cpu_start)
+                raise
+            seconds = time.perf_counter() - start
+            record_finished(stage, experiment, seconds, cpu_seconds() - cpu_start, resumed=status == "resume")
+            rows.append(stage_row(stage, "ran", seconds))
+            log(f"[{i}/{total}] {stage.describe()}: {seconds:.1f} s")
+    return rows
+
+
+def run_job(experiment_file: str, out: str, dataset: str, dataset_root: str, method: str, run: str, device: str,
+            resume: bool, force: bool) -> list[dict]:
+    """What a submitted job runs, in its own process: the stages of one run, through :func:`execute_run`."""
+    experiment = load_experiment(experiment_file)
+    stages = [s for s in plan(experiment, Path(out), [method]) if s.dataset.name == dataset and s.run.tag == run]
+    if not stages:
+        raise MddpmError(f"{experiment_file}: no run {dataset}/{method}/{run}")
+    return execute_run(experiment, stages, Path(dataset_root), device_choice(device), resume, force, progress=False,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -1,0 +1,166 @@
+"""mddpm benchmark on a cluster: the run selector, the run lock, the SLURM script submitit would write, and
+the local submitit executor (real processes) giving the in-process executor's table."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark_fakes import write_experiment
+from mddpm.benchmark.cluster import ClusterOptions, make_executor
+from mddpm.benchmark.execute import execute_run
+from mddpm.benchmark.experiment import load_experiment
+from mddpm.benchmark.lock import RunLock, RunLocked, read_lock
+from mddpm.benchmark.plan import plan
+from mddpm.benchmark.runner import run_benchmark
+from mddpm.cli.main import main
+from mddpm.errors import MddpmError
+
+
+def _run(experiment, out, data, **kw):
+    messages = []
+    result = run_benchmark(experiment, out=out, data=data, report=False, device="cpu", log=messages.append, **kw)
+    return result, messages
+
+
+def test_run_selector_runs_only_the_named_runs(tmp_path, phantom_dataset, fake_stages):
+    experiment, out, data = write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
+    result, _ = _run(experiment, out, data, select=["vae/seed2", "intensity/1"])
+    assert {(m, r) for m, r, _, _ in fake_stages} == {("vae", "seed2"), ("intensity", "seed1")}
+    assert len(fake_stages) == 2 * 5 and not (out / "runs/phantom/vae/seed1").exists()
+    # the table gathers what is finished: one run per method
+    assert {row["cells"]["phantom/blob"]["dice"]["n_runs"] for row in result["table"]["rows"]} == {1}
+    for bad, message in (("nope/seed1", "'nope' is not a method"), ("vae/seed9", "RUN one of seed1, seed2"),
+                         ("vae", "RUN one of")):
+        with pytest.raises(MddpmError, match=message):
+            _run(experiment, out, data, select=[bad])
+
+
+def test_lock_refuses_a_second_trainer_and_is_released(tmp_path, phantom_dataset, fake_stages, capsys):
+    experiment, out, data = write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
+    run_root = out / "runs/phantom/vae/seed1"
+    with RunLock(run_root) as held:
+        holder = read_lock(run_root / "lock")
+        assert holder == held.holder and holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
+        stages = [s for s in plan(load_experiment(experiment), out, ["vae"]) if s.run.tag == "seed1"]
+        with pytest.raises(RunLocked, match=f"locked by {socket.gethostname()} pid {os.getpid()}"):
+            execute_run(load_experiment(experiment), stages, phantom_dataset, "cpu", True, False, False, print)
+        result, messages = _run(experiment, out, data)
+        assert ("vae", "seed1") not in {(m, r) for m, r, _, _ in fake_stages}  # never trained while locked
+        locked = [m for m in messages if m.startswith("skipped:")]
+        assert len(locked) == 1 and "\n" not in locked[0] and str(run_root / "lock") in locked[0]
+        assert {r["status"] for r in result["stages"] if (r["method"], r["run"]) == ("vae", "seed1")} == {"locked"}
+        # the CLI: one line, and the other runs are done already
+        assert main(["benchmark", str(experiment), "--out", str(out), "--data", f"phantom={phantom_dataset}",
+                     "--no-report", "--device", "cpu", "--no-progress"]) == 0
+        assert "skipped: " in capsys.readouterr().err
+    assert not (run_root / "lock").exists()
+    _run(experiment, out, data)  # released: now it runs
+    assert ("vae", "seed1", "train", "todo") in fake_stages
+    assert not list(out.rglob("lock"))
+
+
+def test_stale_lock_of_a_dead_process_or_slurm_job_is_taken_over(tmp_path, monkeypatch):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "run" / "lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout), "started": "then"}))
+    notes = []
+    with RunLock(lock.parent, notes.append):
+        assert read_lock(lock)["pid"] == os.getpid()
+    assert "a process or job that is gone" in notes[0] and not lock.exists()
+    other = {"host": "another-node", "pid": 1, "started": "then", "job": "123_4"}
+    lock.write_text(json.dumps(other))
+    with pytest.raises(RunLocked, match=r"locked by another-node pid 1 since then \(job 123_4\)"):
+        RunLock(lock.parent).__enter__()
+    assert read_lock(lock) == other  # never removed from here
+    # a SLURM job's lock: stale once squeue no longer lists the job
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    squeue = fake_bin / "squeue"
+    squeue.write_text('#!/bin/sh\n[ "$5" = 77 ] && echo 77\nexit 0\n')  # squeue -h -o %i -j ID: only job 77 runs
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    lock.write_text(json.dumps({**other, "slurm_job": "77"}))
+    with pytest.raises(RunLocked, match="job 123_4"):
+        RunLock(lock.parent).__enter__()
+    lock.write_text(json.dumps({**other, "slurm_job": "78"}))
+    with RunLock(lock.parent):
+        assert read_lock(lock)["pid"] == os.getpid()
+
+
+def test_slurm_job_array_script_without_submitting(tmp_path, monkeypatch):
+    options = ClusterOptions(partition="gpu", time_min=600, gpus_per_job=1, cpus_per_job=8, mem="32G",
+                             array_parallelism=4, sbatch={"account": "proj", "qos": "high"})
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
+    with pytest.raises(MddpmError, match="--executor slurm: no `srun` on PATH"):
+        make_executor("slurm", tmp_path / "jobs", options)
+    with pytest.raises(MddpmError, match="--executor slurm: no `srun` on PATH"):  # before any data is made
+        run_benchmark(write_experiment(tmp_path), out=tmp_path / "out", executor="slurm")
+    assert not (tmp_path / "out").exists()
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake_bin))
+    executor = make_executor("slurm", tmp_path / "jobs", options)
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    script = _make_sbatch_string(command="python -m submitit.core._submit JOBS", folder=executor.folder, map_count=45,
+                                 **executor.parameters)
+    lines = script.splitlines()
+    for expected in ("#SBATCH --partition=gpu", "#SBATCH --time=600", "#SBATCH --gpus-per-node=1",
+                     "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G", "#SBATCH --array=0-44%4",
+                     "#SBATCH --account=proj", "#SBATCH --qos=high", "#SBATCH --job-name=mddpm-benchmark"):
+        assert expected in lines, expected
+    assert f"#SBATCH --output={tmp_path / 'jobs'}/%A_%a_0_log.out" in lines
+    assert lines[-1].endswith("python -m submitit.core._submit JOBS")
+    with pytest.raises(MddpmError, match="expected one of inline, local, slurm"):
+        make_executor("pbs", tmp_path, options)
+
+
+@pytest.mark.slow
+def test_failed_local_job_names_its_log(tmp_path, phantom_dataset):
+    """A job that fails in its own process (here: a file stands where its run folder should be) is reported
+    with its log files, and the launcher exits with an error (slow: a job process, ~10 s)."""
+    experiment = write_experiment(tmp_path, methods=["intensity"], runs={"seeds": [5]})
+    out = tmp_path / "out"
+    (out / "runs/phantom/intensity").mkdir(parents=True)
+    (out / "runs/phantom/intensity/seed5").write_text("not a folder")
+    messages = []
+    with pytest.raises(MddpmError, match=r"1 of 1 runs failed \(phantom/intensity/seed5\)"):
+        run_benchmark(experiment, out=out, data={"phantom": str(phantom_dataset)}, report=False, device="cpu",
+                      executor="local", cluster=ClusterOptions(jobs_dir=tmp_path / "jobs"), log=messages.append)
+    failed = [m for m in messages if "failed:" in m]
+    assert len(failed) == 1 and "phantom/intensity/seed5" in failed[0]
+    log_file = Path(failed[0].rsplit("logs: ", 1)[1].split(" and ")[1])
+    assert log_file.is_file() and log_file.parent == tmp_path / "jobs"
+    assert "FileExistsError" in log_file.read_text() or "NotADirectoryError" in log_file.read_text()
+
+
+@pytest.mark.slow
+def test_local_executor_gives_the_inline_table(tmp_path, phantom_dataset):
+    """Real stages (intensity, one seed) through submitit's LocalExecutor, in a process of its own, against
+    the in-process executor on the same run (slow: 26 s on the project's loaded 2-core machine)."""
+    experiment = write_experiment(tmp_path, methods=["intensity"], runs={"seeds": [5]})
+    data = {"phantom": str(phantom_dataset)}
+    inline, _ = _run(experiment, tmp_path / "inline", data, progress=False)
+    local, messages = _run(experiment, tmp_path / "local", data, progress=False, executor="local")
+    started = [m for m in messages if m.startswith("started phantom/intensity/seed5 as local job")]
+    assert len(started) == 1 and [r["status"] for r in local["stages"]] == ["ran"] * 5
+    job_log = Path(started[0].rsplit("log ", 1)[1])
+    assert job_log.parent.parent == tmp_path / "local/jobs"
+    assert "[1/5] phantom intensity seed5 train" in job_log.read_text()
+    # Table 1 (every cell: mean, std, p-values); the wall times and creation date differ
+    assert local["table"]["rows"] == inline["table"]["rows"] and local["table"]["columns"] == inline["table"]["columns"]
+    a, b = (json.loads((tmp_path / f"{o}/runs/phantom/intensity/seed5/eval/blob/metrics.json").read_text())
+            for o in ("inline", "local"))
+    assert a["cases"] == b["cases"] and a["thresholds"] == b["thresholds"]
+    again, messages = _run(experiment, tmp_path / "local", data, progress=False, executor="local")
+    assert {r["status"] for r in again["stages"]} == {"skipped"} and not any("started" in m for m in messages)
