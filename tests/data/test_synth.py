@@ -198,12 +198,12 @@ def test_warp_reads_the_voxel_it_is_told_to():
     rng = np.random.default_rng(0)
     volumes = rng.random((2, 5, 6, 7), dtype=np.float32)
     where = np.indices((5, 6, 7), dtype=np.float32)
-    np.testing.assert_allclose(synth._warp(volumes, where), volumes, atol=1e-6)
+    np.testing.assert_allclose(synth.warp(volumes, where), volumes, atol=1e-6)
     shifted = where.copy()
     shifted[1] += 1  # read y + 1: the last y row falls outside and reads 0
-    out = synth._warp(volumes, shifted)
+    out = synth.warp(volumes, shifted)
     np.testing.assert_allclose(out[:, :, :-1], volumes[:, :, 1:], atol=1e-6)
     assert (out[:, :, -1] == 0).all()
     shifted[2] += 0.5  # halfway between two z voxels: their mean
-    np.testing.assert_allclose(synth._warp(volumes, shifted)[:, :, :-1, :-1],
+    np.testing.assert_allclose(synth.warp(volumes, shifted)[:, :, :-1, :-1],
                                (volumes[:, :, 1:, :-1] + volumes[:, :, 1:, 1:]) / 2, atol=1e-6)
