@@ -267,17 +267,24 @@ def check_pair_header(scan: Path, mask: Path) -> None:
         raise MddpmError(f"{mask}: shape or affine differs from the scan {scan} (mask and scan must share one grid)")
 
 
-def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
-    """Score ``scan`` and write the four outputs of the module docstring into ``out``."""
-    image, brain, affine = read_scan(scan, mask)
-    map_scan, seg_scan = score_scan(model, image, brain, affine, str(scan))
+def write_maps(out: Path, image: np.ndarray, brain: np.ndarray, anomaly_map: np.ndarray, segmentation: np.ndarray,
+               affine: np.ndarray) -> None:
+    """Create ``out`` and write the anomaly map, the segmentation (arrays [X, Y, Z] on the grid of ``affine``,
+    mm) and the overlay picture."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    write_nifti(out / "anomaly_map.nii.gz", map_scan.astype(np.float32), affine)
-    write_nifti(out / "segmentation.nii.gz", seg_scan.astype(np.uint8), affine)
-    save_overlay(out / "overlay.png", image, brain, map_scan, seg_scan)
+    write_nifti(out / "anomaly_map.nii.gz", anomaly_map.astype(np.float32), affine)
+    write_nifti(out / "segmentation.nii.gz", segmentation.astype(np.uint8), affine)
+    save_overlay(out / "overlay.png", image, brain, anomaly_map, segmentation)
+
+
+def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
+    """Score ``scan`` and write the four outputs of the module docstring into ``out``."""
+    image, brain, affine = read_scan(scan, mask)
+    map_scan, seg_scan = score_scan(model, image, brain, affine, str(scan))
+    write_maps(out, image, brain, map_scan, seg_scan, affine)
     scoring = Scoring.from_stored(model.postprocess)
     write_json(out / "detect.json", {
         "scan": str(scan), "mask": str(mask), "run": str(model.run), "method": model.payload["method"],

@@ -20,8 +20,8 @@ import SimpleITK as sitk
 
 from mddpm import __version__
 from mddpm.errors import MddpmError
-from mddpm.inference.detect import OUTPUT_FILES, LoadedRun, lesion_volume_ml, load_run, save_overlay, score_scan
-from mddpm.io import check_output_folder, read_json, write_json, write_nifti
+from mddpm.inference.detect import OUTPUT_FILES, LoadedRun, lesion_volume_ml, load_run, score_scan, write_maps
+from mddpm.io import check_output_folder, read_json, write_json
 from mddpm.preprocess import steps
 from mddpm.preprocess.pipeline import STATE_DIR, CaseInputs, PreprocessSettings, preprocess_case
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
@@ -75,13 +75,7 @@ def detect_raw(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
         map_arr, raw_affine = steps.to_nifti_array(map_raw)
         seg_arr = steps.to_nifti_array(seg_raw)[0] > 0
         raw_arr, brain_arr = steps.to_nifti_array(raw)[0], steps.to_nifti_array(brain_raw)[0] > 0
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
-        write_nifti(out / "anomaly_map.nii.gz", map_arr.astype(np.float32), raw_affine)
-        write_nifti(out / "segmentation.nii.gz", seg_arr.astype(np.uint8), raw_affine)
-        save_overlay(out / "overlay.png", raw_arr, brain_arr, map_arr, seg_arr)
+        write_maps(out, raw_arr, brain_arr, map_arr, seg_arr, raw_affine)
         write_json(out / "detect.json", {
             "scan": str(scan), "mask": None if mask is None else str(Path(mask).resolve()), "run": str(model.run),
             "method": model.payload["method"], "weights_step": model.payload["step"], "preprocess": settings.as_dict(),
