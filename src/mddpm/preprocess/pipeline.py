@@ -13,80 +13,30 @@ the same settings skips it; failures are collected and reported, one line each.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from mddpm import __version__
-from mddpm.data.dataset import save_dataset_json
 from mddpm.errors import MddpmError, one_line
 from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti
 from mddpm.parallel import parallel_map
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask
 from mddpm.preprocess.layout import Inputs, find_inputs, index_folder
-from mddpm.preprocess.steps import N4Settings, RegistrationSettings
-from mddpm.preprocess.template import load_template, template_fingerprint
+from mddpm.preprocess.record import write_dataset_json
+from mddpm.preprocess.settings import CaseInputs, PreprocessSettings, settings_hash
+from mddpm.preprocess.template import load_template
 
-PIPELINE_VERSION = 1  # bump when the algorithm changes: finished cases of older versions are redone
 STATE_DIR = ".preprocess"
-MASK_SOURCES = ("files", "nonzero", "hd-bet")
 MIN_TEMPLATE_DICE = 0.6  # a registered brain mask overlapping the template's less than this is a failure
 MAX_NEGATIVE_FRACTION = 0.01  # more negative voxels inside the brain than this: not a raw magnitude image
-
-
-@dataclass(frozen=True)
-class PreprocessSettings:
-    """Everything that determines the output of one case (hashed for resume)."""
-
-    orientation: str = "LPS"  # sitk.DICOMOrient code; "LPS" is ANTs' "RAI", the published orientation
-    spacing_mm: float = 1.0
-    mask_source: str = "files"  # "files" (--masks), "nonzero" (already skull-stripped), "hd-bet"
-    hdbet_device: str = "cpu"
-    register: bool = True
-    template: str | None = None  # None: nilearn's MNI152 2009a T1 brain
-    template_mask: str | None = None
-    registration: RegistrationSettings = field(default_factory=RegistrationSettings)
-    bias_correction: bool = True
-    n4: N4Settings = field(default_factory=N4Settings)
-
-    def __post_init__(self):
-        if self.mask_source not in MASK_SOURCES:
-            raise MddpmError(f"mask source {self.mask_source!r}: expected one of {', '.join(MASK_SOURCES)}")
-        if not self.spacing_mm > 0:
-            raise MddpmError(f"spacing {self.spacing_mm}: must be > 0 mm")
-        if len(self.orientation) != 3 or set(self.orientation.upper()) - set("LRPAIS"):
-            raise MddpmError(f"orientation {self.orientation!r}: expected a code like LPS or RAS")
-        if self.n4.shrink < 1:
-            raise MddpmError(f"N4 shrink factor {self.n4.shrink}: must be >= 1")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def settings_hash(settings: PreprocessSettings) -> tuple[str, dict]:
-    """(sha256, record) of the settings, the template's identity and the pipeline version."""
-    record = {"pipeline_version": PIPELINE_VERSION, "settings": settings.as_dict(),
-              "template": (template_fingerprint(settings.template, settings.template_mask)
-                           if settings.register else None)}
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    return digest, record
-
-
-@dataclass(frozen=True)
-class CaseInputs:
-    id: str
-    image: Path
-    mask: Path | None = None
-    label: Path | None = None
 
 
 class _Timer:
@@ -407,76 +357,6 @@ def _run_cases(todo: list[CaseInputs], out: Path, settings: PreprocessSettings, 
                  workers=workers, description="preprocess", progress=progress, initializer=_worker_init,
                  initargs=(threads,), label=lambda job: job[0].id,
                  on_error=lambda i, error: done(todo[i], None, error))  # one bad case must not stop the others
-
-
-def write_dataset_json(out: Path, cases: list[CaseInputs], markers: dict[str, dict], settings: PreprocessSettings,
-                       record: dict, *, role: str | None, split_name: str | None, modality: str,
-                       sources: dict) -> Path:
-    """Write ``out/dataset.json`` for the finished ``cases`` (see docs/dataset-format.md)."""
-    entries, healthy, anomalous, non_binary = [], [], [], False
-    for c in cases:
-        m = markers[c.id]
-        rel = m["outputs"]
-        case_role = role or ("anomalous" if rel.get("label") else "healthy")
-        (anomalous if case_role == "anomalous" else healthy).append(c.id)
-        non_binary |= bool(m.get("label_values")) and any(v not in (0, 1) for v in m["label_values"])
-        entries.append({"id": c.id, "role": case_role, "group": None, "image": rel["image"], "mask": rel["mask"],
-                        "label": rel.get("label")})
-    splits = {split_name: [e["id"] for e in entries]} if split_name else {
-        k: v for k, v in (("train", healthy), ("test", anomalous)) if v}
-    if settings.register:
-        space = "MNI152" if settings.template is None else Path(settings.template).name.split(".")[0]
-    else:
-        space = "native"
-    meta = {
-        "name": out.resolve().name, "modality": modality,
-        "geometry": {"space": space, "spacing_mm": [settings.spacing_mm] * 3, "shape": None},
-        "cases": entries, "splits": splits,
-        "label_encoding": "gt0" if non_binary else "binary",
-        "provenance": provenance(settings, record, {k: str(Path(v).resolve()) if k != "pattern" and v else v
-                                                    for k, v in sources.items()}),
-    }
-    save_dataset_json(out, meta)
-    return out / "dataset.json"
-
-
-def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> list[dict]:
-    """One entry per step with its settings, oldest first (the published choice noted where ours differs)."""
-    tool = f"mddpm {__version__} preprocess, SimpleITK {sitk.Version.VersionString()}"
-    s = settings
-    entries = [
-        {"step": "inputs", "tool": tool, "settings": {**sources, "settings_hash": hashlib.sha256(
-            json.dumps(record, sort_keys=True).encode()).hexdigest(), "pipeline_version": PIPELINE_VERSION}},
-        {"step": "reorient", "tool": "sitk.DICOMOrient", "settings": {"orientation": s.orientation,
-                                                                      "note": "DICOMOrient 'LPS' = ANTs 'RAI' "
-                                                                              "(published)"}},
-        {"step": "resample", "tool": "sitk.Resample", "settings": {
-            "spacing_mm": s.spacing_mm, "image": "cubic B-spline", "mask_label": "nearest neighbour",
-            "note": "the image is interpolated once, from the raw grid to the output grid (resampling and "
-                    "registration composed); published: B-spline to 1 mm, then linear in the registration"}},
-        {"step": "brain_mask", "tool": {"files": "given mask files", "nonzero": "image > 0",
-                                        "hd-bet": "HD-BET"}[s.mask_source],
-         "settings": {"source": s.mask_source, **({"device": s.hdbet_device} if s.mask_source == "hd-bet" else {})}},
-    ]
-    if s.register:
-        entries.append({"step": "registration", "tool": "sitk.ImageRegistrationMethod (affine)", "settings": {
-            **asdict(s.registration), "template": record["template"], "estimated_on": "brain-masked images",
-            "initialisation": "centres of mass", "metric": "Mattes mutual information",
-            "optimizer": "regular step gradient descent, scales from physical shift",
-            "published": "ANTsPy registration 'Affine' to SRI24 T1_brain (RAI): Mattes MI 32 bins, 20 % regular "
-                         "sampling, shrink 6,4,2,1, smoothing 3,2,1,0 vox, 2100,1200,1200,10 iterations, "
-                         "centre-of-mass init; masks and segs warped linearly"}})
-    entries.append({"step": "crop", "tool": "mddpm", "settings": {
-        "box": "inclusive bounding box of the brain mask",
-        "published": "cut.py drops the last brain index on each axis (exclusive upper bound) and keeps the "
-                     "uncropped affine; here every brain voxel is kept and the affine follows the crop"}})
-    if s.bias_correction:
-        entries.append({"step": "n4", "tool": "sitk.N4BiasFieldCorrectionImageFilter", "settings": {
-            **asdict(s.n4), "mask": "brain mask (and intensity > 0)",
-            "published": "ANTsPy n4_bias_field_correction: iterations [200]*4, tol 5e-4, shrink 4 and spline "
-                         "distance 200 mm (ANTsPy defaults), mask = ants.get_mask(image), weight = brain mask "
-                         "smoothed with sigma 1; SimpleITK has no weight image, so the binary mask is used"}})
-    return entries
 
 
 def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ") -> None:
