@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mddpm.evaluation import threshold
+from mddpm.evaluation import score_kernels, threshold
 from mddpm.evaluation.metrics import PooledScores, RankedScores
 from mddpm.evaluation.threshold import (
     bisection_search,
@@ -173,10 +173,10 @@ def scan_every_distinct_score(ranked: RankedScores) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("kind", ["maps", "signed", "ties", "float64", "all-lesion", "constant"])
-@pytest.mark.parametrize("sort_at", [1 << 18, 500])  # 500: several pruning passes before the scan
-def test_exact_on_a_pool_equals_a_scan_of_every_distinct_score(kind, sort_at, monkeypatch):
+@pytest.mark.parametrize("hist_bits", [16, 5])  # 5: coarse bins, many scores per bin scanned
+def test_exact_on_a_pool_equals_a_scan_of_every_distinct_score(kind, hist_bits, monkeypatch):
     """Volumes pooled unsorted (the pruned search) against a full ranking of the same voxels."""
-    monkeypatch.setattr(threshold, "EXACT_SORT_AT", sort_at)
+    monkeypatch.setattr(score_kernels, "HIST_BITS", hist_bits)
     rng = np.random.default_rng(len(kind))
     parts = []
     for v in range(6):
@@ -198,7 +198,7 @@ def test_exact_on_a_pool_equals_a_scan_of_every_distinct_score(kind, sort_at, mo
     for source in (pooled, ranked):
         got = exact_search(source)
         assert (got.threshold, got.dice) == want
-    if kind == "maps" and sort_at == 500:  # only a few intervals are scored score by score
+    if kind == "maps" and hist_bits == 16:  # only a few bins are scored score by score
         assert 1 <= exact_search(pooled).details["scores_scored"] < torch.unique(ranked.values).numel() // 4
 
 
@@ -215,3 +215,20 @@ def test_bisection_drops_voxels_outside_its_interval_and_stays_exact():
     assert counts.values.numel() < n // 10  # voxels were dropped
     assert (best_dice, best_t) == naive_bisection(scores, gt)
     assert steps == bisection_threshold(torch.from_numpy(scores), torch.from_numpy(gt)).steps
+
+
+@pytest.mark.parametrize("healthy", ["none", "far below"])
+def test_exact_threshold_is_the_next_lower_score_in_any_bin(healthy):
+    """Lesion scores well above the healthy ones: the best prediction is every lesion voxel, and τ is
+    the next lower score, here in a bin the search does not read again (or the minimum, 0)."""
+    rng = np.random.default_rng(3)
+    gt = rng.random(5000) < 0.1
+    scores = np.where(gt, rng.uniform(0.8, 0.9, gt.size), 0.0).astype(np.float32)
+    if healthy == "far below":
+        scores[~gt] = rng.uniform(0.1, 0.2, (~gt).sum()).astype(np.float32)
+        scores[:10] = 0
+        gt[:10] = False
+    s, g = torch.from_numpy(scores), torch.from_numpy(gt)
+    want = scan_every_distinct_score(RankedScores.from_scores(s, g))
+    got = exact_search(PooledScores.from_scores(s, g))
+    assert (got.threshold, got.dice) == want == ((scores[~gt].max().item()), 1.0)

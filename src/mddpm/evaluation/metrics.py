@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mddpm.evaluation import score_kernels
+
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 RATIO_NAMES = ("dice", "precision", "recall", "specificity", "fpr", "fdr", "accuracy")
 
@@ -79,39 +81,26 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
     return (x.float() if x.dtype == torch.bfloat16 else x).cpu().numpy()
 
 
-def counts_above(x: np.ndarray, thresholds: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Number of elements of 1-D ``x`` above each threshold: int64 [len(thresholds)], in one pass
-    over ``x`` in chunks that stay in cache (several thresholds cost little more than one)."""
-    out = np.zeros(len(thresholds), dtype=np.int64)
-    for start in range(0, x.size, chunk):
-        part = x[start:start + chunk]
-        out += [np.count_nonzero(part > t) for t in thresholds]
-    return out
-
-
-def _plus_zero(x: torch.Tensor) -> torch.Tensor:
-    """``x + 0`` in ``x``'s dtype (NumPy on the CPU: ~4× torch for one volume)."""
-    if x.device.type == "cpu" and x.dtype != torch.bfloat16:
-        return torch.from_numpy(x.numpy() + x.numpy().dtype.type(0))
-    return x + 0.0
-
-
 def _split_scores(s: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """(scores above the minimum, scores where ``positive``, the minimum) of 1-D ``s`` (NumPy on the CPU)."""
+    """(scores above the minimum, scores where ``positive``, the minimum) of 1-D ``s``, −0 as +0
+    (compiled passes on the CPU)."""
     if s.device.type == "cpu" and s.dtype != torch.bfloat16:
-        x = s.numpy()
-        lowest = x.min()
-        return (torch.from_numpy(np.take(x, np.flatnonzero(x > lowest))),
-                torch.from_numpy(np.take(x, np.flatnonzero(positive.numpy()))), lowest.item())
+        x, pos = s.numpy(), positive.numpy()
+        zero = x.dtype.type(0)
+        lowest = x.min() + zero
+        values = np.empty(score_kernels.count_greater(x, lowest) + 1, x.dtype)
+        positives = np.empty(np.count_nonzero(pos) + 1, x.dtype)
+        score_kernels.split_into(x, pos, zero, lowest, values, positives)
+        return torch.from_numpy(values[:-1]), torch.from_numpy(positives[:-1]), lowest.item()
+    s = s + 0.0  # turns -0.0 into 0.0, so equal scores count as one value
     lowest = s.min().item()
     return select(s, s > lowest), select(s, positive), lowest
 
 
 def count_greater(x: torch.Tensor, q: torch.Tensor) -> int:
-    """Number of elements of 1-D ``x`` greater than the 1-element ``q``: one pass (numpy on the
-    CPU: ~2× torch)."""
+    """Number of elements of 1-D ``x`` greater than the 1-element ``q``: one pass (compiled on the CPU)."""
     if x.device.type == "cpu":
-        return int(np.count_nonzero(x.numpy() > q.numpy()[0]))
+        return int(score_kernels.count_greater(x.numpy(), q.numpy()[0]))
     return int(torch.count_nonzero(x > q).item())
 
 
@@ -148,7 +137,7 @@ class PooledScores:
             raise ValueError(f"scores {tuple(scores.shape)} and ground truth {tuple(gt.shape)} differ in shape")
         if scores.numel() == 0:
             raise ValueError("no voxels to rank")
-        s = _plus_zero(scores.reshape(-1))  # turns -0.0 into 0.0, so equal scores count as one value
+        s = scores.reshape(-1)
         values, positives, lowest = _split_scores(s, gt.reshape(-1) if gt.dtype == torch.bool else gt.reshape(-1) > 0)
         return cls(values=values, positives=positives, lowest=lowest, n_lowest=s.numel() - values.numel(),
                    dtype=s.dtype)

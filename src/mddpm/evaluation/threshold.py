@@ -10,8 +10,9 @@
   published code logs them for IXI; they use no lesion labels).
 
 The bisection reads its 20 counts from an unsorted :class:`~mddpm.evaluation.metrics.PooledScores`
-(one pass over the voxels above the minimum per count, no sort); the exact and FPR searches from
-a :class:`~mddpm.evaluation.metrics.RankedScores` (one sort, then every candidate at once).
+(one compiled pass over the voxels still in its interval per count, no sort); the exact search
+from the same pool (one binning pass, then a sort of the few bins that can hold the optimum); the
+FPR search from a :class:`~mddpm.evaluation.metrics.RankedScores` (one sort, then every candidate).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from mddpm.evaluation.metrics import PooledScores, RankedScores, as_numpy, counts_above, round_to_dtype, select_between
+from mddpm.evaluation.metrics import PooledScores, RankedScores, as_numpy, round_to_dtype, select_between
+from mddpm.evaluation.score_kernels import histogram, key_bins, select_bins
 
 BISECTION_STEPS = 10
 FPR_RATES = (0.01, 0.05, 0.10)
@@ -146,104 +148,73 @@ def _below(value: float, dtype: torch.dtype) -> float:
     return torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype)).item()
 
 
-EXACT_SPLITS = 12  # new thresholds counted per open interval in each pass of the exact search
-EXACT_SORT_AT = 1 << 18  # voxels left in the open intervals when they are sorted and scanned
-
-
-def _dice_bound(n_a: int, p_a: int, n_b: int, p_b: int, g: int) -> float:
-    """Highest Dice of ``A > τ`` for τ between thresholds a < b with (voxels, positives) above them:
-    the voxels added below b are at best all positive."""
-    return 2 * p_a / (n_b + p_a - p_b + g)
-
-
 def exact_search(pooled: PooledScores) -> ThresholdResult:
     """The threshold with the highest pooled Dice over all candidates, exactly, without sorting the pool.
 
     Every prediction ``A > τ`` equals ``A ≥ v`` for a distinct score ``v`` (or predicts every
-    voxel). Each pass counts the voxels and positives above ``EXACT_SPLITS`` thresholds inside
-    every open interval of scores (one chunked pass for all): each count is an achievable Dice,
-    and :func:`_dice_bound` bounds every τ between two thresholds. Intervals whose bound is below
-    the best achievable Dice cannot hold the optimum and are closed (their voxels dropped); once
-    at most ``EXACT_SORT_AT`` voxels remain, they are sorted and every distinct score among them is
-    scored. Returns τ = the next lower distinct score (or the number just below the minimum when
-    predicting every voxel is best); among equal Dice the highest τ wins, as a scan of every
-    distinct score would choose. Without positive voxels: τ = the maximum score, Dice NaN.
+    voxel). One pass bins the voxels and the positives by score (:mod:`score_kernels`: 2¹⁶ bins
+    in score order); cumulative counts give the Dice of every threshold between bins (achievable)
+    and a bound for every threshold inside a bin (its voxels at best all positive). Only the
+    voxels of bins that hold a positive and whose bound reaches the best achievable Dice are read
+    again, sorted and scored score by score. Returns τ = the next lower distinct score (or the
+    number just below the minimum when predicting every voxel is best); among equal Dice the
+    highest τ wins, as a scan of every distinct score would choose. Without positive voxels: τ =
+    the maximum score, Dice NaN.
     """
     if pooled.n_positive == 0:
         return ThresholdResult("exact", pooled.highest, math.nan)
     g = pooled.n_positive
-    full = values = as_numpy(pooled.values)
+    values = as_numpy(pooled.values)
     positives = as_numpy(pooled.positives)
     positives = positives[positives > pooled.lowest]
-    dtype = values.dtype.type
-    # cuts: threshold -> (voxels, positives) of the whole pool above it; open: intervals (a, b] still searched
-    cuts = {dtype(pooled.lowest): (values.size, positives.size), dtype(pooled.highest): (0, 0)}
-    open_ = [(dtype(pooled.lowest), dtype(pooled.highest))] if values.size else []
-    best = max(2 * g / (pooled.n_voxels + g), 2 * positives.size / (values.size + g))
-    for _ in range(8):
-        if values.size <= EXACT_SORT_AT or not open_:
-            break
-        new = [np.unique(np.linspace(a, b, EXACT_SPLITS + 2)[1:-1].astype(values.dtype)) for a, b in open_]
-        new = [c[(c > a) & (c < b)] for c, (a, b) in zip(new, open_)]
-        points = np.unique(np.concatenate(new + [np.array([b for _, b in open_], values.dtype)]))
-        above_v, above_p = counts_above(values, points), counts_above(positives, points)
-        kept_above = dict(zip(points.tolist(), zip(above_v.tolist(), above_p.tolist())))
-        for inner, (a, b) in zip(new, open_):
-            n_b, p_b = cuts[b]
-            for c in inner:  # pool counts above c = above b + the kept voxels in (c, b]
-                cuts[c] = (n_b + kept_above[c.item()][0] - kept_above[b.item()][0],
-                           p_b + kept_above[c.item()][1] - kept_above[b.item()][1])
-        order = sorted(cuts)
-        best = max([best] + [2 * cuts[c][1] / (cuts[c][0] + g) for c in order])
-        was_open = [(a, b) for a, b in open_]
-        open_ = []
-        for a, b in zip(order, order[1:]):
-            inside = any(lo <= a and b <= hi for lo, hi in was_open)
-            if inside and cuts[a][0] > cuts[b][0] and _dice_bound(*cuts[a], *cuts[b], g) >= best * (1 - 1e-12):
-                open_.append((a, b))
-        values, positives = _inside(values, open_), _inside(positives, open_)
-    return _scan_open(pooled, full, np.sort(values), np.sort(positives), open_, cuts, g)
+    h_all, h_pos = histogram(values), histogram(positives)
+    above_all, above_pos = _in_bins_above(h_all), _in_bins_above(h_pos)
+    best = max(2 * g / (pooled.n_voxels + g), float(np.max(2 * above_pos / (above_all + g))))
+    bound = 2 * (above_pos + h_pos) / (above_all + h_pos + g)
+    # a bin without positives only adds false positives: every score in it is below its edge's Dice
+    keep = (h_pos > 0) & (bound >= best * (1 - 1e-12))
+    return _scan_bins(pooled, values, select_bins(values, keep), select_bins(positives, keep), keep, h_all, h_pos, g)
 
 
-def _inside(x: np.ndarray, intervals: list) -> np.ndarray:
-    """The elements of ``x`` in any of the ordered intervals (a, b] (touching ones joined first)."""
-    ranges = []
-    for a, b in intervals:
-        if ranges and ranges[-1][1] == a:
-            ranges[-1][1] = b
-        else:
-            ranges.append([a, b])
-    keep = np.zeros(x.shape, dtype=bool)
-    for a, b in ranges:
-        keep |= (x > a) & (x <= b)
-    return np.take(x, np.flatnonzero(keep))
+def _in_bins_above(counts: np.ndarray) -> np.ndarray:
+    """The total of ``counts`` over the bins above each bin."""
+    return np.append(np.cumsum(counts[::-1])[::-1][1:], 0)
 
 
-def _scan_open(pooled: PooledScores, full: np.ndarray, values: np.ndarray, positives: np.ndarray,
-               open_: list, cuts: dict, g: int) -> ThresholdResult:
-    """Score every distinct score of the sorted ``values`` left in the ``open_`` intervals (and
-    predicting every voxel, last); pick the best as :func:`exact_search` describes."""
+def _scan_bins(pooled: PooledScores, full: np.ndarray, values: np.ndarray, positives: np.ndarray, keep: np.ndarray,
+               h_all: np.ndarray, h_pos: np.ndarray, g: int) -> ThresholdResult:
+    """Score every distinct score of ``values`` (the voxels of the ``keep`` bins; ``positives`` the
+    same for positive voxels) and predicting every voxel (last); pick the best as
+    :func:`exact_search` describes. ``h_all`` / ``h_pos``: the pool's counts per bin."""
+    values, positives = np.sort(values), np.sort(positives)
     distinct = np.unique(values)[::-1]
-    ends = np.array([b for _, b in open_], values.dtype)
-    which = np.searchsorted(ends, distinct, "left")  # the open interval (a, b] of each score
-    end = ends[which]
-    n_end = np.array([cuts[b][0] for _, b in open_], np.int64)[which]
-    p_end = np.array([cuts[b][1] for _, b in open_], np.int64)[which]
-    predicted = n_end + np.searchsorted(values, end, "right") - np.searchsorted(values, distinct, "left")
-    tp = p_end + np.searchsorted(positives, end, "right") - np.searchsorted(positives, distinct, "left")
+    bins = key_bins(distinct)
+
+    def above(hist: np.ndarray, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Voxels ≥ v: those of the bins above v's, plus those of v's bin (read again, sorted in x)."""
+        return (_in_bins_above(hist)[bins] + x.size - np.searchsorted(x, v, "left")
+                - _in_bins_above(hist * keep)[bins])
+
+    predicted, tp = above(h_all, values, distinct), above(h_pos, positives, distinct)
     dice = np.append(2 * tp.astype(np.float64) / (predicted + g).astype(np.float64), 2 * g / (pooled.n_voxels + g))
     i = int(np.argmax(dice))
-    details = {"scores_scored": int(distinct.size)}
+    details = {"scores_scored": int(distinct.size), "bins_scored": int(keep.sum())}
     if i == distinct.size:  # predicting every voxel is best
         return ThresholdResult("exact", _below(pooled.lowest, pooled.dtype), float(dice[i]), details=details)
-    v = distinct[i]
-    start = next(a for a, b in open_ if a < v <= b)
-    k = np.searchsorted(values, v, "left")
-    if k > 0 and values[k - 1] > start:
-        threshold = values[k - 1].item()  # the next lower score, in the same open interval
-    else:  # the next lower score lies at or below the interval's start: one pass over the pool
-        below = full[full <= start]
-        threshold = below.max().item() if below.size else pooled.lowest
+    # τ: the next lower score, in v's bin or the nearest non-empty bin below it
+    v, b = distinct[i], bins[i]
+    k = int(np.searchsorted(values, v, "left"))
+    lower = np.flatnonzero(h_all[:b] > 0)
+    if k > 0 and key_bins(values[k - 1:k])[0] == b:
+        threshold = values[k - 1].item()
+    elif lower.size == 0:
+        threshold = pooled.lowest
+    elif keep[lower[-1]]:
+        threshold = values[k - 1].item()
+    else:  # a bin not read again: one more pass over the pool
+        only = np.zeros_like(keep)
+        only[lower[-1]] = True
+        threshold = select_bins(full, only).max().item()
     return ThresholdResult("exact", threshold, float(dice[i]), details=details)
 
 
