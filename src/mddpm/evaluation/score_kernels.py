@@ -29,9 +29,12 @@ def key_bins(x: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _histogram(bits, sign, shift, hist):  # pragma: no cover - compiled
+    sub = np.zeros((4, hist.size), np.int64)  # four sub-histograms: runs of one bin do not wait on one counter
     for i in range(bits.size):
         b = bits[i]
-        hist[((~b) if b & sign else (b | sign)) >> shift] += 1
+        sub[i & 3, ((~b) if b & sign else (b | sign)) >> shift] += 1
+    for k in range(4):
+        hist += sub[k]
 
 
 def histogram(x: np.ndarray) -> np.ndarray:
@@ -84,3 +87,22 @@ def split_into(s, positive, zero, lowest, values, positives):  # pragma: no cove
         n += v > lowest
         positives[m] = v
         m += positive[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def grid_counts(x, grid, scale, counts):  # pragma: no cover - compiled
+    """Add to ``counts`` [G + 1] the number of elements of 1-D ``x`` with exactly b points of the
+    ascending ``grid`` [G] below them, for each b; ``x · scale`` estimates b (then corrected).
+    Four sub-histograms, so that runs of equal b do not wait on one counter."""
+    g = grid.size
+    sub = np.zeros((4, g + 1), np.int64)
+    for i in range(x.size):
+        v = x[i]
+        b = min(max(int(v * scale), 0), g)
+        while b < g and grid[b] < v:
+            b += 1
+        while b > 0 and grid[b - 1] >= v:
+            b -= 1
+        sub[i & 3, b] += 1
+    for k in range(4):
+        counts += sub[k]

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from mddpm.evaluation.metrics import PooledScores, RankedScores, as_numpy, round_to_dtype, select_between
-from mddpm.evaluation.score_kernels import histogram, key_bins, select_bins
+from mddpm.evaluation.score_kernels import grid_counts, histogram, key_bins, select_bins
 
 BISECTION_STEPS = 10
+GRID_BITS_MAX = 20  # the one-pass counts of a longer bisection would need more than 2^20 grid points
 FPR_RATES = (0.01, 0.05, 0.10)
 
 
@@ -129,11 +130,41 @@ class _InwardCounts:
         self.bounds = (lo_q, hi_q)
 
 
+class _GridCounts:
+    """Counts above every threshold the bisection can ask in its first ``bits − 1`` steps, from one
+    compiled pass (CPU). Its candidates are the points j · max / 2^bits of a grid (the interval ends
+    are such points, and each candidate a quarter into one; exact in float64), rounded to the
+    scores' dtype: each voxel is counted once by the number of grid points below it. A threshold
+    not on the grid (after the ``lo == hi`` reset) takes a full counting pass."""
+
+    def __init__(self, pooled: PooledScores, bits: int):
+        self.pooled = pooled
+        n = (1 << bits) - 1
+        grid = (pooled.highest * np.arange(1, n + 1, dtype=np.float64) / (1 << bits)).astype(as_numpy(pooled.values).dtype)
+        columns = []
+        for x in (as_numpy(pooled.values), as_numpy(pooled.positives)):
+            counts = np.zeros(n + 1, np.int64)
+            grid_counts(x, grid, (1 << bits) / pooled.highest, counts)
+            columns.append(np.cumsum(counts[::-1])[::-1][1:].tolist())  # above grid point j: buckets > j
+        self.above = dict(zip(grid.tolist(), zip(*columns)))
+
+    def dice(self, t: float) -> float:
+        q = round_to_dtype(t, self.pooled.dtype)
+        if q not in self.above:
+            return pooled_dice(self.pooled, t)
+        n, tp = self.above[q]
+        den = n + (self.pooled.n_lowest if self.pooled.lowest > q else 0) + self.pooled.n_positive
+        return 2 * tp / den if den > 0 else math.nan
+
+
 def bisection_search(ranked: PooledScores, max_steps: int = BISECTION_STEPS) -> ThresholdResult:
-    """:func:`bisect` on the pooled Dice of ``ranked`` (two counts per candidate), step by step,
-    each count reading only the voxels still inside the search interval."""
-    counts = _InwardCounts(ranked)
-    threshold, dice, steps = bisect(counts.dice, ranked.highest, max_steps, counts.narrow)
+    """:func:`bisect` on the pooled Dice of ``ranked`` (two counts per candidate): on the CPU every
+    count from one pass (:class:`_GridCounts`), else step by step, each count reading only the
+    voxels still inside the search interval (:class:`_InwardCounts`; binary searches on a ranking)."""
+    grid = (ranked.values.device.type == "cpu" and not isinstance(ranked, RankedScores)
+            and 0 < ranked.highest < math.inf and max_steps + 1 <= GRID_BITS_MAX)
+    counts = _GridCounts(ranked, max_steps + 1) if grid else _InwardCounts(ranked)
+    threshold, dice, steps = bisect(counts.dice, ranked.highest, max_steps, None if grid else counts.narrow)
     return ThresholdResult("bisection", threshold, dice, steps, {"max_steps": max_steps})
 
 
