@@ -232,3 +232,16 @@ def test_exact_threshold_is_the_next_lower_score_in_any_bin(healthy):
     want = scan_every_distinct_score(RankedScores.from_scores(s, g))
     got = exact_search(PooledScores.from_scores(s, g))
     assert (got.threshold, got.dice) == want == ((scores[~gt].max().item()), 1.0)
+
+
+def test_grid_counts_equal_counting_passes_on_and_off_the_grid():
+    """The one-pass counts of the bisection's grid (signed scores, ties, the maximum itself) equal
+    a counting pass at every grid point; a threshold off the grid takes the counting pass."""
+    scores, gt = random_maps(4, n=20000)
+    scores = (np.round(scores * 64) / 64 - np.float32(0.1)).astype(np.float32)  # many scores on grid points
+    pooled = PooledScores.from_scores(torch.from_numpy(scores), torch.from_numpy(gt))
+    counts = threshold._GridCounts(pooled, 6)
+    for j in range(1, 64):
+        t = pooled.highest * j / 64
+        assert counts.dice(t) == threshold.pooled_dice(pooled, t)
+    assert counts.dice(0.123456) == threshold.pooled_dice(pooled, 0.123456)

@@ -140,9 +140,10 @@ class _GridCounts:
     def __init__(self, pooled: PooledScores, bits: int):
         self.pooled = pooled
         n = (1 << bits) - 1
-        grid = (pooled.highest * np.arange(1, n + 1, dtype=np.float64) / (1 << bits)).astype(as_numpy(pooled.values).dtype)
+        values, positives = as_numpy(pooled.values), as_numpy(pooled.positives)
+        grid = (pooled.highest * np.arange(1, n + 1, dtype=np.float64) / (1 << bits)).astype(values.dtype)
         columns = []
-        for x in (as_numpy(pooled.values), as_numpy(pooled.positives)):
+        for x in (values, positives):
             counts = np.zeros(n + 1, np.int64)
             grid_counts(x, grid, (1 << bits) / pooled.highest, counts)
             columns.append(np.cumsum(counts[::-1])[::-1][1:].tolist())  # above grid point j: buckets > j
