@@ -60,10 +60,11 @@ def test_erosion_zero_iterations_keeps_mask():
 
 @pytest.mark.parametrize("shape", [(7, 9, 8), (1, 6, 5), (2, 3, 11), (4, 1, 2), (13, 12, 15)])
 @pytest.mark.parametrize("kind", ["masked", "dense", "signed", "ties"])
-@pytest.mark.parametrize("use_torch", [False, True])  # the NumPy network (CPU) and the torch one (any device)
+@pytest.mark.parametrize("use_torch", [False, True])  # the fused compiled network (CPU) and the torch one (any device)
 @pytest.mark.parametrize("gather_below", [0.0, 1.0])  # the network always / gathered windows for non-negative maps
 def test_median_matches_scipy(shape, kind, use_torch, gather_below, monkeypatch):
     monkeypatch.setattr(median, "GATHER_BELOW", gather_below)
+    monkeypatch.setattr(median, "COUNT_BELOW", gather_below)
     rng = np.random.default_rng([*shape, len(kind)])
     x = rng.random(shape).astype(np.float32)
     if kind == "masked":  # non-negative with many zeros: cropped to the windows holding a non-zero
