@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
 import torch
 from scipy import ndimage
@@ -126,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": shlex.join(["python", *sys.argv]), "machine": info, "repeats": args.repeats, "rows": []}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         for grid, x in maps.items():
             result["rows"].append({"grid": grid, "threads": threads, "paths": time_paths(x, args.repeats)})
     result["compile"] = compile_times()

@@ -86,18 +86,33 @@ def _median_valid(x: torch.Tensor, k: int) -> torch.Tensor:
     return median
 
 
-def _symmetric_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
+def _symmetric_index(n: int, pad: int) -> np.ndarray:
     """Indices of a length-``n`` axis extended by ``pad`` each side with scipy's "reflect" rule
     (half-sample symmetric: ``d c b a | a b c d | d c b a``), repeated for any ``pad``."""
-    i = torch.arange(-pad, n + pad, device=device) % (2 * n)
-    return torch.where(i >= n, 2 * n - 1 - i, i)
+    i = np.arange(-pad, n + pad) % (2 * n)
+    return np.where(i >= n, 2 * n - 1 - i, i)
 
 
 def pad_symmetric(x: torch.Tensor, pad: int, dims: tuple[int, ...]) -> torch.Tensor:
     """Pad ``x`` by ``pad`` on both sides of each of ``dims`` like scipy's ``mode="reflect"``."""
     for d in dims:
-        x = x.index_select(d, _symmetric_index(x.shape[d], pad, x.device))
+        x = x.index_select(d, torch.from_numpy(_symmetric_index(x.shape[d], pad)).to(x.device))
     return x
+
+
+def _median_dense_cpu(v: np.ndarray, k: int) -> np.ndarray | None:
+    """The fused median of a CPU volume [Z, H, W] with NumPy and the compiled kernel only, or None
+    for a map with NaN or a sparse candidate (``COUNT_BELOW``). No torch op: with more than one
+    thread each starts OpenMP workers that wait busily afterwards, which slowed the kernel 2–10×
+    on the loaded 2-core machine (benchmarks/results/median_speed.md)."""
+    if v.dtype.kind == "f" and np.isnan(v).any():
+        return None
+    padded = v
+    for axis in range(3):
+        padded = padded.take(_symmetric_index(v.shape[axis], k // 2), axis=axis)
+    if padded.min() >= 0 and np.count_nonzero(padded) <= COUNT_BELOW * padded.size:
+        return None
+    return median_valid_fused(padded, k)
 
 
 def _span(nonzero: torch.Tensor, k: int, n_out: int) -> tuple[int, int]:
@@ -192,6 +207,11 @@ def median_filter_3d(x: torch.Tensor, kernel_size: int = 5, slab_elements: int =
     r = kernel_size // 2
     out = torch.empty_like(vols)
     for i, vol in enumerate(vols):
+        if not use_torch and vol.device.type == "cpu" and vol.dtype in FUSED_DTYPES:
+            dense = _median_dense_cpu(vol.numpy(), kernel_size)
+            if dense is not None:
+                out.numpy()[i] = dense
+                continue
         nan = torch.isnan(vol)
         has_nan = bool(nan.any())
         padded = pad_symmetric(vol.masked_fill(nan, float("inf")) if has_nan else vol, r, (0, 1, 2)).contiguous()
