@@ -6,8 +6,9 @@ z-plane, ``BLOCK_ROWS`` output rows) is copied into a buffer, and every merge st
 runs over the block's flat positions in runs of ``RUN`` voxels: each op reads its operands where
 they lie (input lists at a flat shift, or scratch rows that stay in the L1 cache) and only a step's
 needed ranks are stored for the next step. Shifts along z, y and x are flat offsets of the block
-buffer, so every op reads contiguous memory; x is stored as even then odd positions so that the x
-axis shares work between neighbouring windows as ``median.py`` does. Positions whose window would
+buffer, so every op reads contiguous memory; rows and x positions are stored even then odd so that
+the y and x axes share work between neighbouring windows as ``median.py`` does (471 minima and
+maxima per output voxel for k = 5). Positions whose window would
 wrap past a row or plane edge hold garbage that no valid output reads. Same result as
 ``scipy.ndimage.median_filter`` (tests); NaN must already be replaced by +inf.
 """
