@@ -89,4 +89,13 @@ def markdown_header(title: str, info: dict, command: str) -> list[str]:
             f"numpy {info['numpy']}, Python {info['python']}{gpus}",
             f"- commit: {info['git_commit']}; started {info['started']}",
             f"- load average (1/5/15 min) at start {info['load_average_start']}, "
-            f"at end {info.get('load_average_end')}", ""]
+            f"at end {info.get('load_average_end')}", *_provisional(info), ""]
+
+
+def _provisional(info: dict) -> list[str]:
+    """A warning line when the 1-minute load average exceeded half the cores at start or end."""
+    loads = [info["load_average_start"][0], (info.get("load_average_end") or [0])[0]]
+    if max(loads) <= info["cores"] / 2:
+        return []
+    return [f"- **provisional**: the machine was busy (1-minute load up to {max(loads):.1f} on {info['cores']} "
+            "cores); rerun on a quiet machine before quoting these figures"]
