@@ -171,3 +171,22 @@ def test_mean_std_is_nanmean_population_std():
     assert stat["mean"] == pytest.approx(np.nanmean(values)) and stat["std"] == pytest.approx(np.nanstd(values))
     assert stat["n"] == 3
     assert mean_std([math.nan])["n"] == 0 and math.isnan(mean_std([])["mean"])
+
+
+@pytest.mark.parametrize("capacity", [0, 10, 10_000])  # grown from nothing, grown from too little, reserved
+def test_collected_pool_equals_the_pool_of_its_parts(capacity):
+    """Volumes streamed into one buffer (the evaluation's validation pool) hold exactly the voxels of
+    the pooled parts: different minima, ties, signed scores, a volume without positives."""
+    rng = np.random.default_rng(10)
+    parts = [random_case(rng, 300, ties=True, zeros=True) for _ in range(3)]
+    parts.append((np.round(rng.normal(0, 1, 200), 1).astype(np.float32), rng.random(200) < 0.3))
+    parts.append((np.full(50, 0.5, np.float32), np.zeros(50, bool)))
+    as_torch = [(torch.from_numpy(s), torch.from_numpy(np.asarray(g))) for s, g in parts]
+    want = PooledScores.pool([PooledScores.from_scores(s, g) for s, g in as_torch])
+    got = PooledScores.collect(iter(as_torch), capacity)
+    assert (got.lowest, got.n_lowest, got.dtype) == (want.lowest, want.n_lowest, want.dtype)
+    assert torch.equal(got.values, want.values) and torch.equal(got.positives, want.positives)
+    with pytest.raises(ValueError):
+        PooledScores.collect(iter([]))
+    with pytest.raises(ValueError):
+        PooledScores.collect([as_torch[0], (as_torch[1][0].double(), as_torch[1][1])])

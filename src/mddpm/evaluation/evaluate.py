@@ -127,13 +127,14 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
     needs only counts; the exact rule ranks the pool).
 
-    Each volume is reduced to its voxels above its minimum as it streams past (the published code
-    concatenated the flat maps with repeated ``np.append``)."""
-    parts = []
-    for cid in track(maps.case_ids, "evaluate: threshold maps", progress):
-        score, mask, label = maps.load(cid, device)
-        parts.append(PooledScores.from_scores(scoring.postprocess(score, mask), label))
-    pooled = PooledScores.pool(parts)
+    Each volume is reduced to its voxels above its minimum as it streams past, straight into the
+    pool (the published code concatenated the flat maps with repeated ``np.append``)."""
+    def postprocessed():
+        for cid in track(maps.case_ids, "evaluate: threshold maps", progress):
+            score, mask, label = maps.load(cid, device)
+            yield scoring.postprocess(score, mask), label
+
+    pooled = PooledScores.collect(postprocessed(), len(maps.case_ids) * int(np.prod(maps.prepared.masks.shape[1:])))
     if pooled.n_positive == 0:
         raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
                          f"a threshold needs a lesion validation split")

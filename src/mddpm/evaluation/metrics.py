@@ -24,7 +24,9 @@ search. The published bisection needs only 20 counts and runs on the unsorted
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +99,24 @@ def _split_scores(s: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor
     return select(s, s > lowest), select(s, positive), lowest
 
 
+def _flat_pair(scores: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, gt > 0), flattened; refuses different shapes and empty scores."""
+    if scores.shape != gt.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+    if scores.numel() == 0:
+        raise ValueError("no voxels to rank")
+    return scores.reshape(-1), gt.reshape(-1) if gt.dtype == torch.bool else gt.reshape(-1) > 0
+
+
+def _room(buf: np.ndarray, used: int, extra: int) -> np.ndarray:
+    """``buf`` with room for ``extra`` elements after its first ``used`` (doubled and copied when too small)."""
+    if buf.size >= used + extra:
+        return buf
+    grown = np.empty(max(2 * buf.size, used + extra), buf.dtype)
+    grown[:used] = buf[:used]
+    return grown
+
+
 def count_greater(x: torch.Tensor, q: torch.Tensor) -> int:
     """Number of elements of 1-D ``x`` greater than the 1-element ``q``: one pass (compiled on the CPU)."""
     if x.device.type == "cpu":
@@ -133,12 +153,8 @@ class PooledScores:
     @classmethod
     def from_scores(cls, scores: torch.Tensor, gt: torch.Tensor):
         """From finite float ``scores`` and ``gt`` of the same shape (any; flattened), at least one voxel."""
-        if scores.shape != gt.shape:
-            raise ValueError(f"scores {tuple(scores.shape)} and ground truth {tuple(gt.shape)} differ in shape")
-        if scores.numel() == 0:
-            raise ValueError("no voxels to rank")
-        s = scores.reshape(-1)
-        values, positives, lowest = _split_scores(s, gt.reshape(-1) if gt.dtype == torch.bool else gt.reshape(-1) > 0)
+        s, positive = _flat_pair(scores, gt)
+        values, positives, lowest = _split_scores(s, positive)
         return cls(values=values, positives=positives, lowest=lowest, n_lowest=s.numel() - values.numel(),
                    dtype=s.dtype)
 
@@ -156,6 +172,41 @@ class PooledScores:
         values += [p.values.new_full((p.n_lowest,), p.lowest) for p in parts if p.lowest > lowest]
         return cls(values=cls._join(values), positives=cls._join([p.positives for p in parts]), lowest=lowest,
                    n_lowest=sum(p.n_lowest for p in parts if p.lowest == lowest), dtype=parts[0].dtype)
+
+    @classmethod
+    def collect(cls, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], capacity: int = 0) -> "PooledScores":
+        """``pool([from_scores(s, g) for s, g in pairs])`` built while the pairs stream past: on the CPU
+        each volume's voxels above its minimum and its positives go straight into one buffer each (no
+        per-volume arrays, no final concatenation). ``capacity``: voxels expected in all (a bound: the
+        buffers are reserved, not touched, and grow when it is too small)."""
+        pairs = iter(pairs)
+        first = next(pairs, None)
+        if first is None:
+            raise ValueError("nothing to pool")
+        pairs = itertools.chain([first], pairs)
+        if cls is not PooledScores or first[0].device.type != "cpu" or first[0].dtype == torch.bfloat16:
+            return cls.pool([cls.from_scores(s, g) for s, g in pairs])
+        dtype = first[0].dtype
+        values, positives = (np.empty(capacity, as_numpy(first[0]).dtype) for _ in range(2))
+        n = m = 0
+        parts = []  # (lowest, voxels at it) per volume
+        for scores, gt in pairs:
+            if scores.dtype != dtype:
+                raise ValueError("cannot pool scores of different dtypes")
+            s, positive = _flat_pair(scores, gt)
+            x, pos = s.numpy(), positive.numpy()
+            zero = x.dtype.type(0)
+            lowest = x.min() + zero
+            above, lesion = score_kernels.count_greater(x, lowest), np.count_nonzero(pos)
+            values, positives = _room(values, n, above + 1), _room(positives, m, lesion + 1)
+            score_kernels.split_into(x, pos, zero, lowest, values[n:], positives[m:])
+            n, m = n + above, m + lesion
+            parts.append((lowest.item(), x.size - above))
+        lowest = min(low for low, _ in parts)
+        fill = [np.full(count, low, values.dtype) for low, count in parts if low > lowest]
+        return cls(values=torch.from_numpy(np.concatenate([values[:n], *fill]) if fill else values[:n]),
+                   positives=torch.from_numpy(positives[:m]), lowest=lowest,
+                   n_lowest=sum(count for low, count in parts if low == lowest), dtype=dtype)
 
     def ranked(self) -> "RankedScores":
         """The same voxels sorted (for AUPRC, AUROC, the exact and FPR thresholds)."""
