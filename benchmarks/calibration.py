@@ -4,7 +4,8 @@ Each *setting* is a name and a list of ``--set`` overrides on top of a method's 
 is trained, its maps predicted on the lesion validation and test splits, and evaluated under both
 post-processing rules (``published`` voxel constants and ``physical`` sizes in mm). One JSON line
 per (setting, rule) goes to ``--out`` (appended, so a stopped run resumes: finished settings are
-skipped), and ``--table`` writes the Markdown table of every line in the file.
+skipped; ``--resume`` continues a stopped training from its last checkpoint), and ``--table`` writes
+the Markdown table of every line in the file.
 
     .venv/bin/python benchmarks/calibration.py --data DATA --work WORK --out results.jsonl \\
         --method mddpm-fpmcm --setting today= --setting "lr=train.lr=1e-3;train.precision=bf16" ...
@@ -39,11 +40,14 @@ def parse_setting(text: str) -> tuple[str, list[str]]:
 
 
 def run_setting(data: Path, work: Path, method: str, preset: str, name: str, overrides: list[str],
-                precision: str) -> list[dict]:
-    """Train, predict and evaluate one setting; one result dict per post-processing rule."""
+                precision: str, resume: bool = False) -> list[dict]:
+    """Train, predict and evaluate one setting; one result dict per post-processing rule. ``resume``:
+    continue a stopped training from its ``last.ckpt`` (``seconds_train`` then counts the rest only)."""
     folder = work / f"{method}-{name}"
+    resumed = resume and (folder / "run" / "checkpoints" / "last.ckpt").is_file()
     t0 = time.perf_counter()
-    run = train(data, method, preset, folder / "run", overrides=overrides, force=True, progress=False)
+    run = train(data, method, preset, folder / "run", overrides=overrides, force=not resumed, resume=resumed,
+                progress=False)
     seconds_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     for split in sorted({s for pair in TEST_SETS.values() for s in pair}):
@@ -54,7 +58,8 @@ def run_setting(data: Path, work: Path, method: str, preset: str, name: str, ove
     for rule in RULES:
         row = {"method": method, "preset": preset, "setting": name, "overrides": overrides, "postprocess": rule,
                "steps": config["train"]["max_steps"], "seed": config["train"]["seed"],
-               "seconds_train": round(seconds_train, 1), "seconds_predict": round(seconds_predict, 1)}
+               "seconds_train": round(seconds_train, 1), "seconds_predict": round(seconds_predict, 1),
+               "resumed": resumed}
         for test_set, (val, test) in TEST_SETS.items():
             report = evaluate(folder / "maps" / test, folder / "maps" / val, folder / "eval" / rule / test_set,
                               rules=["exact"], force=True, log=lambda m: None, postprocess=rule)
@@ -118,6 +123,8 @@ def main() -> None:
     p.add_argument("--preset", default="demo")
     p.add_argument("--precision", default="32", choices=["32", "bf16"], help="predict precision")
     p.add_argument("--setting", action="append", default=[], metavar="NAME=OVERRIDES")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped setting's training from its last.ckpt instead of starting again")
     p.add_argument("--table", type=Path, help="write the Markdown table of --out here")
     p.add_argument("--plot", type=Path, help="write the budget-curve PNG of --out here")
     p.add_argument("--curve", default="budget", help="setting-name prefix of the curve's lines (default: budget)")
@@ -129,7 +136,8 @@ def main() -> None:
         name, overrides = parse_setting(text)
         if (args.method, name) in done:
             continue
-        rows = run_setting(args.data, args.work, args.method, args.preset, name, overrides, args.precision)
+        rows = run_setting(args.data, args.work, args.method, args.preset, name, overrides, args.precision,
+                           args.resume)
         with args.out.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         print(table(rows), flush=True)
