@@ -6,8 +6,8 @@ One command (about a minute on a quiet 2-core machine):
 
 Times, on seeded dense maps (non-zero over a brain-shaped half of the volume, as real anomaly
 maps are) of the paper grid 96×96×50 and the demo grid 48×48×25, with 1 and 2 threads (torch's
-and numba's thread count; scipy and the compiled kernel are single-threaded, so the second thread
-only shows contention): ``scipy.ndimage.median_filter(size=5, mode="reflect")``, the fused
+thread count, and the compiled kernel's, which splits the volume's planes between its threads;
+scipy is single-threaded): ``scipy.ndimage.median_filter(size=5, mode="reflect")``, the fused
 compiled networks (the CPU default) and the torch-op networks (``use_torch``, the path of other
 devices), called in turn ``--repeats`` times (medians). Every output is checked identical to
 scipy's. The kernel's compile time is measured separately in two fresh subprocesses sharing an
@@ -60,11 +60,12 @@ def dense_map(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarr
     return np.ascontiguousarray(masked, dtype=np.float32)
 
 
-def time_paths(x: np.ndarray, repeats: int) -> dict:
-    """Median seconds of each path on ``x``, called in turn; and whether each equals scipy's output."""
+def time_paths(x: np.ndarray, repeats: int, threads: int) -> dict:
+    """Median seconds of each path on ``x``, called in turn; and whether each equals scipy's output.
+    ``threads``: the fused kernel's (torch's thread count is set by the caller)."""
     t = torch.from_numpy(x)
     paths = {"scipy": lambda: ndimage.median_filter(x, size=5, mode="reflect"),
-             "fused": lambda: median_filter_3d(t).numpy(),
+             "fused": lambda: median_filter_3d(t, threads=threads).numpy(),
              "torch ops": lambda: median_filter_3d(t, use_torch=True).numpy()}
     want = paths["scipy"]()
     same = {name: bool(np.array_equal(f(), want)) for name, f in paths.items()}
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for grid, x in maps.items():
-            result["rows"].append({"grid": grid, "threads": threads, "paths": time_paths(x, args.repeats)})
+            result["rows"].append({"grid": grid, "threads": threads, "paths": time_paths(x, args.repeats, threads)})
     result["compile"] = compile_times()
     info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     result["wall_s"] = time.perf_counter() - start

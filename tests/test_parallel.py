@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mddpm.cli import main as cli_main
-from mddpm.parallel import parallel_map
+from mddpm.parallel import parallel_map, threaded_map, usable_threads
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -161,3 +161,29 @@ def test_sigterm_at_any_moment_of_a_command_is_one_line():
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
                           capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr.splitlines()) == (143, ["mddpm list: stopped by SIGTERM"])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threaded_map_keeps_order_stays_bounded_and_raises_at_the_item(threads):
+    started = []
+
+    def slow_square(i):
+        started.append(i)
+        time.sleep(0.01 * ((7 * i) % 3))  # finishing out of order
+        if i == 5:
+            raise ValueError("item 5")
+        return i * i
+
+    results = threaded_map(slow_square, range(1000), threads)
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    assert len(started) <= 5 + 2 * threads  # never more than 2 x threads items ahead of the caller
+    with pytest.raises(ValueError, match="item 5"):
+        next(results)
+    assert max(started) < 5 + 2 * threads + 1  # the items not started were dropped
+
+
+def test_usable_threads_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert usable_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert 1 <= usable_threads() <= 8

@@ -1,4 +1,5 @@
-"""One parallel map for the per-case loops (synth, prepare, preprocess), and how interrupts end a command.
+"""One parallel map for the per-case loops (synth, prepare, preprocess), an ordered thread map for the
+evaluation's GIL-free work (:func:`threaded_map`), and how interrupts end a command.
 
 :func:`parallel_map` runs a picklable function over jobs in spawned worker processes (no fork of a
 process that may hold torch or ITK threads) under the progress bar of :mod:`mddpm.progress`, and hands
@@ -24,14 +25,51 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Any, Callable, Iterator, Sequence
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mddpm.errors import MddpmError, Terminated
 from mddpm.progress import progress_bar
 
 PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that its parent is still alive
 JOIN_SECONDS = 5.0  # after SIGTERM, how long a worker may take before it is killed
+MAX_THREADS = 8  # threads of the compiled evaluation kernels at most
+
+
+def usable_threads() -> int:
+    """Threads for the GIL-free evaluation kernels: ``OMP_NUM_THREADS`` when set, else the CPUs this
+    process may run on, at most :data:`MAX_THREADS`."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return min(int(env), MAX_THREADS)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, MAX_THREADS))
+
+
+def threaded_map(fn: Callable[[Any], Any], items: Iterable, threads: int) -> Iterator:
+    """``fn(item)`` for every item, yielded in order, computed by ``threads`` threads at most
+    ``2 * threads`` items ahead (memory stays bounded). For work that releases the GIL (NIfTI
+    decompression, the compiled median); an exception is raised where its item is yielded, and the
+    items not started are dropped."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(threads)
+    try:
+        todo, pending = iter(items), deque()
+        for item in todo:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * threads:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for item in todo:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _raise_terminated(signum, frame) -> None:

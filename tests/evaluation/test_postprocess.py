@@ -79,6 +79,14 @@ def test_median_matches_scipy(shape, kind, use_torch, gather_below, monkeypatch)
     np.testing.assert_array_equal(got.numpy(), ndimage.median_filter(x, size=5, mode="reflect"))
 
 
+@pytest.mark.parametrize("threads", [2, 3, 40])  # more threads than planes: at most one per plane
+def test_median_split_between_threads_matches_scipy(threads):
+    rng = np.random.default_rng(threads)
+    x = ((rng.random((11, 14, 13)) + 0.01) * blobs(rng, (11, 14, 13), p=0.2, sigma=1.0)).astype(np.float32)
+    got = median_filter_3d(torch.from_numpy(x), 5, threads=threads)
+    np.testing.assert_array_equal(got.numpy(), ndimage.median_filter(x, size=5, mode="reflect"))
+
+
 @pytest.mark.parametrize("k", [3, 7])
 def test_median_other_kernels_match_scipy(k):
     rng = np.random.default_rng(k)

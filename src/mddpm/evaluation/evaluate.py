@@ -28,7 +28,7 @@ import contextlib
 import datetime as _dt
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ from mddpm.evaluation.threshold import (
     pooled_dice,
 )
 from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, write_json
+from mddpm.parallel import threaded_map, usable_threads
 from mddpm.progress import track
 
 RULES = ("bisection", "exact")
@@ -122,6 +123,19 @@ def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] 
     }
 
 
+def _processed(maps: MapsFolder, device: torch.device, scoring: Scoring, progress: bool,
+               what: str) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(case id, post-processed map [Z, H, W], brain mask, label) of every case, in order. On the CPU
+    several volumes are read and post-processed at once, one thread each (decompression and the
+    compiled median release the GIL): :func:`mddpm.parallel.usable_threads` volumes at a time."""
+    def one(cid: str):
+        score, mask, label = maps.load(cid, device)
+        return cid, scoring.postprocess(score, mask, threads=1), mask, label
+
+    threads = usable_threads() if device.type == "cpu" else 1
+    return threaded_map(one, track(maps.case_ids, f"evaluate: {what}", progress), threads)
+
+
 def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], scoring: Scoring,
               progress: bool) -> PooledScores:
     """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
@@ -129,12 +143,8 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
 
     Each volume is reduced to its voxels above its minimum as it streams past, straight into the
     pool (the published code concatenated the flat maps with repeated ``np.append``)."""
-    def postprocessed():
-        for cid in track(maps.case_ids, "evaluate: threshold maps", progress):
-            score, mask, label = maps.load(cid, device)
-            yield scoring.postprocess(score, mask), label
-
-    pooled = PooledScores.collect(postprocessed(), len(maps.case_ids) * int(np.prod(maps.prepared.masks.shape[1:])))
+    pairs = ((score, label) for _, score, _, label in _processed(maps, device, scoring, progress, "threshold maps"))
+    pooled = PooledScores.collect(pairs, len(maps.case_ids) * int(np.prod(maps.prepared.masks.shape[1:])))
     if pooled.n_positive == 0:
         raise MddpmError(f"{maps.folder}: the validation split {maps.split!r} has no lesion voxels; "
                          f"a threshold needs a lesion validation split")
@@ -145,9 +155,8 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
 def _pool_healthy(maps: MapsFolder, device: torch.device, scoring: Scoring, progress: bool) -> RankedScores:
     """The in-brain voxels of every post-processed healthy map, ranked together."""
     parts = []
-    for cid in track(maps.case_ids, "evaluate: healthy maps", progress):
-        score, mask, _ = maps.load(cid, device)
-        inside = scoring.postprocess(score, mask)[mask]
+    for _, score, mask, _ in _processed(maps, device, scoring, progress, "healthy maps"):
+        inside = score[mask]
         if inside.numel():
             parts.append(RankedScores.from_scores(inside, torch.zeros_like(inside, dtype=torch.bool)))
     if not parts:
@@ -257,9 +266,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {fmt(thresholds[rule].dice)})")
 
         rows, pictures, segmentations = [], {}, {}
-        for i, cid in enumerate(track(test.case_ids, "evaluate: test maps", progress)):
-            score, mask, label = test.load(cid, dev)
-            score = scoring.postprocess(score, mask)
+        for i, (cid, score, _, label) in enumerate(_processed(test, dev, scoring, progress, "test maps")):
             row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules, scoring)
             rows.append({"case_id": cid, **row})
             if scans is not None:

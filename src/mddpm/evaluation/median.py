@@ -16,6 +16,7 @@ import torch
 
 from mddpm.evaluation.median_fused import FUSED_DTYPES, median_valid_fused
 from mddpm.evaluation.median_networks import AxisPlan, MergeStep, axis_plans
+from mddpm.parallel import usable_threads
 
 
 def _narrow(t: torch.Tensor, dim: int, start: int, length: int) -> torch.Tensor:
@@ -100,7 +101,7 @@ def pad_symmetric(x: torch.Tensor, pad: int, dims: tuple[int, ...]) -> torch.Ten
     return x
 
 
-def _median_dense_cpu(v: np.ndarray, k: int) -> np.ndarray | None:
+def _median_dense_cpu(v: np.ndarray, k: int, threads: int) -> np.ndarray | None:
     """The fused median of a CPU volume [Z, H, W] with NumPy and the compiled kernel only, or None
     for a map with NaN or a sparse candidate (``COUNT_BELOW``). No torch op: with more than one
     thread each starts OpenMP workers that wait busily afterwards, which slowed the kernel 2–10×
@@ -112,7 +113,7 @@ def _median_dense_cpu(v: np.ndarray, k: int) -> np.ndarray | None:
         padded = padded.take(_symmetric_index(v.shape[axis], k // 2), axis=axis)
     if padded.min() >= 0 and np.count_nonzero(padded) <= COUNT_BELOW * padded.size:
         return None
-    return median_valid_fused(padded, k)
+    return median_valid_fused(padded, k, threads)
 
 
 def _span(nonzero: torch.Tensor, k: int, n_out: int) -> tuple[int, int]:
@@ -191,12 +192,13 @@ def _sparse_windows(padded: torch.Tensor, k: int) -> torch.Tensor | None:
 
 
 def median_filter_3d(x: torch.Tensor, kernel_size: int = 5, slab_elements: int = 1 << 15,
-                     use_torch: bool = False) -> torch.Tensor:
+                     use_torch: bool = False, threads: int | None = None) -> torch.Tensor:
     """3-D median filter of ``x`` [Z, H, W] or [N, Z, H, W] with a cubic window of odd size: exactly
     ``scipy.ndimage.median_filter(x, size=kernel_size, mode="reflect")`` per volume, on the tensor's
     device. NaN counts as larger than every number. On the CPU the networks run compiled and fused,
     or as torch ops with ``use_torch`` (the path of other devices); sparse non-negative maps take the
-    gathered-window path (``GATHER_BELOW``)."""
+    gathered-window path (``GATHER_BELOW``). ``threads``: CPU threads of the fused kernel on a dense
+    map (None: :func:`mddpm.parallel.usable_threads`)."""
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"median kernel size must be odd and positive, got {kernel_size}")
     if x.dim() not in (3, 4):
@@ -208,7 +210,7 @@ def median_filter_3d(x: torch.Tensor, kernel_size: int = 5, slab_elements: int =
     out = torch.empty_like(vols)
     for i, vol in enumerate(vols):
         if not use_torch and vol.device.type == "cpu" and vol.dtype in FUSED_DTYPES:
-            dense = _median_dense_cpu(vol.numpy(), kernel_size)
+            dense = _median_dense_cpu(vol.numpy(), kernel_size, threads or usable_threads())
             if dense is not None:
                 out.numpy()[i] = dense
                 continue

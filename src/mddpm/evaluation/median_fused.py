@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mddpm.evaluation.median_networks import axis_plans
+from mddpm.parallel import threaded_map
 
 RUN = 256  # voxels computed together by each op of the interpreted program
 BLOCK_ROWS = 32  # output rows per block (measured best of 4 … 32 on the 2-core EPYC: docs/speed.md)
@@ -208,12 +209,20 @@ def _flatten(records: list, need: dict[int, list], final: dict[int, int], n_data
                     max(width, RUN))
 
 
-def median_valid_fused(padded: np.ndarray, k: int) -> np.ndarray:
-    """Median of every k×k×k window lying fully inside ``padded`` [Z, H, W] (float, no NaN)."""
+def median_valid_fused(padded: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
+    """Median of every k×k×k window lying fully inside ``padded`` [Z, H, W] (float, no NaN); the
+    output planes are split between ``threads`` threads (the kernel runs without the GIL)."""
     out = np.empty(tuple(n - k + 1 for n in padded.shape), padded.dtype)
     if out.size == 0:
         return out
     rows = min(BLOCK_ROWS, out.shape[1])
     p = _program(k, padded.shape[2], rows)
-    _median_blocks(np.ascontiguousarray(padded), out, k, rows, p.n_rows, p.width, p.steps, p.ops, p.final_row)
+    padded = np.ascontiguousarray(padded)
+
+    def planes(bounds: tuple[int, int]) -> None:
+        z0, z1 = bounds
+        _median_blocks(padded[z0:z1 + k - 1], out[z0:z1], k, rows, p.n_rows, p.width, p.steps, p.ops, p.final_row)
+
+    cuts = np.linspace(0, out.shape[0], min(max(1, threads), out.shape[0]) + 1).astype(int)
+    list(threaded_map(planes, zip(cuts[:-1], cuts[1:]), len(cuts) - 1))
     return out

@@ -100,12 +100,13 @@ def erode_mask_axial(mask: torch.Tensor, iterations: int = 3) -> torch.Tensor:
 
 
 def postprocess_map(score: torch.Tensor, brain_mask: torch.Tensor, erosion_iterations: int | None = None,
-                    median_kernel: int | None = MEDIAN_KERNEL) -> torch.Tensor:
+                    median_kernel: int | None = MEDIAN_KERNEL, threads: int | None = None) -> torch.Tensor:
     """The published post-processing of one anomaly map: [Z, H, W] (or [N, Z, H, W]) -> same shape.
 
     Multiply ``score`` by the brain mask (binarised with > 0) eroded per axial slice
     (``erosion_iterations``; ``None`` = ``W // 25`` as published), then 3-D median filter with
-    ``median_kernel`` (``None`` or 1 = no filtering). Float32 out, same device.
+    ``median_kernel`` (``None`` or 1 = no filtering; ``threads``: see
+    :func:`~mddpm.evaluation.median.median_filter_3d`). Float32 out, same device.
     """
     if score.shape != brain_mask.shape:
         raise ValueError(f"score {tuple(score.shape)} and brain mask {tuple(brain_mask.shape)} differ in shape")
@@ -114,7 +115,7 @@ def postprocess_map(score: torch.Tensor, brain_mask: torch.Tensor, erosion_itera
     masked = score.float() * erode_mask_axial(brain_mask, erosion_iterations)
     if median_kernel is None or median_kernel == 1:
         return masked
-    return median_filter_3d(masked, median_kernel)
+    return median_filter_3d(masked, median_kernel, threads=threads)
 
 
 def remove_small_components(binary: torch.Tensor, max_size: int = CC_MAX_SIZE) -> torch.Tensor:

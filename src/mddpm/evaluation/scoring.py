@@ -48,10 +48,10 @@ class Scoring:
         return cls(settings.get("erosion_iterations"), settings.get("median_filter", {}).get("kernel", MEDIAN_KERNEL),
                    settings.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE))
 
-    def postprocess(self, score: torch.Tensor, brain_mask: torch.Tensor) -> torch.Tensor:
+    def postprocess(self, score: torch.Tensor, brain_mask: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         """Masked and median-filtered map [Z, H, W] float32 (:func:`~mddpm.evaluation.postprocess.postprocess_map`)."""
         return postprocess_map(score, brain_mask, erosion_iterations=self.erosion_iterations,
-                               median_kernel=self.median_kernel)
+                               median_kernel=self.median_kernel, threads=threads)
 
     def segment(self, processed: torch.Tensor, threshold: float) -> torch.Tensor:
         """``processed > threshold`` (threshold in the map's dtype) without its small components: bool [Z, H, W]."""
