@@ -39,7 +39,7 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import REPO, machine_info, markdown_header  # noqa: E402
+from machine import REPO, machine_info, markdown_header, write_results  # noqa: E402
 from mddpm.evaluation.metrics import PooledScores, RankedScores, average_precision  # noqa: E402
 from mddpm.evaluation.postprocess import cpu_threads, erode_mask_axial, median_filter_3d, remove_small_components  # noqa: E402
 from mddpm.evaluation.threshold import bisection_search, exact_search  # noqa: E402
@@ -299,12 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             e2e = end_to_end(released, tuple(args.sizes), Path(tmp), rng)
         result["end_to_end"] = {str(k): v for k, v in e2e.items()}
-    info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    result["wall_s"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_results(result, info, args.out, to_markdown, start)
     return 0
 
 

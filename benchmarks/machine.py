@@ -3,6 +3,7 @@ helper of every script in ``benchmarks/``, so each results file says where its n
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -90,6 +91,17 @@ def markdown_header(title: str, info: dict, command: str) -> list[str]:
             f"- commit: {info['git_commit']}; started {info['started']}",
             f"- load average (1/5/15 min) at start {info['load_average_start']}, "
             f"at end {info.get('load_average_end')}", *_provisional(info), ""]
+
+
+def write_results(result: dict, info: dict, out: Path, markdown, start: float) -> None:
+    """Stamp the end (load average, ``wall_s`` since ``start``, a ``time.perf_counter()``), write
+    ``out``.json and ``out``.md (``markdown(result)``: its text), and print the Markdown."""
+    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    result["wall_s"] = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
 
 
 def _provisional(info: dict) -> list[str]:

@@ -19,7 +19,6 @@ load average.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -35,7 +34,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_speed import volume  # noqa: E402
-from machine import REPO, machine_info, markdown_header  # noqa: E402
+from machine import REPO, machine_info, markdown_header, write_results  # noqa: E402
 from mddpm.evaluation.median import median_filter_3d  # noqa: E402
 from mddpm.evaluation.postprocess import erode_mask_axial  # noqa: E402
 
@@ -129,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for grid, x in maps.items():
             result["rows"].append({"grid": grid, "threads": threads, "paths": time_paths(x, args.repeats, threads)})
     result["compile"] = compile_times()
-    info["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    result["wall_s"] = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(to_markdown(result))
-    print(to_markdown(result))
+    write_results(result, info, args.out, to_markdown, start)
     return 0
 
 
