@@ -42,6 +42,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before it starts: SIGINT at its default, as a command typed in a terminal has it. A
+    background job of a non-interactive shell (``make test &``) inherits SIGINT ignored, and Python then
+    installs no Ctrl-C handler, so a Ctrl-C test would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -79,7 +86,8 @@ def test_a_signal_stops_the_workers_and_removes_the_temporary_folder(tmp_path, s
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, str(script), str(work)], env=env, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: Ctrl-C reaches the workers too
+                            start_new_session=True,  # its own process group: Ctrl-C reaches the workers too
+                            preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + 60
     while len([p for p in _children(proc.pid) if _alive(p)]) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -115,7 +123,7 @@ def _interrupt_command(argv: list[str], folder: Path, sig: int) -> tuple[int, st
     SIGINT, as a terminal does; to the command for SIGTERM); return (exit code, stderr, worker pids)."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mddpm.cli.main", *argv], env=env, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_as_from_a_terminal)
     deadline = time.monotonic() + 120
     while len([p for p in _children(proc.pid) if _alive(p)]) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
