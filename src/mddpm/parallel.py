@@ -37,14 +37,18 @@ JOIN_SECONDS = 5.0  # after SIGTERM, how long a worker may take before it is kil
 MAX_THREADS = 8  # threads of the compiled evaluation kernels at most
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which SLURM and taskset narrow)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def usable_threads() -> int:
     """Threads for the GIL-free evaluation kernels: ``OMP_NUM_THREADS`` when set, else the CPUs this
     process may run on, at most :data:`MAX_THREADS`."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return min(int(env), MAX_THREADS)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus, MAX_THREADS))
+    return min(usable_cpus(), MAX_THREADS)
 
 
 def threaded_map(fn: Callable[[Any], Any], items: Iterable, threads: int) -> Iterator:

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from benchmark_fakes import write_experiment
-from mddpm.benchmark.cluster import ClusterOptions, make_executor
-from mddpm.benchmark.execute import execute_run
+from mddpm.benchmark.cluster import ClusterOptions, job_threads, make_executor
+from mddpm.benchmark.execute import execute_run, run_job
 from mddpm.benchmark.experiment import load_experiment
 from mddpm.benchmark.lock import RunLock, RunLocked, read_lock
 from mddpm.benchmark.plan import plan
 from mddpm.benchmark.runner import run_benchmark
 from mddpm.cli.main import main
 from mddpm.errors import MddpmError
+from mddpm.parallel import usable_cpus, usable_threads
 
 
 def _run(experiment, out, data, **kw):
@@ -125,6 +126,30 @@ def test_slurm_job_array_script_without_submitting(tmp_path, monkeypatch):
         make_executor("pbs", tmp_path, options)
 
 
+def test_side_by_side_local_jobs_share_the_cpus(tmp_path, phantom_dataset, fake_stages, monkeypatch):
+    """Local jobs split this machine's CPUs among the jobs that run at once; --cpus-per-job wins; a job
+    applies its share to torch and to the evaluation kernels (OMP_NUM_THREADS)."""
+    monkeypatch.setattr("mddpm.benchmark.cluster.usable_cpus", lambda: 16)
+    assert job_threads("local", ClusterOptions()) == 16
+    assert job_threads("local", ClusterOptions(array_parallelism=3)) == 5
+    assert job_threads("local", ClusterOptions(array_parallelism=32)) == 1
+    assert job_threads("local", ClusterOptions(array_parallelism=4, cpus_per_job=2)) == 2
+    assert job_threads("slurm", ClusterOptions(cpus_per_job=8)) == 8
+    assert job_threads("slurm", ClusterOptions()) is None
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # restored after the test
+    experiment = write_experiment(tmp_path)
+    try:
+        rows = run_job(str(experiment), str(tmp_path / "out"), "phantom", str(phantom_dataset), "vae", "seed1", "cpu",
+                       resume=True, force=False, threads=1)
+        assert torch.get_num_threads() == 1 and usable_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert {(m, r) for m, r, _, _ in fake_stages} == {("vae", "seed1")} and len(rows) == 5
+
+
 @pytest.mark.slow
 def test_failed_local_job_names_its_log(tmp_path, phantom_dataset):
     """A job that fails in its own process (here: a file stands where its run folder should be) is reported
@@ -153,7 +178,9 @@ def test_local_executor_gives_the_inline_table(tmp_path, phantom_dataset):
     inline, _ = _run(experiment, tmp_path / "inline", data, progress=False)
     local, messages = _run(experiment, tmp_path / "local", data, progress=False, executor="local")
     started = [m for m in messages if m.startswith("started phantom/intensity/seed5 as local job")]
-    assert len(started) == 1 and [r["status"] for r in local["stages"]] == ["ran"] * 5
+    threads = usable_cpus()  # one job at a time: every CPU
+    assert len(started) == 1 and f"({threads} CPU thread" in started[0]
+    assert [r["status"] for r in local["stages"]] == ["ran"] * 5
     job_log = Path(started[0].rsplit("log ", 1)[1])
     assert job_log.parent.parent == tmp_path / "local/jobs"
     assert "[1/5] phantom intensity seed5 train" in job_log.read_text()

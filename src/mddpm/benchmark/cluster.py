@@ -14,6 +14,7 @@ from typing import Callable
 from mddpm.benchmark.execute import run_job
 from mddpm.benchmark.plan import Stage
 from mddpm.errors import MddpmError
+from mddpm.parallel import usable_cpus
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -78,6 +79,17 @@ def make_executor(kind: str, folder: Path, options: ClusterOptions):
     return executor
 
 
+def job_threads(kind: str, options: ClusterOptions) -> int | None:
+    """CPU threads of each job: ``cpus_per_job`` when given; for ``local`` jobs else this machine's CPUs
+    shared among the ``array_parallelism`` jobs that run at once (so side-by-side jobs do not each take
+    every core); for SLURM else None (the job's own defaults within its allocation)."""
+    if options.cpus_per_job:
+        return options.cpus_per_job
+    if kind == "local":
+        return max(1, usable_cpus() // (options.array_parallelism or 1))
+    return None
+
+
 def jobs_folder(out: Path, options: ClusterOptions) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(options.jobs_dir) if options.jobs_dir else out / "jobs" / stamp
@@ -91,12 +103,13 @@ def submit_runs(kind: str, runs: list[list[Stage]], experiment_file: str, out: P
     prints the job ids and returns None."""
     folder = jobs_folder(out, options)
     executor = make_executor(kind, folder, options)
+    threads = job_threads(kind, options)
 
     def arguments(stages: list[Stage]) -> dict:
         s = stages[0]
         return {"experiment_file": experiment_file, "out": str(out), "dataset": s.dataset.name,
                 "dataset_root": str(roots[s.dataset.name]), "method": s.method, "run": s.run.tag,
-                "device": device, "resume": resume, "force": force}
+                "device": device, "resume": resume, "force": force, "threads": threads}
 
     if kind == "slurm":
         with executor.batch():
@@ -130,7 +143,9 @@ def _run_locally(executor, runs: list[list[Stage]], arguments: Callable[[list[St
             executor.update_parameters(gpus_per_node=1, visible_gpus=(i % n_gpus,))
         job = executor.submit(run_job, **arguments(stages))
         submitted.append(Submitted(stages, job))
-        log(f"started {submitted[-1].name} as local job {job.job_id}; log {job.paths.stderr}")
+        threads = arguments(stages)["threads"]
+        log(f"started {submitted[-1].name} as local job {job.job_id} ({threads} CPU thread{'s' * (threads > 1)}); "
+            f"log {job.paths.stderr}")
     while not all(s.job.done() for s in submitted):
         time.sleep(0.5)
     return submitted

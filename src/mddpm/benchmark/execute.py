@@ -4,6 +4,7 @@ process through :func:`run_job`."""
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -115,8 +116,14 @@ def execute_run(experiment: Experiment, stages: list[Stage], dataset_root: Path,
 
 
 def run_job(experiment_file: str, out: str, dataset: str, dataset_root: str, method: str, run: str, device: str,
-            resume: bool, force: bool) -> list[dict]:
-    """What a submitted job runs, in its own process: the stages of one run, through :func:`execute_run`."""
+            resume: bool, force: bool, threads: int | None = None) -> list[dict]:
+    """What a submitted job runs, in its own process: the stages of one run, through :func:`execute_run`.
+    ``threads``: the CPU threads of this job (torch and the evaluation kernels); None leaves the defaults."""
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by mddpm.parallel.usable_threads
+        torch.set_num_threads(threads)
     experiment = load_experiment(experiment_file)
     stages = [s for s in plan(experiment, Path(out), [method]) if s.dataset.name == dataset and s.run.tag == run]
     if not stages:

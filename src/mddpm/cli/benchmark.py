@@ -52,7 +52,9 @@ def add_parser(sub) -> None:
                    help="wall-time limit of each job in minutes (default 1440)")
     c.add_argument("--gpus-per-job", type=int, metavar="N",
                    help="GPUs per job (default: 1 under slurm; locally 1 when CUDA is available)")
-    c.add_argument("--cpus-per-job", type=int, metavar="N", help="CPUs per job")
+    c.add_argument("--cpus-per-job", type=int, metavar="N",
+                   help="CPUs per job, also its torch threads (default for local: this machine's CPUs "
+                        "shared among the jobs that run at once)")
     c.add_argument("--mem", metavar="SIZE", help="memory per job, e.g. 32G")
     c.add_argument("--array-parallelism", type=int, metavar="N",
                    help="at most N jobs at once (default: 1 for local, SLURM's 256)")
