@@ -141,11 +141,11 @@ def _run_locally(executor, runs: list[list[Stage]], arguments: Callable[[list[St
             time.sleep(0.5)
         if n_gpus:
             executor.update_parameters(gpus_per_node=1, visible_gpus=(i % n_gpus,))
-        job = executor.submit(run_job, **arguments(stages))
+        args = arguments(stages)
+        job = executor.submit(run_job, **args)
         submitted.append(Submitted(stages, job))
-        threads = arguments(stages)["threads"]
-        log(f"started {submitted[-1].name} as local job {job.job_id} ({threads} CPU thread{'s' * (threads > 1)}); "
-            f"log {job.paths.stderr}")
+        log(f"started {submitted[-1].name} as local job {job.job_id} ({args['threads']} CPU "
+            f"thread{'s' * (args['threads'] > 1)}); log {job.paths.stderr}")
     while not all(s.job.done() for s in submitted):
         time.sleep(0.5)
     return submitted
