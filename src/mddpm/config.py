@@ -29,6 +29,7 @@ from pathlib import Path
 from mddpm import __version__
 from mddpm.errors import MddpmError
 from mddpm.registry import get_method
+from mddpm.data.augment import AUGMENTS
 
 TRAIN_DEFAULTS = {
     "batch_size": 32,  # slices (or volumes, for volume-wise methods) per optimiser step
@@ -40,6 +41,7 @@ TRAIN_DEFAULTS = {
     "precision": "32",  # "32" or "bf16" (bf16-mixed autocast where the device supports it)
     "log_every": 10,  # steps between logged training losses
     "bank_device": "auto",  # where the slice bank lives: "auto" (= the training device), "cpu"
+    "augment": "none",  # training augmentation: none (published), intensity, spatial, all (data/augment.py)
 }
 
 DEFAULT_PRESET = "demo"  # the preset of `mddpm train` without --preset
@@ -221,6 +223,8 @@ def validate_config(cfg: dict, given=()) -> None:
         raise MddpmError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
     if t["bank_device"] not in ("auto", "cpu"):
         raise MddpmError(f"train.bank_device={t['bank_device']!r}: must be \"auto\" or \"cpu\"")
+    if t["augment"] not in AUGMENTS:
+        raise MddpmError(f"train.augment={t['augment']!r}: must be one of {', '.join(AUGMENTS)}")
     spec = get_method(cfg["method"])
     ignored = spec.ignored_settings(cfg["model"]) if spec.ignored_settings else {}
     for key in given:

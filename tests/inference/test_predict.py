@@ -18,7 +18,7 @@ from mddpm.data.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset, prepared_path
 from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
-from mddpm.inference.scores import anomaly_score, ssim_map
+from mddpm.inference.scores import anomaly_score, mahalanobis_score, ssim_map
 from mddpm.io import read_json
 from mddpm.weights import save_weights
 
@@ -244,3 +244,31 @@ def test_an_interrupted_prediction_is_completed_by_the_same_command(setup, tmp_p
     for map_path in sorted(whole.glob("*.nii.gz")):
         np.testing.assert_array_equal(_load(out / map_path.name)[0], _load(map_path)[0])
     assert sorted(p.name for p in out.rglob("*")) == sorted(p.name for p in whole.rglob("*"))
+
+
+def test_mahalanobis_score_by_hand():
+    x = torch.tensor([[[[0.5, 0.2]]]])  # [1, 1, 1, 2]
+    recons = torch.tensor([[[[[0.4, 0.2]]]], [[[[0.2, 0.2]]]]])  # K = 2: mean (0.3, 0.2), var (0.01, 0)
+    d = mahalanobis_score(x, recons, eps=1e-4).numpy()
+    np.testing.assert_allclose(d[0, 0, 0], [0.2 / np.sqrt(0.01 + 1e-4), 0.0], rtol=1e-5)
+    local = mahalanobis_score(x, recons, local=True, eps=1e-4).numpy()  # both pixels: var (0.01 + 0) / 2
+    np.testing.assert_allclose(local[0, 0, 0], [0.2 / np.sqrt(0.005 + 1e-4), 0.0], rtol=1e-5)
+
+
+def test_mahalanobis_option_draws_several_reconstructions(setup, tmp_path):
+    dataset, run, intensity = setup
+    out = predict(run, dataset, "test", tmp_path / "mhd", score="mahalanobis", samples=3, progress=False)
+    settings = read_json(out / "predict.json")["settings"]
+    assert settings["mahalanobis"] == {"samples": 3, "eps": 1e-4} and settings["score"] == "mahalanobis"
+    l1 = _load(predict(run, dataset, "test", tmp_path / "l1", progress=False) / "case005.nii.gz")[0]
+    d = _load(out / "case005.nii.gz")[0]
+    assert d.min() >= 0 and np.isfinite(d).all() and not np.allclose(d * 0.01, l1, atol=1e-3)
+    # a deterministic method has no spread: the distance is its l1 map over sqrt(eps)
+    det = _load(predict(intensity, dataset, "test", tmp_path / "det", score="mahalanobis", samples=2,
+                        progress=False) / "case005.nii.gz")[0]
+    ref = _load(predict(intensity, dataset, "test", tmp_path / "ref", progress=False) / "case005.nii.gz")[0]
+    np.testing.assert_allclose(det * 0.01, ref, atol=1e-5)
+    with pytest.raises(MddpmError, match="choose one"):
+        predict(run, dataset, "test", tmp_path / "x", score="mahalanobis", t_fix=[100], progress=False)
+    with pytest.raises(MddpmError, match="--samples 1"):
+        predict(run, dataset, "test", tmp_path / "y", score="mahalanobis", samples=1, progress=False)

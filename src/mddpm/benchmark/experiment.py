@@ -122,6 +122,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError
     naming the file."""
     from mddpm.config import resolve_config
+    from mddpm.data.synth_individual import FAMILIES
     from mddpm.data.synth_sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
     from mddpm.evaluation.postprocess import POSTPROCESS_RULES
@@ -207,9 +208,14 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
         check(d.get("path") is None or isinstance(d.get("path"), str), f"{where}: path must be a string or null")
         synth = d.get("synth")
         if synth is not None:
-            check(isinstance(synth, dict) and set(synth) <= {"size", "seed"} and synth.get("size") in SIZES
-                  and isinstance(synth.get("seed", 0), int),
-                  f"{where}: synth must be {{\"size\": one of {', '.join(SIZES)}, \"seed\": int}}")
+            families = [synth.get("family", "template"), *synth.get("test_families", [])] \
+                if isinstance(synth, dict) and isinstance(synth.get("test_families", []), list) else [None]
+            check(isinstance(synth, dict) and set(synth) <= {"size", "seed", "family", "test_families"}
+                  and synth.get("size") in SIZES and isinstance(synth.get("seed", 0), int)
+                  and all(f in FAMILIES for f in families),
+                  f"{where}: synth must be {{\"size\": one of {', '.join(SIZES)}, \"seed\": int, \"family\": "
+                  f"one of {', '.join(FAMILIES)}, \"test_families\": [families]}} (family and test_families "
+                  "optional)")
         healthy_val = d.get("healthy_val")
         check(healthy_val is None or isinstance(healthy_val, str), f"{where}: healthy_val must be a split name")
         check(healthy_val is None or kind == "seeds",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, RunSpec, TestSet
+from mddpm.config import TRAIN_DEFAULTS
 from mddpm.io import file_sha256, read_json, write_json
 from mddpm.run_folder import RunFolder
 
@@ -94,6 +95,8 @@ def _config_difference(expected: dict, saved: dict, prefix: str = "") -> str | N
         if key in _IGNORED_CONFIG_KEYS and not prefix:
             continue
         a, b = saved.get(key, "<missing>"), expected.get(key, "<missing>")
+        if a == "<missing>" and prefix == "train." and key in TRAIN_DEFAULTS and b == TRAIN_DEFAULTS[key]:
+            continue  # a setting added after the run was trained, at its default: the run is what it asks for
         if isinstance(a, dict) and isinstance(b, dict):
             inner = _config_difference(b, a, f"{prefix}{key}.")
             if inner:

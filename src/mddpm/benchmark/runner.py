@@ -43,7 +43,9 @@ def resolve_datasets(experiment: Experiment, data: dict[str, str], out: Path, ex
                 from mddpm.data.synth_sizes import SIZES
 
                 print(f"generating the {d.synth['size']} synthetic dataset in {root}", file=sys.stderr)
-                synthesize(root, **SIZES[d.synth["size"]], seed=d.synth.get("seed", 0), progress=progress)
+                synthesize(root, **SIZES[d.synth["size"]], seed=d.synth.get("seed", 0),
+                           family=d.synth.get("family", "template"),
+                           test_families=tuple(d.synth.get("test_families", ())), progress=progress)
             roots[d.name] = root if (root / "dataset.json").is_file() else None
         elif create:
             raise MddpmError(f"{experiment_file}: dataset {d.name!r} has no path: pass --data {d.name}=PATH")

@@ -19,8 +19,12 @@ def add_parser(sub) -> None:
                    help="diffusion methods: one noise field per volume (published) or per slice (default: as trained)")
     p.add_argument("--t-fix", type=int, nargs="+", metavar="T",
                    help="diffusion step(s) of the one-step reconstruction; several = ensemble (mean of the maps)")
-    p.add_argument("--score", default="l1", choices=["l1", "ssim-l1"],
-                   help="l1 = |x - x^| (published); ssim-l1 = 0.84*(1-SSIM) + 0.16*L1 (pDDPM-IQA)")
+    p.add_argument("--score", default="l1", choices=["l1", "ssim-l1", "mahalanobis", "mahalanobis-local"],
+                   help="l1 = |x - x^| (published); ssim-l1 = 0.84*(1-SSIM) + 0.16*L1 (pDDPM-IQA); mahalanobis = "
+                        "|x - mean| / std over --samples stochastic reconstructions (Behrendt et al. 2024; "
+                        "-local: the variance pooled over 5x5 pixels)")
+    p.add_argument("--samples", type=int, default=8, metavar="K",
+                   help="reconstructions per slice of a mahalanobis score (default 8; K times the time)")
     p.add_argument("--chunk-size", type=int, help="slices per forward pass (methods that chunk)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
@@ -32,6 +36,6 @@ def run(args) -> int:
     from mddpm.inference.predict import predict
 
     predict(args.run, args.data, args.split, args.out, precision=args.precision, noise_per=args.noise_per,
-            t_fix=args.t_fix, score=args.score, chunk_size=args.chunk_size, device=args.device, force=args.force,
+            t_fix=args.t_fix, score=args.score, samples=args.samples, chunk_size=args.chunk_size, device=args.device, force=args.force,
             progress=not args.no_progress, weights=args.weights)
     return 0

@@ -26,7 +26,9 @@ from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_anatomy import Anatomy, SynthSettings, compose, load_anatomy, warp
 from mddpm.data.synth_lesions import add_ms, add_tumour, smooth_noise
+from mddpm.data.synth_individual import FAMILIES, acquisition_blur, family_settings, individual_tissue
 from mddpm.data.synth_sizes import COUNT_ARGS
+from mddpm.data.synth_unseen import ADD_UNSEEN, UNSEEN_KINDS
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, write_nifti
 from mddpm.parallel import parallel_map, sigterm_raises
@@ -40,7 +42,9 @@ SETS: list[tuple[str, str, str]] = [
     ("tumour_test", "tumour", "anomalous"),
     ("ms_val", "ms", "anomalous"),
     ("ms_test", "ms", "anomalous"),
+    *((f"{kind}_test", kind, "anomalous") for kind in UNSEEN_KINDS),  # test only: no model is tuned on them
 ]
+KINDS = ("healthy", "tumour", "ms", *UNSEEN_KINDS)
 # what a synthetic dataset folder holds (prepared/: the caches `mddpm prepare` adds; preview.png: `synth --preview`)
 OUTPUT_FILES = ("dataset.json", "images/synth_*_0000.nii.gz", "masks/synth_*.nii.gz", "labels/synth_*.nii.gz",
                 "prepared/*", "preview.png")
@@ -57,10 +61,12 @@ class SynthCase:
     info: dict
 
 
-def case_seed(seed: int, set_name: str, index: int) -> int:
-    """The seed of case ``index`` of set ``set_name``: independent of the set sizes."""
+def case_seed(seed: int, set_name: str, index: int, family: str = "template") -> int:
+    """The seed of case ``index`` of set ``set_name`` of ``family``: independent of the set sizes (family
+    template: the seeds of datasets made before families existed)."""
     code = [name for name, _, _ in SETS].index(set_name)
-    return int(np.random.SeedSequence([seed, code, index]).generate_state(1)[0])
+    entropy = [seed, code, index] + ([list(FAMILIES).index(family)] if family != "template" else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _bspline_basis(n_out: int, n_ctrl: int) -> np.ndarray:
@@ -98,6 +104,12 @@ def _subject_source_voxels(shape: tuple[int, int, int], spacing_mm: float, rng: 
     matrix = _rotation(np.deg2rad(rng.uniform(-s.affine_degrees, s.affine_degrees, 3))) @ \
         np.diag(rng.uniform(1 - s.affine_scales, 1 + s.affine_scales, 3))
     translation = rng.uniform(-s.affine_translation_mm, s.affine_translation_mm, 3)
+    if s.fine_elastic_control_points:  # a finer layer: gyral-scale shape differences
+        n = s.fine_elastic_control_points
+        fine = rng.uniform(-s.fine_elastic_max_displacement_mm, s.fine_elastic_max_displacement_mm, (n, n, n, 3))
+        displacement = displacement + _spline_field(fine, shape).transpose(3, 0, 1, 2)
+    if s.head_scale != (1.0, 1.0):  # the template read at 1/scale: a head ``scale`` times the template's
+        matrix = matrix / rng.uniform(*s.head_scale)
     centre = (np.array(shape, dtype=np.float32) - 1) / 2
     offset_mm = (np.indices(shape, dtype=np.float32) - centre[:, None, None, None]) * spacing_mm + displacement
     source_mm = np.einsum("ij,j...->i...", matrix.astype(np.float32), offset_mm) + \
@@ -106,24 +118,25 @@ def _subject_source_voxels(shape: tuple[int, int, int], spacing_mm: float, rng: 
 
 
 def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings = SynthSettings()) -> SynthCase:
-    """One subject of ``kind`` ("healthy" | "tumour" | "ms"), deterministic in ``seed`` (every draw comes
-    from ``numpy.random.default_rng(seed)``).
+    """One subject of ``kind`` (one of :data:`KINDS`), deterministic in ``seed`` (every draw comes from
+    ``numpy.random.default_rng(seed)``); ``settings`` is a family's (:data:`FAMILIES`).
 
     The spatial transform (affine + elastic B-spline) is one dense field applied once to image, mask
     and label; it stands in for torchio's RandomAffine + RandomElasticDeformation, whose SimpleITK
     B-spline resampling cost ~0.8 s per case here (too slow for a one-minute demo dataset).
     """
-    if kind not in ("healthy", "tumour", "ms"):
+    if kind not in KINDS:
         raise ValueError(f"unknown case kind {kind!r}")
     s = settings
     rng = np.random.default_rng(seed)
     shape = anat.mask.shape
+    maps = individual_tissue(anat, rng, s)
     tissue = {
         "csf_level": s.csf_level,
         "gm_level": rng.uniform(*s.gm_level),
         "wm_level": rng.uniform(*s.wm_level),
         "texture": 1 + s.texture_std * smooth_noise(rng, shape, s.texture_sigma_mm / anat.spacing_mm),
-        "gm": anat.gm, "wm": anat.wm, "csf": anat.csf,
+        **maps,
     }
     label = np.zeros(shape, dtype=bool)
     info: dict = {"kind": kind, "seed": seed,
@@ -136,6 +149,9 @@ def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings =
         if kind == "ms":
             image, label, lesion = add_ms(anat, image, rng, s)
             info.update(lesion)
+        elif kind in ADD_UNSEEN:
+            image, label, lesion = ADD_UNSEEN[kind](anat, image, tissue, rng)
+            info.update(lesion)
 
     # subject geometry: one warp of image, mask and label (masks resampled linearly, cut at 0.5)
     source = _subject_source_voxels(shape, anat.spacing_mm, rng, s)
@@ -143,6 +159,7 @@ def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings =
     mask = mask >= 0.5
     label = (label >= 0.5) & mask
 
+    image = acquisition_blur(image, rng, s, anat.spacing_mm)
     # subject intensity: smooth multiplicative bias field, gamma, Rician noise, scanner gain
     n = s.bias_control_points
     bias = np.exp(_spline_field(rng.normal(0, s.bias_std, (n, n, n)), shape))
@@ -166,16 +183,16 @@ def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings =
 _WORKER: dict = {}
 
 
-def _init_worker(anat: Anatomy, settings: SynthSettings) -> None:
+def _init_worker(anat: Anatomy) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _WORKER["anatomy"], _WORKER["settings"] = anat, settings
+    _WORKER["anatomy"] = anat
 
 
 def _write_case(job: dict) -> dict:
     """Generate one case and write its files under ``job["root"]``; return its dataset.json entry."""
-    case = generate_case(_WORKER["anatomy"], job["kind"], job["seed"], _WORKER["settings"])
+    case = generate_case(_WORKER["anatomy"], job["kind"], job["seed"], family_settings(job["family"]))
     root, cid = Path(job["root"]), job["id"]
     entry = {"id": cid, "role": job["role"], "group": job["group"],
              "image": f"images/{cid}_0000.nii.gz", "mask": f"masks/{cid}.nii.gz", "label": None}
@@ -184,35 +201,59 @@ def _write_case(job: dict) -> dict:
     if case.label is not None:
         entry["label"] = f"labels/{cid}.nii.gz"
         write_nifti(root / entry["label"], case.label, case.affine)
-    return {"entry": entry, "info": {**case.info, "shape": list(case.image.shape)}}
+    return {"entry": entry, "info": {**case.info, "family": job["family"], "shape": list(case.image.shape)}}
 
 
-def _run_jobs(jobs: list[dict], anat: Anatomy, settings: SynthSettings, workers: int, progress: bool) -> list[dict]:
+def _run_jobs(jobs: list[dict], anat: Anatomy, workers: int, progress: bool) -> list[dict]:
     results: list[dict | None] = [None] * len(jobs)
 
     def store(i: int, result: dict) -> None:
         results[i] = result
 
-    _WORKER.update(anatomy=anat, settings=settings)  # read by _write_case when it runs in this process
+    _WORKER.update(anatomy=anat)  # read by _write_case when it runs in this process
     try:
         parallel_map(_write_case, jobs, store, workers=workers, description="synth", progress=progress,
-                     initializer=_init_worker, initargs=(anat, settings))
+                     initializer=_init_worker, initargs=(anat,))
     finally:
         _WORKER.clear()
     return results
 
 
+def _plan_cases(counts: dict[str, int], seed: int, family: str, test_families: tuple[str, ...]):
+    """(jobs, splits): every case to generate and the split lists. The dataset's own family makes every set
+    (ids ``synth_<set>_<k>``); each of ``test_families`` makes the lesion sets only, as splits
+    ``<family>_<set>`` (ids ``synth_<family>_<set>_<k>``): the same subjects as that family's own dataset."""
+    jobs, splits = [], {}
+    for fam in (family, *test_families):
+        prefix = "" if fam == family else f"{fam}_"
+        for (set_name, group, role), n in zip(SETS, counts.values()):
+            if fam != family and group == "healthy":
+                continue
+            kind = "healthy" if group == "healthy" else group
+            ids = [f"synth_{prefix}{set_name}_{k:04d}" for k in range(n)]
+            if n or (set_name in ("train", "val", "test") and fam == family):
+                splits[prefix + set_name] = ids
+            jobs += [{"id": cid, "kind": kind, "group": group, "role": role, "family": fam,
+                      "seed": case_seed(seed, set_name, k, fam)} for k, cid in enumerate(ids)]
+    return jobs, splits
+
+
 def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_val: int, n_tumour_test: int,
                n_ms_val: int, n_ms_test: int, seed: int = 0, spacing_mm: float = 2.0, force: bool = False,
-               *, workers: int = 2, progress: bool = False, settings: SynthSettings = SynthSettings()) -> Path:
+               *, n_infarct_test: int = 0, n_haemorrhage_test: int = 0, n_rings_test: int = 0,
+               n_diffuse_test: int = 0, family: str = "template", test_families: tuple[str, ...] = (),
+               workers: int = 2, progress: bool = False) -> Path:
     """Write a synthetic dataset (mddpm format) to ``out`` and return its path.
 
-    Splits: ``train``/``val``/``test`` (healthy), ``tumour_val``/``tumour_test``/``ms_val``/``ms_test``
-    (anomalous; empty sets are left out) and one fold = train/val. The dataset is built in a temporary
+    Splits: ``train``/``val``/``test`` (healthy), ``tumour_val``/``tumour_test``/``ms_val``/``ms_test`` and
+    the test-only kinds ``infarct_test``/``haemorrhage_test``/``rings_test``/``diffuse_test`` (anomalous;
+    empty sets are left out), all of generator ``family``, plus the lesion sets of every family in
+    ``test_families`` as ``<family>_<set>``; one fold = train/val. The dataset is built in a temporary
     folder beside ``out`` and moved into place at the end, so a failure leaves nothing half-written.
     """
     out = Path(out)
-    counts = dict(zip(COUNT_ARGS, (n_train, n_val, n_test, n_tumour_val, n_tumour_test, n_ms_val, n_ms_test)))
+    counts = dict(zip(COUNT_ARGS, (n_train, n_val, n_test, n_tumour_val, n_tumour_test, n_ms_val, n_ms_test,
+                                   n_infarct_test, n_haemorrhage_test, n_rings_test, n_diffuse_test)))
     for name, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise MddpmError(f"{name}={n}: must be a non-negative integer")
@@ -220,17 +261,14 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
         raise MddpmError(f"seed={seed}: must be a non-negative integer")
     if n_train < 1 or n_val < 1:
         raise MddpmError(f"{out}: need at least one train and one val case (n_train={n_train}, n_val={n_val})")
+    for fam in (family, *test_families):
+        if fam not in FAMILIES:
+            raise MddpmError(f"family {fam!r}: unknown synthetic family (known: {', '.join(FAMILIES)})")
+    test_families = tuple(dict.fromkeys(f for f in test_families if f != family))
     earlier = check_output_folder(out, force, OUTPUT_FILES)
 
-    anat = load_anatomy(spacing_mm, settings)
-    jobs, splits = [], {}
-    for (set_name, group, role), n in zip(SETS, counts.values()):
-        kind = "healthy" if group == "healthy" else group
-        ids = [f"synth_{set_name}_{k:04d}" for k in range(n)]
-        if n or set_name in ("train", "val", "test"):
-            splits[set_name] = ids
-        jobs += [{"id": cid, "kind": kind, "group": group, "role": role, "seed": case_seed(seed, set_name, k)}
-                 for k, cid in enumerate(ids)]
+    anat = load_anatomy(spacing_mm)
+    jobs, splits = _plan_cases(counts, seed, family, test_families)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with sigterm_raises():  # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
@@ -238,7 +276,7 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
         try:
             for job in jobs:
                 job["root"] = str(tmp)
-            results = _run_jobs(jobs, anat, settings, workers, progress)
+            results = _run_jobs(jobs, anat, workers, progress)
             save_dataset_json(tmp, {
                 "name": out.name, "modality": "T2",
                 "geometry": {"space": "MNI152NLin2009aSym (nilearn), cropped per case to its brain box",
@@ -249,11 +287,15 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
                 "label_encoding": "binary",
                 "provenance": [{"step": "synth", "tool": f"mddpm {__version__} (mddpm.data.synth.synthesize)",
                                 "settings": {**counts, "seed": seed, "spacing_mm": spacing_mm,
-                                             "case_seed": "SeedSequence([seed, set index, case index])",
+                                             "family": family, "test_families": list(test_families),
+                                             "case_seed": "SeedSequence([seed, set index, case index] "
+                                                          "+ [family index] for families other than template)",
                                              "set_order": [name for name, _, _ in SETS],
                                              "anatomy": {"source": "nilearn wheel", "nilearn": _nilearn_version(),
                                                          "files": anat.files, "working_shape": list(anat.mask.shape)},
-                                             "generation": asdict(settings),
+                                             "generation": asdict(family_settings(family)),
+                                             "test_family_generation": {f: asdict(family_settings(f))
+                                                                        for f in test_families},
                                              "cases": {r["entry"]["id"]: r["info"] for r in results}}}],
             })
             clear_outputs(out, earlier)

@@ -28,18 +28,29 @@ class SynthSettings:
     texture_sigma_mm: float = 2.0
     ventricle_min_depth_mm: float = 12.0  # ventricles = CSF this deep inside the brain
     ventricle_min_volume_mm3: float = 300.0
+    # individual anatomy (family varied, synth_individual.py; all off in family template)
+    tissue_sharpness: tuple[float, float] = (0.0, 0.0)  # power on the tissue probabilities; 0 = template maps
+    sulcal_carving: tuple[float, float] = (0.0, 0.0)  # fraction of cortical GM turned to CSF on sulcal sheets
+    cortical_thickness: tuple[float, float] = (0.0, 0.0)  # amplitude of the GM/WM boundary shift (fraction)
+    ventricle_dilation_mm: tuple[float, float] = (0.0, 0.0)
+    sulcal_widening: tuple[float, float] = (0.0, 0.0)  # fraction of GM next to sulcal CSF turned to CSF
     # spatial variation
     affine_scales: float = 0.06
     affine_degrees: float = 6.0
     affine_translation_mm: float = 4.0
     elastic_control_points: int = 7
     elastic_max_displacement_mm: float = 6.0  # per control point, uniform
+    fine_elastic_control_points: int = 0  # a second, finer elastic layer (0: none)
+    fine_elastic_max_displacement_mm: float = 0.0
+    head_scale: tuple[float, float] = (1.0, 1.0)  # isotropic head size factor (drawn only when not 1)
     # intensity variation
     bias_control_points: int = 4
     bias_std: float = 0.15  # of the log bias at the control points
     log_gamma: float = 0.15
     noise_std: tuple[float, float] = (0.005, 0.02)
     gain: tuple[float, float] = (300.0, 1500.0)  # arbitrary scanner scale of the written image
+    blur_mm: tuple[float, float] = (0.0, 0.0)  # partial-volume blur, in-plane FWHM
+    slice_thickness_mm: tuple[float, float] = (0.0, 0.0)  # through-plane FWHM
     # where lesions may be centred (MNI z, mm): the supratentorial range the model grid keeps
     lesion_z_mm: tuple[float, float] = (-10.0, 45.0)
     # tumour

@@ -17,7 +17,9 @@ Options beyond the published protocol (all off by default):
 - ``noise_per="slice"`` / ``"volume"``: independent noise per slice, or one field shared by the
   volume (methods with a ``noise_shared`` attribute; default: as the run was trained, which for the
   published presets is one shared field);
-- ``score="ssim-l1"``: pDDPM-IQA's fused score (:mod:`mddpm.inference.scores`);
+- ``score="ssim-l1"``: pDDPM-IQA's fused score; ``score="mahalanobis"`` / ``"mahalanobis-local"``: the
+  distance from ``samples`` stochastic reconstructions (the reconstruction written is their mean;
+  :mod:`mddpm.inference.scores`);
 - ``precision="bf16"``: bf16 autocast.
 """
 
@@ -39,7 +41,17 @@ from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
-from mddpm.inference.scores import SCORES, SSIM_L1_ALPHA, SSIM_SIGMA, SSIM_WINDOW, anomaly_score
+from mddpm.inference.scores import (
+    MAHALANOBIS_EPS,
+    MAHALANOBIS_SAMPLES,
+    SAMPLED_SCORES,
+    SCORES,
+    SSIM_L1_ALPHA,
+    SSIM_SIGMA,
+    SSIM_WINDOW,
+    anomaly_score,
+    mahalanobis_score,
+)
 from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
 from mddpm.methods.base import AnomalyMethod
 from mddpm.parallel import sigterm_raises
@@ -117,8 +129,8 @@ def _overrides_anomaly_map(method: AnomalyMethod) -> bool:
 
 @torch.no_grad()
 def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                 score: str = "l1", t_fix: list[int] | None = None, precision: str = "32"
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 score: str = "l1", t_fix: list[int] | None = None, precision: str = "32",
+                 samples: int = MAHALANOBIS_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
     """Score one volume's slices ``image``/``mask`` ``[S, 1, H, W]``: ``(score map, reconstruction)``,
     both ``[S, 1, H, W]`` float32 on the input's device.
 
@@ -126,11 +138,17 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
     another; then the map and the reconstruction are computed from the same generator state).
     ``t_fix`` averages maps and reconstructions over those diffusion steps; each step starts from the
     generator's state on entry, so the ensemble is the mean of the single-step predictions.
+    A sampled score (``mahalanobis``) draws ``samples`` reconstructions one after another from the
+    generator (each with new noise) and returns the distance and their mean.
     """
-    steps = [None] if t_fix is None else t_fix
-    saved = method.inference_options()
     bf16 = precision == "bf16"
     autocast = torch.autocast(image.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    if score in SAMPLED_SCORES:
+        with autocast:
+            recons = torch.stack([method.reconstruct(image, mask, generator).float() for _ in range(samples)])
+        return mahalanobis_score(image, recons, local=score == "mahalanobis-local"), recons.mean(0)
+    steps = [None] if t_fix is None else t_fix
+    saved = method.inference_options()
     start_state = generator.get_state()
     total_map, total_recon = None, None
     try:
@@ -155,7 +173,7 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
 def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str, out: str | os.PathLike,
             precision: str = "32", noise_per: str | None = None, t_fix: list[int] | None = None, score: str = "l1",
             chunk_size: int | None = None, device: str = "auto", force: bool = False, progress: bool = True,
-            weights: str = "best") -> Path:
+            weights: str = "best", samples: int = MAHALANOBIS_SAMPLES) -> Path:
     """Write the maps of split ``split`` of ``dataset_root`` with ``RUN/<weights>.pt`` to ``out`` (see
     module docstring); returns ``out``. Prints seconds per volume."""
     run = Path(run).resolve()
@@ -164,6 +182,10 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
         raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if score not in SCORES:
         raise MddpmError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
+    if score in SAMPLED_SCORES and t_fix is not None:
+        raise MddpmError(f"--score {score} with --t-fix: choose one (a sampled score is not averaged over steps)")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 2:
+        raise MddpmError(f"--samples {samples!r}: must be an integer of at least 2")
     out = Path(out).resolve()
     device = resolve_device(device)
     method, payload = build_from_weights(RunFolder(run).weights(weights))
@@ -178,6 +200,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
                "dataset": str(dataset_root),
                "split": split, "case_ids": case_ids, "precision": precision, "noise_per": noise_per,
                "t_fix": t_values, "score": score, "chunk_size": chunk_size, "device": str(device)}
+    if score in SAMPLED_SCORES:
+        request["samples"] = samples
     resumed, earlier = _resumable(out, request, force)
     if resumed is None:
         earlier = check_output_folder(out, force, _own_files(out, case_ids))
@@ -190,7 +214,7 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     seconds = []
     with sigterm_raises():  # an atomic write cut short by SIGTERM removes its temporary file
         _score_cases(method, prepared, todo, out, cfg["train"]["seed"], score, t_values, precision, device,
-                     f"predict {split}", progress, seconds)
+                     f"predict {split}", progress, seconds, samples)
 
     settings = {
         "weights": str(RunFolder(run).weights(weights)), "weights_step": payload["step"], "precision": precision,
@@ -203,6 +227,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     }
     if score == "ssim-l1":
         settings["ssim"] = {"alpha": SSIM_L1_ALPHA, "window": SSIM_WINDOW, "sigma": SSIM_SIGMA}
+    if score in SAMPLED_SCORES:
+        settings["mahalanobis"] = {"samples": samples, "eps": MAHALANOBIS_EPS}
     write_json(out / "predict.json", {"prepared": str(prepared.folder.resolve()), "dataset": str(dataset_root),
                                       "split": split, "case_ids": case_ids, "run": str(run), "config": cfg,
                                       "settings": settings})
@@ -216,7 +242,7 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
 
 def _score_cases(method: AnomalyMethod, prepared, case_ids: list[str], out: Path, seed: int, score: str,
                  t_values: list[int] | None, precision: str, device: torch.device, description: str, progress: bool,
-                 seconds: list[float]) -> None:
+                 seconds: list[float], samples: int = MAHALANOBIS_SAMPLES) -> None:
     """Write the map and reconstruction of each case; the seconds each volume took are appended to ``seconds``."""
     for case_id in track(case_ids, description, progress):
         image, mask, _ = prepared.volume(case_id)
@@ -224,7 +250,8 @@ def _score_cases(method: AnomalyMethod, prepared, case_ids: list[str], out: Path
         x = torch.from_numpy(np.array(image, dtype=np.float32)).unsqueeze(1).to(device)
         m = torch.from_numpy(np.array(mask, dtype=np.float32)).unsqueeze(1).to(device)
         start = time.perf_counter()
-        amap, recon = score_volume(method, x, m, case_generator(seed, case_id, device), score, t_values, precision)
+        amap, recon = score_volume(method, x, m, case_generator(seed, case_id, device), score, t_values, precision,
+                                   samples)
         amap, recon = amap[:, 0].cpu().numpy(), recon[:, 0].cpu().numpy()  # [Z, H, W]; waits for the device
         seconds.append(time.perf_counter() - start)
         affine = prepared.affines[prepared.index(case_id)]

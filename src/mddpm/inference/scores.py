@@ -5,6 +5,12 @@
   ``α = 0.84``, where SSIM is the local SSIM map (Wang et al. 2004: Gaussian window σ = 1.5 px,
   11 × 11, K1 = 0.01, K2 = 0.03, data range 1). The window is applied with reflect padding, so the
   map has the input's size. ``1 − SSIM`` lies in [0, 2].
+- ``"mahalanobis"`` (Behrendt et al. 2024, an option): from K stochastic reconstructions (independent
+  noise draws) with per-pixel mean ``μ`` and variance ``σ²``, the distance ``|x − μ| / sqrt(σ² + ε)``
+  (diagonal covariance, ``ε = MAHALANOBIS_EPS`` regularises it where the reconstructions agree);
+  ``"mahalanobis-local"`` estimates ``σ²`` as the mean variance over a 5 × 5 neighbourhood (a local,
+  still diagonal, estimate: steadier with few samples). A deterministic method gives ``σ = 0``, i.e. the
+  l1 score divided by ``sqrt(ε)``. Costs K reconstructions per slice.
 """
 
 from __future__ import annotations
@@ -12,7 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SCORES = ("l1", "ssim-l1")
+SCORES = ("l1", "ssim-l1", "mahalanobis", "mahalanobis-local")
+SAMPLED_SCORES = ("mahalanobis", "mahalanobis-local")  # scores from several reconstructions
+MAHALANOBIS_SAMPLES = 8  # default K
+MAHALANOBIS_EPS = 1e-4  # variance floor, in [0, 1] intensity units squared (σ floor 0.01)
+MAHALANOBIS_WINDOW = 5
 SSIM_L1_ALPHA = 0.84
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -56,3 +66,15 @@ def anomaly_score(image: torch.Tensor, reconstruction: torch.Tensor, score: str 
     if score == "ssim-l1":
         return alpha * (1 - ssim_map(image, reconstruction)) + (1 - alpha) * l1
     raise ValueError(f"unknown score {score!r} (known: {', '.join(SCORES)})")
+
+
+def mahalanobis_score(image: torch.Tensor, reconstructions: torch.Tensor, local: bool = False,
+                      eps: float = MAHALANOBIS_EPS) -> torch.Tensor:
+    """Per-pixel Mahalanobis distance ``[B, 1, H, W]`` float32 of ``image`` from ``reconstructions``
+    ``[K, B, 1, H, W]`` (diagonal covariance; ``local``: variance averaged over a 5 × 5 window)."""
+    recon = reconstructions.float()
+    mean, var = recon.mean(0), recon.var(0, unbiased=False)
+    if local:
+        pad = MAHALANOBIS_WINDOW // 2
+        var = F.avg_pool2d(var, MAHALANOBIS_WINDOW, stride=1, padding=pad, count_include_pad=False)
+    return (image.float() - mean).abs() / torch.sqrt(var + eps)

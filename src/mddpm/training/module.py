@@ -28,11 +28,13 @@ from mddpm.data.cache import load_prepared
 from mddpm.data.slicebank import SliceBank
 from mddpm.methods.base import AnomalyMethod
 from mddpm.seeds import derive_seed
+from mddpm.data.augment import augment_batch
 from mddpm.training.loggers import PANEL_SLICES, flat_hparams, panel
 
 _TRAIN_STREAM = 0
 _VAL_STREAM = 1
 _PANEL_STREAM = 2
+_AUGMENT_STREAM = 3
 
 
 class StepIndices(Dataset):
@@ -135,6 +137,10 @@ class AnomalyModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         step = self.global_step  # optimiser steps done so far (one per training_step)
         data, generator = self.draw_batch(self.train_bank, _TRAIN_STREAM, self.global_rank, step)
+        augment = self.config["train"].get("augment", "none")  # runs trained before the option have none
+        if augment != "none":
+            seed = derive_seed(self.config["train"]["seed"], _AUGMENT_STREAM, self.global_rank, step)
+            data = augment_batch(data, augment, self._generator(self.device, "augment", seed))
         loss = self.method.training_loss(data, generator, step)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
