@@ -127,13 +127,14 @@ def train(data: str | os.PathLike | None = None, method: str | None = None, *, p
 
 def predict(run: str | os.PathLike, data: str | os.PathLike, split: str, out: str | os.PathLike, *,
             weights: str = "best", precision: str = "32", noise_per: str | None = None, t_fix=None,
-            score: str = "l1", chunk_size: int | None = None, device: str = "auto", force: bool = False,
-            progress: bool = True) -> Path:
+            score: str = "l1", samples: int = 8, chunk_size: int | None = None, device: str = "auto",
+            force: bool = False, progress: bool = True) -> Path:
     """``mddpm predict``: anomaly maps of ``split`` of dataset ``data`` in ``out``; returns ``out``."""
     from mddpm.inference.predict import predict as predict_split
 
     return predict_split(run, data, split, out, precision=precision, noise_per=noise_per, t_fix=t_fix, score=score,
-                         chunk_size=chunk_size, device=device, force=force, progress=progress, weights=weights)
+                         samples=samples, chunk_size=chunk_size, device=device, force=force, progress=progress,
+                         weights=weights)
 
 
 def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,
