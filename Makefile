@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Both create (or reuse) .venv, install torch first and then the package, so that no
+# Both create (or reuse) .venv, install torch first and then the package (the demo: the runtime only;
+# the tests: also the dev extra), so that no
 # dependency can pull another torch or CUDA wheels. A torch that the system Python already
 # has (e.g. a CUDA build on a GPU box) is kept: the venv then sees the system site-packages.
 PYTHON ?= python3
@@ -18,6 +19,11 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+# the test extra (pytest, ruff, torchio for a parity test, mlflow for the tracking tests) on top of the runtime
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
@@ -26,7 +32,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/mddpm demo --out demo_out
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed-test browser
 	$(PY) -m pytest
 
 # The report's browser test needs chromium: installed here when missing and possible (root with

@@ -21,3 +21,17 @@ def test_every_picture_in_docs_img_is_shown_somewhere():
     shown = {(page.parent / t).resolve() for page in PAGES for t in LINK.findall(page.read_text()) if "://" not in t}
     unused = [p.name for p in sorted((ROOT / "docs" / "img").iterdir()) if p.resolve() not in shown]
     assert not unused, f"docs/img: not referenced from README.md or docs/*.md: {unused}"
+
+
+def test_license_citation_and_version_agree():
+    import tomllib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and (root / "LICENSE").read_text().startswith("MIT License")
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["version"] == project["version"] and citation["license"] == "MIT"
+    assert citation["preferred-citation"]["authors"][0]["family-names"] == "Iqbal"
+    assert f"## {project['version']}" in (root / "CHANGELOG.md").read_text()
