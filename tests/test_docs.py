@@ -28,7 +28,7 @@ def test_license_citation_and_version_agree():
 
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT" and (root / "LICENSE").read_text().startswith("MIT License")
     citation = yaml.safe_load((root / "CITATION.cff").read_text())
