@@ -272,3 +272,9 @@ def test_mahalanobis_option_draws_several_reconstructions(setup, tmp_path):
         predict(run, dataset, "test", tmp_path / "x", score="mahalanobis", t_fix=[100], progress=False)
     with pytest.raises(MddpmError, match="--samples 1"):
         predict(run, dataset, "test", tmp_path / "y", score="mahalanobis", samples=1, progress=False)
+
+
+def test_signed_score_keeps_bright_differences_only():
+    x = torch.tensor([[[[0.5, 0.2, 0.3]]]])
+    recon = torch.tensor([[[[0.3, 0.4, 0.3]]]])
+    np.testing.assert_allclose(anomaly_score(x, recon, "signed").numpy()[0, 0, 0], [0.2, 0.0, 0.0], atol=1e-7)

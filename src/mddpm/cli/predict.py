@@ -19,8 +19,9 @@ def add_parser(sub) -> None:
                    help="diffusion methods: one noise field per volume (published) or per slice (default: as trained)")
     p.add_argument("--t-fix", type=int, nargs="+", metavar="T",
                    help="diffusion step(s) of the one-step reconstruction; several = ensemble (mean of the maps)")
-    p.add_argument("--score", default="l1", choices=["l1", "ssim-l1", "mahalanobis", "mahalanobis-local"],
-                   help="l1 = |x - x^| (published); ssim-l1 = 0.84*(1-SSIM) + 0.16*L1 (pDDPM-IQA); mahalanobis = "
+    p.add_argument("--score", default="l1", choices=["l1", "ssim-l1", "signed", "mahalanobis", "mahalanobis-local"],
+                   help="l1 = |x - x^| (published); ssim-l1 = 0.84*(1-SSIM) + 0.16*L1 (pDDPM-IQA); signed = "
+                        "max(x - x^, 0) (bright lesions only); mahalanobis = "
                         "|x - mean| / std over --samples stochastic reconstructions (Behrendt et al. 2024; "
                         "-local: the variance pooled over 5x5 pixels)")
     p.add_argument("--samples", type=int, default=8, metavar="K",
@@ -36,6 +37,6 @@ def run(args) -> int:
     from mddpm.inference.predict import predict
 
     predict(args.run, args.data, args.split, args.out, precision=args.precision, noise_per=args.noise_per,
-            t_fix=args.t_fix, score=args.score, samples=args.samples, chunk_size=args.chunk_size, device=args.device, force=args.force,
-            progress=not args.no_progress, weights=args.weights)
+            t_fix=args.t_fix, score=args.score, samples=args.samples, chunk_size=args.chunk_size,
+            device=args.device, force=args.force, progress=not args.no_progress, weights=args.weights)
     return 0

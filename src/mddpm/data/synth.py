@@ -15,22 +15,21 @@ Case ``k`` of a set depends only on the dataset seed, the set name and ``k`` (no
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mddpm import __version__
+from mddpm.data.cache import CACHE_FILES
 from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_anatomy import Anatomy, SynthSettings, compose, load_anatomy, warp
-from mddpm.data.synth_lesions import add_ms, add_tumour, smooth_noise
 from mddpm.data.synth_individual import FAMILIES, acquisition_blur, family_settings, individual_tissue
+from mddpm.data.synth_lesions import add_ms, add_tumour, smooth_noise
 from mddpm.data.synth_sizes import COUNT_ARGS
 from mddpm.data.synth_unseen import ADD_UNSEEN, UNSEEN_KINDS
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, clear_outputs, write_nifti
+from mddpm.io import build_folder, check_output_folder, clear_outputs, write_nifti
 from mddpm.parallel import parallel_map, sigterm_raises
 
 # (set name, group, role); the position in this list is part of every case's seed
@@ -47,7 +46,7 @@ SETS: list[tuple[str, str, str]] = [
 KINDS = ("healthy", "tumour", "ms", *UNSEEN_KINDS)
 # what a synthetic dataset folder holds (prepared/: the caches `mddpm prepare` adds; preview.png: `synth --preview`)
 OUTPUT_FILES = ("dataset.json", "images/synth_*_0000.nii.gz", "masks/synth_*.nii.gz", "labels/synth_*.nii.gz",
-                "prepared/*", "preview.png")
+                *(f"prepared/*/{name}" for name in CACHE_FILES), "preview.png")
 
 
 @dataclass
@@ -271,44 +270,40 @@ def synthesize(out: str | Path, n_train: int, n_val: int, n_test: int, n_tumour_
     jobs, splits = _plan_cases(counts, seed, family, test_families)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with sigterm_raises():  # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
-            for job in jobs:
-                job["root"] = str(tmp)
-            results = _run_jobs(jobs, anat, workers, progress)
-            save_dataset_json(tmp, {
-                "name": out.name, "modality": "T2",
-                "geometry": {"space": "MNI152NLin2009aSym (nilearn), cropped per case to its brain box",
-                             "spacing_mm": [spacing_mm] * 3, "shape": None},
-                "cases": [r["entry"] for r in results],
-                "splits": splits,
-                "folds": [{"train": splits["train"], "val": splits["val"]}],
-                "label_encoding": "binary",
-                "provenance": [{"step": "synth", "tool": f"mddpm {__version__} (mddpm.data.synth.synthesize)",
-                                "settings": {**counts, "seed": seed, "spacing_mm": spacing_mm,
-                                             "family": family, "test_families": list(test_families),
-                                             "case_seed": "SeedSequence([seed, set index, case index] "
-                                                          "+ [family index] for families other than template)",
-                                             "set_order": [name for name, _, _ in SETS],
-                                             "anatomy": {"source": "nilearn wheel", "nilearn": _nilearn_version(),
-                                                         "files": anat.files, "working_shape": list(anat.mask.shape)},
-                                             "generation": asdict(family_settings(family)),
-                                             "test_family_generation": {f: asdict(family_settings(f))
-                                                                        for f in test_families},
-                                             "cases": {r["entry"]["id"]: r["info"] for r in results}}}],
-            })
-            clear_outputs(out, earlier)
-            if out.is_dir():
-                try:
-                    out.rmdir()
-                except OSError:
-                    raise MddpmError(f"{out}: still holds folders after --force removed the earlier dataset; "
-                                     "move them and run again") from None
-            tmp.rename(out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+    # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
+    with sigterm_raises(), build_folder(out) as tmp:
+        for job in jobs:
+            job["root"] = str(tmp)
+        results = _run_jobs(jobs, anat, workers, progress)
+        save_dataset_json(tmp, {
+            "name": out.name, "modality": "T2",
+            "geometry": {"space": "MNI152NLin2009aSym (nilearn), cropped per case to its brain box",
+                         "spacing_mm": [spacing_mm] * 3, "shape": None},
+            "cases": [r["entry"] for r in results],
+            "splits": splits,
+            "folds": [{"train": splits["train"], "val": splits["val"]}],
+            "label_encoding": "binary",
+            "provenance": [{"step": "synth", "tool": f"mddpm {__version__} (mddpm.data.synth.synthesize)",
+                            "settings": {**counts, "seed": seed, "spacing_mm": spacing_mm,
+                                         "family": family, "test_families": list(test_families),
+                                         "case_seed": "SeedSequence([seed, set index, case index] "
+                                                      "+ [family index] for families other than template)",
+                                         "set_order": [name for name, _, _ in SETS],
+                                         "anatomy": {"source": "nilearn wheel", "nilearn": _nilearn_version(),
+                                                     "files": anat.files, "working_shape": list(anat.mask.shape)},
+                                         "generation": asdict(family_settings(family)),
+                                         "test_family_generation": {f: asdict(family_settings(f))
+                                                                    for f in test_families},
+                                         "cases": {r["entry"]["id"]: r["info"] for r in results}}}],
+        })
+        clear_outputs(out, earlier)
+        if out.is_dir():
+            try:
+                out.rmdir()
+            except OSError:
+                raise MddpmError(f"{out}: still holds folders after --force removed the earlier dataset; "
+                                 "move them and run again") from None
+        tmp.rename(out)
     return out
 
 

@@ -5,6 +5,8 @@
   ``α = 0.84``, where SSIM is the local SSIM map (Wang et al. 2004: Gaussian window σ = 1.5 px,
   11 × 11, K1 = 0.01, K2 = 0.03, data range 1). The window is applied with reflect padding, so the
   map has the input's size. ``1 − SSIM`` lies in [0, 2].
+- ``"signed"`` (an option): ``max(x − x̂, 0)``, hyperintense differences only (T2/FLAIR lesions are
+  mostly bright; a dark lesion, e.g. a haemorrhage's core, is then invisible).
 - ``"mahalanobis"`` (Behrendt et al. 2024, an option): from K stochastic reconstructions (independent
   noise draws) with per-pixel mean ``μ`` and variance ``σ²``, the distance ``|x − μ| / sqrt(σ² + ε)``
   (diagonal covariance, ``ε = MAHALANOBIS_EPS`` regularises it where the reconstructions agree);
@@ -18,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SCORES = ("l1", "ssim-l1", "mahalanobis", "mahalanobis-local")
+SCORES = ("l1", "ssim-l1", "signed", "mahalanobis", "mahalanobis-local")
 SAMPLED_SCORES = ("mahalanobis", "mahalanobis-local")  # scores from several reconstructions
 MAHALANOBIS_SAMPLES = 8  # default K
 MAHALANOBIS_EPS = 1e-4  # variance floor, in [0, 1] intensity units squared (σ floor 0.01)
@@ -63,6 +65,8 @@ def anomaly_score(image: torch.Tensor, reconstruction: torch.Tensor, score: str 
     l1 = (image.float() - reconstruction.float()).abs()
     if score == "l1":
         return l1
+    if score == "signed":
+        return (image.float() - reconstruction.float()).clamp(min=0)
     if score == "ssim-l1":
         return alpha * (1 - ssim_map(image, reconstruction)) + (1 - alpha) * l1
     raise ValueError(f"unknown score {score!r} (known: {', '.join(SCORES)})")
