@@ -25,7 +25,6 @@ def test_every_picture_in_docs_img_is_shown_somewhere():
 
 def test_license_citation_and_version_agree():
     import tomllib
-
     import yaml
 
     root = ROOT

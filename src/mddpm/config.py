@@ -27,9 +27,9 @@ import os
 from pathlib import Path
 
 from mddpm import __version__
+from mddpm.data.augment import AUGMENTS
 from mddpm.errors import MddpmError
 from mddpm.registry import get_method
-from mddpm.data.augment import AUGMENTS
 
 TRAIN_DEFAULTS = {
     "batch_size": 32,  # slices (or volumes, for volume-wise methods) per optimiser step

@@ -24,11 +24,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mddpm.data.augment import augment_batch
 from mddpm.data.cache import load_prepared
 from mddpm.data.slicebank import SliceBank
 from mddpm.methods.base import AnomalyMethod
 from mddpm.seeds import derive_seed
-from mddpm.data.augment import augment_batch
 from mddpm.training.loggers import PANEL_SLICES, flat_hparams, panel
 
 _TRAIN_STREAM = 0
