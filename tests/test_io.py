@@ -49,9 +49,11 @@ def test_force_removes_only_owned_files_and_refuses_foreign_ones(tmp_path):
         check_output_folder(out, True, ["predict.json", "a.nii.gz", "recon/a.nii.gz"])
     assert (out / "scan_0000.nii.gz").read_text() == "theirs"
     (out / "scan_0000.nii.gz").unlink()
-    earlier = check_output_folder(out, True, ["predict.json", "*a.nii.gz"])
+    with pytest.raises(MddpmError, match="e.g. recon/a.nii.gz"):  # "*" stays within one folder's names
+        check_output_folder(out, True, ["predict.json", "*a.nii.gz"])
+    earlier = check_output_folder(out, True, ["predict.json", "**/*a.nii.gz"])  # "**": any number of folders
     clear_outputs(out, earlier)
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == []  # "*" crosses folders
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == []
     assert out.is_dir()
 
 

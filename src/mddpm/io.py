@@ -12,7 +12,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -36,12 +40,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         yield tmp
         if tmp.is_file():  # mkstemp makes 0600 files: give the result the usual permissions
-            os.chmod(tmp, 0o666 & ~umask)
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -56,9 +58,51 @@ def check_new_output(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+@contextlib.contextmanager
+def build_folder(out: Path) -> Iterator[Path]:
+    """A new folder beside ``out`` to build it in (then renamed to ``out`` by the caller), removed on the way
+    out if still there. It is named ``.<out's name>.<host>.<pid>.<random>.tmp`` and made with the permissions
+    the umask gives (not mkdtemp's 0700). Such folders of ``out`` left by a dead process of this machine (one
+    killed outright) are removed first, saying so."""
+    stale = re.compile(re.escape(f".{out.name}.{_HOST}.") + r"(\d+)\.[\w-]+\.tmp")
+    for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
+        found = stale.fullmatch(entry.name)
+        if found and entry.is_dir() and not entry.is_symlink() and not _alive(int(found.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            print(f"{entry}: removed, the temporary folder of a process that ended (pid {found.group(1)})",
+                  file=sys.stderr)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (another user's counts; so does an unknown answer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 MAX_ID_LENGTH = 128
-# what atomic_write leaves behind when a process is killed mid-write: ours wherever it lies
-_TEMP_PATTERNS = (".*.tmp*", "*/.*.tmp*")
+# what atomic_write and build_folder leave behind when a process is killed: ours wherever it lies
+_TEMP_PATTERNS = ("**/.*.tmp*", "**/.*.tmp/**")
 
 
 def case_id_problem(cid, kind: str = "case ids") -> str | None:
@@ -101,9 +145,9 @@ def case_file(folder: Path, cid: str, suffix: str, under: str = "") -> Path:
 def check_output_folder(out: Path, force: bool, owned: Iterable[str]) -> list[Path]:
     """Check that folder ``out`` may take a command's outputs; return the earlier outputs to remove.
 
-    ``owned``: patterns (fnmatch, relative to ``out``, ``*`` crosses folders) of the files the command
-    writes or, per its manifest, wrote before. A missing or empty folder is fine. Otherwise it is refused
-    without ``force``, and with ``force`` when it holds a file no pattern matches (never deleted).
+    ``owned``: patterns (relative to ``out``, :func:`matches`) of the files the command writes or, per its
+    manifest, wrote before. A missing or empty folder is fine. Otherwise it is refused without ``force``, and
+    with ``force`` when it holds a file no pattern matches (never deleted).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -114,11 +158,43 @@ def check_output_folder(out: Path, force: bool, owned: Iterable[str]) -> list[Pa
     if not force:
         raise MddpmError(f"{out}: already exists (use --force to overwrite)")
     patterns = [*owned, *_TEMP_PATTERNS]
-    foreign = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    foreign = [f for f in files if not matches(f, patterns)]
     if foreign:
         raise MddpmError(f"{out}: holds {len(foreign)} file(s) mddpm did not write there (e.g. {foreign[0]}); "
                          "--force replaces only its own outputs: choose another folder or move them")
     return [out / f for f in files]
+
+
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    """Whether ``path`` (relative, ``/`` between folders) matches one of ``patterns`` folder by folder: ``*``
+    and ``?`` stay within one name (``figures/*.png`` is no ``figures/mine/a.png``); a ``**`` part stands for
+    any number of folders (``logs/wandb/**``: everything below ``logs/wandb``)."""
+    return any(_match(path.split("/"), pattern.split("/")) for pattern in patterns)
+
+
+def _match(parts: list[str], pattern: list[str]) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":  # at the end it needs one name at least: the folder itself is not below it
+        first = 1 if len(pattern) == 1 else 0
+        return any(_match(parts[i:], pattern[1:]) for i in range(first, len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match(parts[1:], pattern[1:])
+
+
+def refuse_links(folder: Path, owned: Iterable[str]) -> None:
+    """Refuse ``folder`` when a symbolic link stands where a command writes (a file of ``owned`` or a folder on
+    the way to them): what is written through it would land outside ``folder``."""
+    owned = list(owned)
+    for f in _files_under(folder) if folder.is_dir() else []:
+        if (folder / f).is_symlink() and (matches(f, owned) or any(_leads_to(f, p) for p in owned)):
+            raise MddpmError(f"{folder / f}: a symbolic link where mddpm writes (it would write outside {folder}); "
+                             "replace it with what it points to")
+
+
+def _leads_to(path: str, pattern: str) -> bool:
+    """Whether the folder ``path`` is on the way to the files of ``pattern`` (its first names match)."""
+    parts, head = path.split("/"), pattern.split("/")
+    return len(head) > len(parts) and "**" not in head[:len(parts)] and _match(parts, head[:len(parts)])
 
 
 def clear_outputs(out: Path, files: list[Path]) -> None:
@@ -155,15 +231,22 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_SHA_CACHE: dict[tuple, str] = {}
+RACY_NS = 2 * 10**9  # a file changed this recently could change again within the same clock tick
+
+
+def file_stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """``(size, mtime_ns, ctime_ns)``, which an edit always changes (``touch -r``, ``cp -p``, ``rsync -a`` set the
+    mtime back, nothing sets back the ctime); None for a file changed in the last :data:`RACY_NS`."""
+    st = os.stat(path)
+    return None if time.time_ns() - st.st_ctime_ns < RACY_NS else (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file, read in 1 MiB blocks; remembered per path, size and modification time."""
+    """SHA-256 (hex) of a file, read in 1 MiB blocks; remembered per path and :func:`file_stamp`."""
     path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
+    key = (str(path.resolve()), file_stamp(path))
+    if key[1] is None or key not in _SHA_CACHE:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

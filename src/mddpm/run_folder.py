@@ -15,8 +15,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# what a run folder holds (``--force`` removes only these)
-RUN_FILES = ("config.json", "best.pt", "last.pt", "threshold.json", "checkpoints/*", "logs/*")
+# what a run folder holds, each at its own depth (``--force`` removes only these; mddpm.io.matches): the logs are
+# those of mddpm.training.loggers (csv, tensorboard; mlflow's default store; wandb's folder, written by wandb)
+RUN_FILES = ("config.json", "best.pt", "last.pt", "threshold.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
+             "logs/csv/metrics.csv", "logs/csv/hparams.yaml", "logs/tb/hparams.yaml", "logs/tb/events.out.tfevents.*",
+             "logs/mlflow.db", "logs/mlartifacts/**", "logs/wandb/**")
 LOSSES = ("train/loss", "val/loss")
 
 

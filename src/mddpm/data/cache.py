@@ -4,10 +4,12 @@ uint8, ``prepared.json`` (case ids, affines, settings), written by :func:`mddpm.
 Every problem found in a cache (a missing or truncated array, a malformed ``prepared.json``) is one line;
 the readers of a cache (:func:`load_prepared`) end it in :data:`REBUILD`: a damaged cache is rebuilt, never
 repaired (``prepare`` itself rebuilds a damaged cache it finds, and reads back every cache it writes).
+A cache is stale when a byte of its sources changed (:func:`source_fingerprint`), whatever their times say.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from mddpm.errors import MddpmError
-from mddpm.io import read_json
+from mddpm.io import file_sha256, file_stamp, read_json
 
 ARRAYS = ("images", "masks", "labels")
+CACHE_FILES = ("prepared.json", *(f"{name}.npy" for name in ARRAYS))  # what a cache folder holds
 REBUILD = "a damaged cache: run `mddpm prepare --force`"
+STAMP_KEYS = ("prepare_version", "grid", "dataset_json_sha256", "files_fingerprint")
 
 
 @dataclass
@@ -113,3 +117,40 @@ def cache_damage(folder: Path, read_volumes: bool = False) -> str | None:
         if not prepared.masks[i].any() or np.ptp(prepared.images[i]) == 0:
             return f"{folder}: case {cid!r} was not written completely"
     return None
+
+
+def source_fingerprint(paths: list[Path], known: dict) -> tuple[str, dict]:
+    """``(fingerprint, record)``: a hash over the sources' paths and contents, and the per-file record
+    ``{path: {"stamp": [size, mtime_ns, ctime_ns], "sha256": ...}}`` kept with the cache. A file whose
+    :func:`~mddpm.io.file_stamp` (ctime included: an edit always changes it) is the one in ``known`` (the
+    record of the cache in place) keeps its recorded hash; any other file is read."""
+    h, record = hashlib.sha256(), {}
+    for p in paths:
+        stamp, old = file_stamp(p), known.get(str(p))
+        same = (stamp is not None and isinstance(old, dict) and old.get("stamp") == list(stamp)
+                and isinstance(old.get("sha256"), str))
+        record[str(p)] = {"stamp": None if stamp is None else list(stamp),
+                          "sha256": old["sha256"] if same else file_sha256(p)}
+        h.update(f"{p}\0{record[str(p)]['sha256']}\n".encode())
+    return h.hexdigest(), record
+
+
+def saved_sources(folder: Path) -> dict:
+    """The per-file record of the cache in ``folder`` (:func:`source_fingerprint`); empty when there is none."""
+    try:
+        sources = read_json(folder / "prepared.json").get("sources")
+    except MddpmError:
+        return {}
+    return sources if isinstance(sources, dict) else {}
+
+
+def reuse_problem(folder: Path, settings: dict) -> str | None:
+    """Why the cache in ``folder`` cannot be reused for ``settings`` (:data:`STAMP_KEYS`): stale or damaged."""
+    try:
+        saved = read_json(folder / "prepared.json").get("settings", {})
+    except MddpmError:
+        saved = {}
+    if not isinstance(saved, dict) or any(saved.get(k) != settings[k] for k in STAMP_KEYS):
+        return "stale (settings or source files changed)"
+    damage = cache_damage(folder)
+    return None if damage is None else f"damaged ({damage})"

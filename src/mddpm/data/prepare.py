@@ -25,13 +25,13 @@ affine maps voxel indices of the ``[H, W, Z]`` array (``arr.transpose(1, 2, 0)``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +40,11 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from mddpm.data.cache import ARRAYS, cache_damage
+from mddpm.data.cache import CACHE_FILES, cache_damage, reuse_problem, saved_sources, source_fingerprint
 from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, missing_file, open_nifti, read_json, read_nifti, write_json
+from mddpm.io import build_folder, check_output_folder, missing_file, open_nifti, read_json, read_nifti, write_json
 from mddpm.parallel import parallel_map, sigterm_raises
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
@@ -237,15 +237,6 @@ def prepared_path(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper
     return Path(dataset_root) / "prepared" / get_grid(grid).tag
 
 
-def _file_fingerprint(paths: list[Path]) -> str:
-    """sha256 over (path, size, mtime) of the source files: edits in place make a cache stale."""
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, grid: GridSpec,
                   label_encoding: str = "binary"):
     """Worker: read one case's files and prepare them; errors name the file.
@@ -316,62 +307,51 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     if odd:
         raise MddpmError(f"{cases[odd[0]].image}: voxel axes point {axes[odd[0]]}, most images of the dataset "
                          f"{usual} (reorient it like the others; `mddpm preprocess` does)")
+    out = prepared_path(root, grid)
+    known = saved_sources(out)
+    fingerprint, sources_record = source_fingerprint(sources, known)
     settings = {"prepare_version": PREPARE_VERSION, "grid": grid.settings(),
                 "dataset_json_sha256": hashlib.sha256((root / "dataset.json").read_bytes()).hexdigest(),
-                "files_fingerprint": _file_fingerprint(sources)}
-    out = prepared_path(root, grid)
+                "files_fingerprint": fingerprint}
     if out.exists() and not force:
-        problem = _reuse_problem(out, settings)
+        problem = reuse_problem(out, settings)
         if problem is None:
+            if sources_record != known:  # files touched but unchanged: record their times, not to hash again
+                with contextlib.suppress(MddpmError, OSError):  # a read-only cache is still used
+                    write_json(out / "prepared.json", {**read_json(out / "prepared.json"), "sources": sources_record})
             return out
         print(f"{out}: cache is {problem}; rebuilding", file=sys.stderr)
     if out.exists():  # replaced below: only when it holds nothing but an earlier cache
-        check_output_folder(out, True, ["prepared.json", *(f"{name}.npy" for name in ARRAYS)])
+        check_output_folder(out, True, CACHE_FILES)
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MddpmError(f"{out.parent}: cannot create the cache folder ({e.strerror})") from None
-    with sigterm_raises():  # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
-        tmp = Path(tempfile.mkdtemp(prefix=f".{grid.tag}.", suffix=".tmp", dir=out.parent))
-        try:
-            affines = _build(tmp, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
-            write_json(tmp / "prepared.json", {
-                "grid": grid.settings(), "grid_tag": grid.tag,
-                "case_ids": [c.id for c in cases], "affines": affines,
-                "source": str(root), "dataset_json_sha256": settings["dataset_json_sha256"],
-                "settings": {**settings, "curvature_flow": CURVATURE_FLOW, "interpolation": {
-                    "image": "cubic B-spline (SimpleITK sitkBSpline)", "mask": "nearest", "label": "nearest"},
-                    "simpleitk": sitk.Version.VersionString()},
-            })
-            damage = cache_damage(tmp, read_volumes=True)
-            if damage is not None:
-                raise MddpmError(f"{out}: the new cache does not read back after writing (a full disk?): "
-                                 f"{damage.replace(str(tmp) + os.sep, '')}; nothing was replaced")
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
+    with sigterm_raises(), build_folder(out) as tmp:
+        affines = _build(tmp, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
+        write_json(tmp / "prepared.json", {
+            "grid": grid.settings(), "grid_tag": grid.tag,
+            "case_ids": [c.id for c in cases], "affines": affines,
+            "source": str(root), "dataset_json_sha256": settings["dataset_json_sha256"],
+            "settings": {**settings, "curvature_flow": CURVATURE_FLOW, "interpolation": {
+                "image": "cubic B-spline (SimpleITK sitkBSpline)", "mask": "nearest", "label": "nearest"},
+                "simpleitk": sitk.Version.VersionString()},
+            "sources": sources_record,
+        })
+        damage = cache_damage(tmp, read_volumes=True)
+        if damage is not None:
+            raise MddpmError(f"{out}: the new cache does not read back after writing (a full disk?): "
+                             f"{damage.replace(str(tmp) + os.sep, '')}; nothing was replaced")
+        if out.exists():
+            old = tmp.with_name(tmp.name.removesuffix(".tmp") + "-old.tmp")  # removed by a later run if we die
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     return out
-
-
-def _reuse_problem(folder: Path, settings: dict) -> str | None:
-    """Why an existing cache cannot be reused (stale or damaged), or None."""
-    try:
-        saved = read_json(folder / "prepared.json").get("settings", {})
-    except MddpmError:
-        saved = {}
-    if not isinstance(saved, dict) or any(saved.get(k) != settings[k] for k in (
-            "prepare_version", "grid", "dataset_json_sha256", "files_fingerprint")):
-        return "stale (settings or source files changed)"
-    damage = cache_damage(folder)
-    return None if damage is None else f"damaged ({damage})"
 
 
 def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bool, label_encoding: str) -> list:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -56,7 +57,7 @@ from mddpm.evaluation.postprocess import (
     published_erosion_iterations,
 )
 from mddpm.evaluation.scoring import Scoring
-from mddpm.evaluation.segmentations import OUTPUT_PATTERN, source_dataset, write_native_segmentation
+from mddpm.evaluation.segmentations import source_dataset, write_native_segmentation
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS,
     FPR_RATES,
@@ -66,14 +67,25 @@ from mddpm.evaluation.threshold import (
     fpr_search,
     pooled_dice,
 )
-from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, write_json
+from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
 from mddpm.parallel import threaded_map, usable_threads
 from mddpm.progress import track
 
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "figures/*.png", OUTPUT_PATTERN)
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json")  # and one figure, segmentation per case
+
+
+def _own_files(out: Path, case_ids: list[str]) -> list[str]:
+    """What evaluate writes into ``out`` for ``case_ids`` and, per the cases of an earlier ``metrics.json``, wrote
+    there (``--force`` replaces those, and refuses any other file: another name, a folder of one's own)."""
+    ids = set(case_ids)
+    with contextlib.suppress(MddpmError):
+        earlier = read_json(out / "metrics.json").get("cases") if (out / "metrics.json").is_file() else []
+        ids |= {str(c.get("case_id")) for c in (earlier if isinstance(earlier, list) else []) if isinstance(c, dict)}
+    names = [glob.escape(c) for c in sorted(ids)]
+    return [*OUTPUT_FILES, *(f"figures/{c}.png" for c in names), *(f"segmentations/{c}.nii.gz" for c in names)]
 
 
 def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
@@ -229,8 +241,9 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         raise MddpmError("--device cuda: no CUDA device is available")
     dev = torch.device(device)
     out = Path(out)
-    earlier = check_output_folder(out, force, OUTPUT_FILES)
-    test, val = open_maps(test_maps, "test"), open_maps(val_maps, "validation")
+    test = open_maps(test_maps, "test")
+    earlier = check_output_folder(out, force, _own_files(out, test.case_ids))
+    val = open_maps(val_maps, "validation")
     healthy = open_maps(healthy_val, "healthy validation") if healthy_val is not None else None
     for other in (val, healthy):
         _refuse_test_cases(test, other)

@@ -18,8 +18,6 @@ from mddpm.data.prepare import to_original_space
 from mddpm.errors import MddpmError
 from mddpm.io import case_file, open_nifti, read_nifti, write_nifti
 
-OUTPUT_PATTERN = "segmentations/*.nii.gz"
-
 
 def source_dataset(meta: dict, folder: Path) -> Dataset:
     """The dataset the maps of ``folder`` (its ``predict.json`` is ``meta``) were predicted from."""

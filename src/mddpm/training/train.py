@@ -43,7 +43,7 @@ from mddpm.config import (
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
-from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
+from mddpm.io import check_output_folder, clear_outputs, read_json, refuse_links, write_json
 from mddpm.parallel import default_sigterm
 from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.run_folder import RUN_FILES, RunFolder
@@ -87,6 +87,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         if out is None:
             raise MddpmError("--resume needs the run folder (--out RUN)")
         run = Path(out).resolve()
+        refuse_links(run, RUN_FILES)  # as --force does: a linked logs/ would take the run's writes elsewhere
         cfg, dataset_root, fold = _resume_config(run, dataset_root, method, preset, fold, overrides, config_file)
     else:
         if dataset_root is None:
