@@ -129,8 +129,16 @@ CORPUS: tuple[Defect, ...] = (
     Defect("permuted-axes", "scan and mask stored with permuted axes (affine following)", "scan", permute_axes),
     Defect("lying-spacing", "scan and mask headers claim 3x the voxel size", "scan", triple_spacing),
     Defect("nan-threshold", "threshold.json holds NaN", "threshold", nan_threshold),
+    Defect("nested-force", "the command's own earlier output, with user files below its folders; --force", "output"),
 )
 FOREIGN = "notes.txt"  # the file mddpm did not write, in the foreign-force cells
+# the user files of the nested-force cells, below the folders each command writes (or a cache folder, for prepare):
+# a name the command never writes in a folder it writes, a folder of the user's own
+NESTED = {"train": ("checkpoints/best_BACKUP.ckpt", "logs/my_analysis/notes.txt"),
+          "predict": ("recon/manual/case008.nii.gz",),
+          "evaluate": ("figures/case008_edited.png", "segmentations/manual/expert_corrected.nii.gz"),
+          "detect": ("manual/anomaly_map.nii.gz",),
+          "prepare": ("backup/images.npy",)}
 
 # (defect, command) pairs that are legitimately accepted (exit 0), with the reason shown in the docs
 ACCEPTED: dict[tuple[str, str], str] = {
@@ -189,6 +197,8 @@ NOT_APPLICABLE: dict[tuple[str, str], str] = {
        for command in ("train", "predict", "benchmark")},
     **{("nan-threshold", command): "only detect reads a threshold.json"
        for command in ("verify", "prepare", "train", "predict", "evaluate", "preprocess", "benchmark")},
+    ("nested-force", "verify"): "verify writes nothing",
+    **{("nested-force", command): "deletes nothing (the foreign-force row)" for command in ("preprocess", "benchmark")},
 }
 
 
@@ -359,18 +369,28 @@ def run_cell(defect: Defect, command: str, base: Base, folder: Path) -> Outcome 
             (out / "earlier.txt").write_text("an earlier result\n")
         if defect.name == "foreign-force":
             (bad / FOREIGN).write_text("a file mddpm did not write\n")
+    elif defect.name == "nested-force":  # the command's own output first, then the user's files below it
+        code, err, _ = _call(_argv(command, dataset, out, base, test_maps, folder, threshold))
+        if code != 0:
+            raise RuntimeError(f"nested-force: the first {command} failed: {err}")
+        bad = next((dataset / "prepared").iterdir()) if command == "prepare" else out
+        for rel in NESTED[command]:
+            (bad / rel).parent.mkdir(parents=True, exist_ok=True)
+            (bad / rel).write_text("a user's file\n")
     watched = dataset / "prepared" if command == "prepare" else out
     argv = _argv(command, dataset, out, base, test_maps, folder, threshold)
     elsewhere = (watched, dataset / "prepared")  # the cache a command may (re)build on the way is no output
     before, around = _snapshot(watched), _snapshot(folder, skip=elsewhere)
 
-    if defect.name == "foreign-force":
+    if defect.name in ("foreign-force", "nested-force"):
         argv.append("--force")
     code, err, out_text = _call(argv)
     err, out_text = (t.replace(str(folder), "CELL").replace(str(base.root), "BASE") for t in (err, out_text))
     named = case if defect.target in ("image", "mask", "label", "scan") and command != "evaluate" else bad.name
     named = "case999" if defect.target == "splits" else named
-    foreign_deleted = defect.name == "foreign-force" and not (bad / FOREIGN).is_file()
+    named = Path(NESTED[command][0]).name if defect.name == "nested-force" else named
+    planted = {"foreign-force": (FOREIGN,), "nested-force": NESTED.get(command, ())}.get(defect.name, ())
+    foreign_deleted = any(not (bad / rel).is_file() for rel in planted)
     return Outcome(code=code, stderr=err.strip().splitlines(), stdout=out_text.strip().splitlines(),
                    traceback="Traceback" in err, outputs_changed=_snapshot(watched) != before,
                    outside_changed=_snapshot(folder, skip=elsewhere) != around, foreign_deleted=foreign_deleted,
