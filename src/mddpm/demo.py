@@ -29,7 +29,7 @@ TRAIN_SEED = 3141  # the published seed (the config's default)
 FAMILY = "varied"  # the generator family the demo trains on (benchmarks/results/generalisation.md)
 FIGURES = 4  # case figures per test set
 OWN_FILES = ("experiment.json", "preview.png", "report.html", "benchmark.json", "table.json", "table.md", "table.csv",
-             "cache/*", "runs/*")
+             "cache/**", "runs/**")
 
 
 def other_family(family: str) -> str:
