@@ -108,6 +108,25 @@ def test_shipped_experiments_have_every_table1_row():
     assert [t.test for t in load_experiment("synthetic").datasets[0].test_sets] == ["tumour_test", "ms_test"]
 
 
+def test_generalisation_experiment_scores_each_family_in_and_out_of_family():
+    experiment = load_experiment("generalisation")
+    assert experiment.methods == ["vae", "dae", "ddpm", "pddpm", "mddpm-fpmcm", "intensity"]
+    for d, other in zip(experiment.datasets, ("varied", "template")):
+        assert d.synth == {"size": "demo-unseen", "seed": 0, "family": d.name, "test_families": [other]}
+        tests = {t.name: (t.test, t.val) for t in d.test_sets}
+        assert tests["rings"] == ("rings_test", "tumour_val")  # test-only kinds: the tumour threshold
+        assert tests[f"{other}-tumour"] == (f"{other}_tumour_test", f"{other}_tumour_val")
+        assert len(tests) == 10
+
+
+def test_a_train_setting_added_later_at_its_default_keeps_old_runs(tmp_path):
+    from mddpm.benchmark.plan import _config_difference
+
+    saved = {"train": {"lr": 1e-3}, "method": "vae"}
+    assert _config_difference({"train": {"lr": 1e-3, "augment": "none"}, "method": "vae"}, saved) is None
+    assert "train.augment" in _config_difference({"train": {"lr": 1e-3, "augment": "all"}, "method": "vae"}, saved)
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"methods": ["intensity", "nope"]}, "unknown method 'nope'"),
     ({"runs": {"folds": [0], "seeds": [1]}}, "runs must be"),
@@ -117,6 +136,8 @@ def test_shipped_experiments_have_every_table1_row():
     ({"overrides": {"vae": ["train.nope=1"]}}, "overrides of 'vae'"),
     ({"thresholds": ["median"]}, "unknown threshold rule"),
     ({"runs": {"folds": [0]}}, "healthy_val needs seed runs"),
+    ({"datasets": [{"name": "s", "path": None, "synth": {"size": "demo", "family": "average"},
+                    "test_sets": [{"name": "t", "test": "tumour_test", "val": "tumour_val"}]}]}, "synth must be"),
 ])
 def test_bad_experiments_name_the_file_and_problem(tmp_path, changes, message):
     path = tmp_path / "experiment.json"
