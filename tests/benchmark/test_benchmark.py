@@ -72,8 +72,20 @@ def test_wilcoxon_pairs_only_matching_runs_and_cases():
     ref = {"r1": metrics({"y": 0.4, "x": 0.2, "w": 0.0}, {"y": 0.1, "x": 0.3, "w": 0.0})}
     test = paired_wilcoxon(a, ref, "dice", "bisection")
     assert test["n_pairs"] == 2  # x and y of run r1
-    assert test["p"] == pytest.approx(wilcoxon([0.5, 0.6], [0.2, 0.4]).pvalue)
+    assert test["p"] is None and "fewer than 6 pairs" in test["note"]  # scipy would say 0.5 from these 2
+    assert test["mean_difference"] == pytest.approx(0.25)
     assert paired_wilcoxon(a, {"r9": ref["r1"]}, "dice", "bisection")["p"] is None
+
+
+def test_no_p_value_below_six_pairs():
+    """The smallest two-sided p of n pairs is 2 / 2**n: from 5 pairs even a clear difference gives 0.0625."""
+    method = {"r1": metrics({f"c{i}": 0.9 for i in range(6)}, {f"c{i}": 0.5 for i in range(6)})}
+    reference = {"r1": metrics({f"c{i}": 0.1 * i for i in range(6)}, {f"c{i}": 0.5 for i in range(6)})}
+    six = paired_wilcoxon(method, reference, "dice", "bisection")
+    assert six["n_pairs"] == 6 and six["p"] == pytest.approx(2 / 2**6) and "note" not in six
+    five = paired_wilcoxon({"r1": metrics({f"c{i}": 0.9 for i in range(5)}, {f"c{i}": 0.5 for i in range(5)})},
+                           reference, "dice", "bisection")
+    assert five["n_pairs"] == 5 and five["p"] is None and five["note"].startswith("no p-value from fewer than 6")
 
 
 def test_table_files_markdown_and_csv():

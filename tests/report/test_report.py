@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from mddpm.benchmark.table import Evaluation, build_table
 from mddpm.errors import MddpmError
 from mddpm.report.html import write_report
+from mddpm.report.table_files import table_markdown
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
@@ -143,6 +144,26 @@ def test_benchmark_report_has_table1_and_p_values(two_methods, tmp_path):
     assert f"p {p:.2f}" in text
     dice = table["rows"][0]["cells"]["synth/tumour"]["dice"]
     assert f"{100 * dice['mean']:.2f}" in text and f"± {100 * dice['std']:.2f}" in text
+
+
+def test_oracle_is_named_for_what_it_is_and_few_pairs_give_no_p_value(tmp_path):
+    """The ORACLE column is the bisection search on the test labels (no upper bound); 2 pairs give no p."""
+    folders, evaluations = [], []
+    for method, dice in (("alpha", [0.5, 0.6]), ("beta", [0.2, 0.3])):
+        m = make_metrics(method, "tumour_test", dice, [0.4, 0.5])
+        folders.append(write_evaluation(tmp_path / method, m))
+        evaluations.append(Evaluation("synth", "tumour", method, "seed1", m, folders[-1]))
+    table = build_table(evaluations, ["alpha", "beta"], reference="alpha")
+    test = table["rows"][1]["cells"]["synth/tumour"]["p_dice"]
+    assert test["n_pairs"] == 2 and test["p"] is None and "fewer than 6 pairs" in test["note"]
+    text = write_report(tmp_path / "report.html", folders, "Bench", table=table).read_text()
+    md = table_markdown(table)
+    for shown in (text, md):
+        assert "an upper bound" not in shown and "ORACLE best" not in shown
+        assert "bisection search run on each test volume" in shown and "no upper bound" in shown
+        assert "No p (–) from fewer than 6 pairs" in shown
+    assert "| beta | – (-30.00) | – (+0.00) | 2 |" in md and "ORACLE bisection Dice" in md
+    assert "p 0.50" not in text and "Δ -30.00" in text and "bisection DICE" in text
 
 
 def test_report_refuses_no_evaluations_and_foreign_files(tmp_path):

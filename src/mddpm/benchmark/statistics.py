@@ -7,6 +7,10 @@ import warnings
 
 import numpy as np
 
+MIN_PAIRS = 6  # fewer pairs give no p-value: the smallest two-sided p of n pairs is 2 / 2**n (0.0625 at n = 5)
+NO_P = (f"no p-value from fewer than {MIN_PAIRS} pairs: with n pairs the two-sided signed-rank test cannot go "
+        "below 2/2^n (0.0625 at n = 5), so it could not show a difference whatever the data")
+
 
 def across_runs(values: list[float | None]) -> dict:
     """Mean and std across runs of per-run values (None/NaN skipped): population (``std``) and sample
@@ -29,7 +33,8 @@ def paired_wilcoxon(method_runs: dict[str, dict], reference_runs: dict[str, dict
     """Paired Wilcoxon signed-rank test of per-volume ``metric`` ("dice" at ``rule``, "auprc", "auroc"),
     method against reference. ``*_runs`` map run tag -> metrics dict; pairs are (run, case) present
     in both with finite values on both sides. Returns {"p", "statistic", "n_pairs", "mean_difference",
-    "median_difference"} (differences are method − reference; p None without pairs)."""
+    "median_difference"} (differences are method − reference; p None from fewer than :data:`MIN_PAIRS`
+    pairs, with a "note" saying why)."""
     from scipy.stats import wilcoxon
 
     x, y = [], []
@@ -50,6 +55,8 @@ def paired_wilcoxon(method_runs: dict[str, dict], reference_runs: dict[str, dict
         return out
     diff = np.asarray(x) - np.asarray(y)
     out.update(mean_difference=float(diff.mean()), median_difference=float(np.median(diff)))
+    if len(x) < MIN_PAIRS:
+        return {**out, "note": NO_P}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")

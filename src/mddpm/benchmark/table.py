@@ -9,8 +9,9 @@ from pathlib import Path
 from mddpm import __version__
 from mddpm.benchmark.experiment import Experiment
 from mddpm.benchmark.plan import RunPaths, now_iso, read_records
-from mddpm.benchmark.statistics import across_runs, paired_wilcoxon
+from mddpm.benchmark.statistics import MIN_PAIRS, NO_P, across_runs, paired_wilcoxon
 from mddpm.errors import MddpmError
+from mddpm.evaluation.metrics_files import ORACLE_NOTE
 from mddpm.io import read_json
 
 
@@ -94,9 +95,11 @@ def build_table(evaluations: list[Evaluation], methods: list[str], reference: st
             "std": "population (ddof 0); std_sample: ddof 1",
             "dice": f"per-volume Dice at the threshold chosen on the validation split (rule {rule!r})",
             "auprc": "per-volume average precision over all voxels of the post-processed map",
-            "oracle_dice": "ORACLE: per-volume best Dice using the volume's own labels (not a valid test result)",
+            "oracle_dice": ORACLE_NOTE,
             "p": "paired Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided, zero_method 'wilcox') of per-volume "
-                 "scores against the reference; pairs by (run, case), pooled over runs (not independent: optimistic)",
+                 "scores against the reference; pairs by (run, case), pooled over runs (not independent: optimistic); "
+                 + NO_P,
+            "min_pairs": MIN_PAIRS,
         },
         "published": published,
         "evaluations": [{"dataset": e.dataset, "test_set": e.test_set, "method": e.method, "run": e.run,

@@ -37,7 +37,7 @@ def run(args) -> int:
                       log=lambda m: console.print(f"[bold cyan]{m}"))
     table = Table(title=f"{args.method} on synthetic lesions (test sets, mean ± std over volumes; trained on the "
                         f"{args.family} family)")
-    for col in ("lesions", "volumes", "Dice (val threshold)", "Dice (exact threshold)", "AUPRC", "ORACLE best Dice"):
+    for col in ("lesions", "volumes", "Dice (val threshold)", "Dice (exact threshold)", "AUPRC", "ORACLE (bisection)"):
         table.add_column(col)
     for name, ev in result["evaluations"].items():
         agg = ev["aggregate"]

@@ -50,7 +50,7 @@ def run(args) -> int:
     agg = report["aggregate"]
     print(f"{report['test']['split']}: {report['test']['cases']} volumes")
     print(f"  AUPRC {_fmt(agg['auprc'])}   AUROC {_fmt(agg['auroc'])}   "
-          f"ORACLE best Dice {_fmt(agg['oracle_dice_bisection'])}")
+          f"ORACLE bisection Dice {_fmt(agg['oracle_dice_bisection'])}")
     for rule, stats in agg["rules"].items():
         pooled = report["pooled"][rule]["dice"]
         print(f"  Dice ({rule}, threshold {report['thresholds'][rule]['threshold']:.6g}): {_fmt(stats['dice'])}"

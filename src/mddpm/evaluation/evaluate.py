@@ -49,7 +49,7 @@ from mddpm.evaluation.metrics import (
     mean_std,
     ratios,
 )
-from mddpm.evaluation.metrics_files import csv_text, finite_or_none, fmt, markdown
+from mddpm.evaluation.metrics_files import ORACLE_NOTE, csv_text, finite_or_none, fmt, markdown
 from mddpm.evaluation.postprocess import (
     PostprocessConstants,
     cpu_threads,
@@ -125,7 +125,7 @@ def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] 
                       "fpr_pool": "in-brain voxels (mask > 0) of the healthy validation maps" if fpr_rates else None},
         "threshold_free": "AUPRC = average precision (step-wise), AUROC (trapezoidal); all voxels; "
                           "ground truth = label > 0",
-        "oracle": "per-volume best Dice using the volume's own labels (ORACLE: not a valid test result)",
+        "oracle": ORACLE_NOTE,
         "aggregate": "nanmean and population nanstd over volumes; pooled = from summed voxel counts",
         "conventions": {"dice_both_empty": "NaN (skipped by nanmean), as published",
                         "precision_nothing_predicted": "0, as published (scikit-learn default)",

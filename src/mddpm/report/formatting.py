@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from mddpm.evaluation.metrics_files import ORACLE_NOTE
+
 
 def table1_notes(table: dict) -> dict[str, str]:
     """Table 1's explanatory text, the one copy every rendering (Markdown, HTML) shows: ``cells`` (what a
@@ -19,8 +21,8 @@ def table1_notes(table: dict) -> dict[str, str]:
                  f"{rule_name(table['rule'])} rule.",
         "p": (f"p: paired Wilcoxon signed-rank test (two-sided) against {reference} on per-volume scores, pairs by "
               "(run, case) pooled over runs (repeated cases make it optimistic); Δ: mean difference (method − "
-              "reference) in points." if reference else ""),
-        "oracle": "ORACLE best Dice uses each test volume's own labels: an upper bound, not a result.",
+              "reference) in points." + _no_p(table) if reference else ""),
+        "oracle": ORACLE_NOTE,
         "rules": "The threshold rules side by side: bisection = the published 10-step search for the best pooled Dice "
                  "on the validation split (default); exact optimum = the exact best pooled-Dice threshold on the "
                  "validation split; FPR r = the threshold with voxel false-positive rate r on healthy validation "
@@ -28,6 +30,13 @@ def table1_notes(table: dict) -> dict[str, str]:
         "time": "Wall-clock seconds (CPU seconds of the process and its workers in brackets) summed over runs, as "
                 "recorded when each stage ran.",
     }
+
+
+def _no_p(table: dict) -> str:
+    """The note on cells without a p-value: too few pairs (the table's ``statistics.min_pairs``)."""
+    least = (table.get("statistics") or {}).get("min_pairs")
+    return (f" No p (–) from fewer than {least} pairs: with n pairs the two-sided test cannot go below 2/2^n "
+            "(0.0625 at n = 5)." if least else "")
 
 
 def percent(stat: dict | None) -> str:

@@ -6,7 +6,7 @@
 base64 PNG images only: no script, no external fetch. It shows
 
 - a summary table: per method × test set DICE for every threshold rule side by side (the default
-  rule first), AUPRC, AUROC and the ORACLE best Dice (labelled: it looks at the test labels). Given a
+  rule first), AUPRC, AUROC and the ORACLE bisection Dice (labelled: it looks at the test labels). Given a
   benchmark ``table`` (:func:`mddpm.benchmark.table.build_table`) the values are mean ± std across
   runs, with p-values; otherwise mean ± std over the volumes of each evaluation;
 - precision-recall curves pooled over all voxels of the post-processed test maps
@@ -31,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from mddpm import __version__
 from mddpm.errors import MddpmError
 from mddpm.evaluation.lesion_scale import lesion_scale
+from mddpm.evaluation.metrics_files import ORACLE_NOTE
 from mddpm.io import atomic_write
 from mddpm.report import figures
 from mddpm.report.evaluations import (
@@ -53,6 +54,7 @@ def _environment() -> Environment:
     env.filters.update(percent_parts=percent_parts, format_p=format_p, format_seconds=format_seconds,
                        rule_name=rule_name, pretty_json=lambda obj: json.dumps(obj, indent=2, default=str),
                        png_uri=lambda png: "data:image/png;base64," + base64.b64encode(png).decode("ascii"))
+    env.globals.update(oracle_note=ORACLE_NOTE)
     return env
 
 

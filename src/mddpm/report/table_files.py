@@ -7,6 +7,7 @@ import csv
 import io
 from pathlib import Path
 
+from mddpm.evaluation.metrics_files import ORACLE_LABEL
 from mddpm.io import atomic_write, write_json
 from mddpm.report.formatting import (
     csv_number,
@@ -65,7 +66,7 @@ def table_markdown(table: dict) -> str:
     rules = list(dict.fromkeys(rule for r in rows for c in r["cells"].values() for rule in c["dice_by_rule"]))
     lines += ["", "## Every metric", "", f"Mean ± std across runs, in %. {notes['rules']} {notes['oracle']}", ""]
     for c in cols:
-        names = ["AUROC", "ORACLE best Dice"] + [f"DICE ({rule})" for rule in rules]
+        names = ["AUROC", ORACLE_LABEL] + [f"DICE ({rule})" for rule in rules]
         lines += [f"### {c['dataset']} / {c['test_set']}", "", "| Model | runs | volumes | " + " | ".join(names) + " |",
                   "|---|---|---|" + "---|" * len(names)]
         for r in rows:
