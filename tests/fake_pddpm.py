@@ -1,6 +1,6 @@
 """A tiny fake of the pDDPM/mDDPM preprocessed data tree, for tests of the importer and beyond.
 
-The layout and CSV columns are those of the released data (reference/protocol.md §1.1-1.2)::
+The layout and CSV columns are those of the released data (as mddpm.data.import_pddpm reads it)::
 
     <root>/Data/splits/{IXI_train_fold0..k,IXI_val_fold0..k,IXI_test,Brats21_val,Brats21_test,
                         MSLUB_val,MSLUB_test,avail_t2}.csv

@@ -34,3 +34,28 @@ def test_license_citation_and_version_agree():
     assert citation["version"] == project["version"] and citation["license"] == "MIT"
     assert citation["preferred-citation"]["authors"][0]["family-names"] == "Iqbal"
     assert f"## {project['version']}" in (root / "CHANGELOG.md").read_text()
+
+
+OTHERS_PAGE = "benchmark.md"  # edited by another session: its "protocol.md §8" waits for it (xfail, strict)
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.xfail(
+    strict=True, reason=f"docs/{OTHERS_PAGE} still cites 'protocol.md §8'")) if p.name == OTHERS_PAGE else p
+    for p in PAGES], ids=lambda p: p.name)
+def test_no_reference_to_files_or_sections_that_do_not_exist(page):
+    """``reference/...`` is not part of the repository, and docs/protocol.md has no numbered sections."""
+    text = page.read_text()
+    missing = [t for t in re.findall(r"reference/[\w./-]+", text) if not (ROOT / t).exists()]
+    assert not missing, f"{page.relative_to(ROOT)}: {missing}"
+    assert "§" not in (ROOT / "docs" / "protocol.md").read_text()
+    assert not re.findall(r"protocol(?:\.md)?`? §", text), f"{page.relative_to(ROOT)} cites a section of protocol.md"
+
+
+def test_protocol_states_the_demo_presets_precision():
+    from mddpm.config import resolve_config
+
+    stated = re.search(r"trains in (fp32|bf16) \(`train\.precision: '(\w+)'`", (ROOT / "docs/protocol.md").read_text())
+    assert stated is not None
+    for method in ("ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm", "mddpm-released"):
+        assert resolve_config(method, "demo")["train"]["precision"] == stated[2]
+    assert {"fp32": "32", "bf16": "bf16"}[stated[1]] == stated[2]

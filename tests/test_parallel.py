@@ -195,3 +195,58 @@ def test_usable_threads_follows_omp_num_threads(monkeypatch):
     assert usable_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "")
     assert 1 <= usable_threads() <= 8
+
+
+HELPER = """
+import os
+
+
+def pid(job):
+    return os.getpid()
+
+
+def die(job):
+    os._exit(3)
+"""
+MAP = """
+import os
+from helper import pid
+from mddpm.parallel import parallel_map
+seen = set()
+parallel_map(pid, [1, 2, 3, 4], lambda i, p: seen.add(p), workers=2, description="job", progress=False)
+print("in this process" if seen == {os.getpid()} else "in workers")
+"""
+
+
+def _run_script(folder: Path, body: str) -> subprocess.CompletedProcess:
+    (folder / "helper.py").write_text(HELPER)
+    (folder / "script.py").write_text(body)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(SRC)])}
+    return subprocess.run([sys.executable, "script.py"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_script_without_the_main_guard_maps_in_process_with_a_note(tmp_path):
+    """Spawned workers would run an unguarded script's top-level code again: the map runs in process."""
+    done = _run_script(tmp_path, MAP)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "in this process"
+    assert 'job: note: running in this process, not in 2 workers' in done.stderr
+    assert 'script.py has no `if __name__ == "__main__":` block' in done.stderr
+
+
+def test_a_guarded_script_still_maps_in_worker_processes(tmp_path):
+    guarded = "if __name__ == '__main__':\n" + textwrap.indent(MAP, "    ")
+    done = _run_script(tmp_path, guarded)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "in workers" and "note" not in done.stderr
+
+
+def test_a_dead_worker_names_both_causes(tmp_path):
+    body = ("if __name__ == '__main__':\n    from helper import die\n    from mddpm.parallel import parallel_map\n"
+            "    parallel_map(die, [1, 2], lambda i, r: None, workers=2, description='job', progress=False)\n")
+    done = _run_script(tmp_path, body)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "job: a worker process died while running job" in last and "out of memory (try fewer workers)" in last
+    assert '`if __name__ == "__main__":` block' in last and "workers=1" in last

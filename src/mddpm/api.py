@@ -9,38 +9,69 @@ Heavy modules (torch, Lightning) are imported on first use, so ``import mddpm`` 
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mddpm.errors import MddpmError
+from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 
 Volume = "str | os.PathLike | nibabel image | np.ndarray"
 
 
-@dataclass
+NO_THRESHOLD = ("no threshold: the run was loaded for anomaly maps only (no RUN/threshold.json); a segmentation "
+                "needs one: mddpm.load(run, threshold=VALUE or PATH/threshold.json)")
+
+
+@dataclass(repr=False)
 class Detection:
     """What :meth:`Detector.score` returns, all on the scan's voxel grid.
 
-    ``anomaly_map``: [X, Y, Z] float32, the post-processed anomaly score; ``segmentation``: [X, Y, Z] bool,
-    the map above ``threshold`` with small components removed; ``affine``: the scan's 4x4 voxel-to-world
-    matrix (mm); ``lesion_volume_ml``: the segmentation's volume in millilitres."""
+    ``anomaly_map``: [X, Y, Z] float32, the post-processed anomaly score; ``affine``: the scan's 4x4
+    voxel-to-world matrix (mm); ``threshold``: the run's (None when loaded without one); ``segmentation``:
+    [X, Y, Z] bool, the map above ``threshold`` with small components removed; ``lesion_volume_ml``: its
+    volume in millilitres. Without a threshold, asking for those two raises :class:`ConfigError`."""
 
     anomaly_map: np.ndarray
-    segmentation: np.ndarray
     affine: np.ndarray
-    lesion_volume_ml: float
-    threshold: float
+    threshold: float | None = None
+    thresholded: np.ndarray | None = None  # the segmentation; None without a threshold
+
+    @property
+    def segmentation(self) -> np.ndarray:
+        if self.thresholded is None:
+            raise ConfigError(NO_THRESHOLD)
+        return self.thresholded
+
+    @property
+    def lesion_volume_ml(self) -> float:
+        from mddpm.inference.detect import lesion_volume_ml
+
+        return lesion_volume_ml(self.segmentation, self.affine)
+
+    def __repr__(self) -> str:
+        parts = [f"shape={self.anomaly_map.shape}"]
+        if self.thresholded is None:
+            parts.append("threshold=None (maps only)")
+        else:
+            parts += [f"threshold={self.threshold:.4g}", f"lesion_volume_ml={self.lesion_volume_ml:.1f}"]
+        unscored = getattr(self, "unscored_fraction", None)
+        if unscored is not None:
+            parts.append(f"unscored_fraction={unscored:.3f}")
+        return f"Detection({', '.join(parts)})"
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``folder/anomaly_map.nii.gz`` and ``folder/segmentation.nii.gz`` (uint8); returns ``folder``."""
+        """Write ``folder/anomaly_map.nii.gz`` and (with a threshold) ``folder/segmentation.nii.gz`` (uint8);
+        returns ``folder``."""
         from mddpm.io import write_nifti
 
         folder = Path(folder)
         write_nifti(folder / "anomaly_map.nii.gz", self.anomaly_map.astype(np.float32), self.affine)
-        write_nifti(folder / "segmentation.nii.gz", self.segmentation.astype(np.uint8), self.affine)
+        if self.thresholded is not None:
+            write_nifti(folder / "segmentation.nii.gz", self.thresholded.astype(np.uint8), self.affine)
         return folder
 
 
@@ -55,13 +86,16 @@ class Detector:
         return self.loaded.payload["method"]
 
     @property
-    def threshold(self) -> float:
+    def threshold(self) -> float | None:
         return self.loaded.threshold
+
+    def __repr__(self) -> str:
+        return f"Detector(run={str(self.loaded.run)!r}, method={self.method!r}, threshold={self.threshold})"
 
     def score(self, scan: Volume, mask: Volume | None = None, affine: np.ndarray | None = None) -> Detection:
         """Score ``scan``; ``mask``: its brain mask (same grid; default: ``scan > 0``, right for the
         skull-stripped output of ``mddpm preprocess``); ``affine``: needed when ``scan`` is an array."""
-        from mddpm.inference.detect import lesion_volume_ml, score_scan
+        from mddpm.inference.detect import score_scan
 
         image, affine = as_volume(scan, affine, "scan")
         if mask is None:
@@ -69,21 +103,22 @@ class Detector:
         else:
             brain_arr, mask_affine = as_volume(mask, affine, "mask")
             if brain_arr.shape != image.shape or not np.allclose(mask_affine, affine, atol=1e-3):
-                raise MddpmError(f"mask: shape {brain_arr.shape} or affine differs from the scan's {image.shape}")
+                raise InputError(f"mask: shape {brain_arr.shape} or affine differs from the scan's {image.shape}")
             brain = brain_arr > 0
         if not brain.any():
-            raise MddpmError("mask: the brain mask is empty")
+            raise InputError("mask: the brain mask is empty")
         amap, seg = score_scan(self.loaded, image, brain, affine, _name(scan))
-        return Detection(amap, seg, affine, lesion_volume_ml(seg, affine), self.loaded.threshold)
+        return Detection(amap, affine, self.loaded.threshold, seg)
 
 
 def load(run: str | os.PathLike, *, threshold: float | str | os.PathLike | None = None, device: str = "auto",
          precision: str = "32", weights: str = "best") -> Detector:
-    """Load ``RUN/<weights>.pt`` (``best`` or ``last``) and its threshold: a number, a ``threshold.json``, or
-    (None) ``RUN/threshold.json`` as ``mddpm detect`` does. ``device``: auto, cpu, cuda...; ``precision``: 32, bf16."""
+    """Load ``RUN/<weights>.pt`` and its threshold: a number, a ``threshold.json``, or (None)
+    ``RUN/threshold.json`` as ``mddpm detect`` does; a run without one is loaded for anomaly maps only.
+    ``device``: auto, cpu, cuda...; ``precision``: 32, bf16."""
     from mddpm.inference.detect import load_run
 
-    return Detector(load_run(run, threshold, device, precision, weights))
+    return Detector(load_run(run, threshold, device, precision, weights, require_threshold=False))
 
 
 def as_volume(value: Volume, affine: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,20 +127,25 @@ def as_volume(value: Volume, affine: np.ndarray | None, what: str) -> tuple[np.n
     from mddpm.io import read_nifti
 
     if isinstance(value, (str, os.PathLike)):
-        return read_nifti(value)
+        if not Path(value).exists():
+            raise NotFoundError(f"{value}: {what} file not found")
+        try:
+            return read_nifti(value)
+        except MddpmError as e:  # not NIfTI, not 3-D, NaN voxels
+            raise InputError(str(e)) from None
     if hasattr(value, "dataobj") and hasattr(value, "affine"):  # a nibabel image
         data, affine = np.asarray(value.dataobj, dtype=np.float32), value.affine
     else:
         if affine is None:
-            raise MddpmError(f"{what}: an array needs its affine (4x4 voxel-to-world matrix in mm): pass affine=")
+            raise InputError(f"{what}: an array needs its affine (4x4 voxel-to-world matrix in mm): pass affine=")
         data = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float32)
     affine = np.asarray(affine, dtype=np.float64)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3 or affine.shape != (4, 4):
-        raise MddpmError(f"{what}: expected a 3-D volume and a 4x4 affine (got shapes {data.shape}, {affine.shape})")
+        raise InputError(f"{what}: expected a 3-D volume and a 4x4 affine (got shapes {data.shape}, {affine.shape})")
     if not np.isfinite(data).all():
-        raise MddpmError(f"{what}: contains NaN or Inf voxels")
+        raise InputError(f"{what}: contains NaN or Inf voxels")
     return data, affine
 
 
@@ -113,32 +153,66 @@ def _name(value) -> str:
     return str(value) if isinstance(value, (str, os.PathLike)) else "scan"
 
 
+def strings(value) -> list[str]:
+    """The list of a list-valued option: one string is one item (not its characters), a sequence its items."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
+
+
+def overrides(value) -> list[str]:
+    """``--set`` strings from one ``"section.key=value"``, a sequence of them, or a mapping
+    ``{"section.key": value}`` (values as JSON, so ``{"train.precision": "bf16"}`` stays a string)."""
+    if isinstance(value, Mapping):
+        return [f"{key}={json.dumps(v, default=str)}" for key, v in value.items()]
+    return strings(value)
+
+
 def train(data: str | os.PathLike | None = None, method: str | None = None, *, preset: str | None = None,
-          config: str | os.PathLike | dict | None = None, set: list[str] | tuple = (), out=None,
-          fold: int | None = None, logger: list[str] | tuple = (), devices: int | str = 1, num_nodes: int = 1,
-          accelerator: str = "auto", resume: bool = False, force: bool = False, progress: bool = True) -> Path:
-    """``mddpm train``: train ``method`` on dataset folder ``data``; returns the run folder."""
+          config: str | os.PathLike | dict | None = None, set: str | list[str] | Mapping = (), out=None,
+          fold: int | None = None, logger: str | list[str] = (), devices: int | str = 1, num_nodes: int = 1,
+          accelerator: str = "auto", resume: bool = False, force: bool = False, progress: bool = True,
+          workers: int = 1) -> Path:
+    """``mddpm train``: train ``method`` on dataset folder ``data``; returns the run folder. ``set``: one
+    ``"section.key=value"``, a list of them, or ``{"section.key": value}``; ``workers``: processes preparing
+    the data (1: in this process, so a script needs no ``if __name__ == "__main__":`` guard)."""
     from mddpm.training.train import train as train_run
 
-    return train_run(data, method, preset=preset, out=out, fold=fold, overrides=list(set), config_file=config,
-                     loggers=list(logger), devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-                     resume=resume, force=force, progress=progress)
+    return train_run(data, method, preset=preset, out=out, fold=fold, overrides=overrides(set), config_file=config,
+                     loggers=strings(logger), devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+                     resume=resume, force=force, progress=progress, workers=workers)
 
 
 def predict(run: str | os.PathLike, data: str | os.PathLike, split: str, out: str | os.PathLike, *,
             weights: str = "best", precision: str = "32", noise_per: str | None = None, t_fix=None,
             score: str = "l1", samples: int = 8, chunk_size: int | None = None, device: str = "auto",
-            force: bool = False, progress: bool = True) -> Path:
-    """``mddpm predict``: anomaly maps of ``split`` of dataset ``data`` in ``out``; returns ``out``."""
+            force: bool = False, progress: bool = True, workers: int = 1) -> Path:
+    """``mddpm predict``: anomaly maps of ``split`` of dataset ``data`` in ``out``; returns ``out``.
+    ``workers``: processes preparing the data, as for :func:`train`."""
     from mddpm.inference.predict import predict as predict_split
 
+    _prepare_for(run, data, workers, progress)
     return predict_split(run, data, split, out, precision=precision, noise_per=noise_per, t_fix=t_fix, score=score,
                          samples=samples, chunk_size=chunk_size, device=device, force=force, progress=progress,
                          weights=weights)
 
 
+def _prepare_for(run, data, workers: int, progress: bool) -> None:
+    """Prepare ``data`` on the grid of ``RUN/config.json`` with ``workers`` processes (predict then finds the
+    cache ready); nothing without a readable config.json (predict then prepares the data itself)."""
+    from mddpm.data.prepare import get_grid, prepare_dataset
+    from mddpm.io import read_json
+    from mddpm.run_folder import RunFolder
+
+    try:
+        grid = get_grid(read_json(RunFolder(run).config)["data"]["grid"])
+    except (MddpmError, KeyError, TypeError):
+        return
+    prepare_dataset(data, grid, workers=max(1, workers), progress=progress)
+
+
 def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,
-             threshold: list[str] | tuple = (), healthy_val=None, figures: int = 0, postprocess: str = "published",
+             threshold: str | list[str] = (), healthy_val=None, figures: int = 0, postprocess: str = "published",
              write_segmentations: bool = False, device: str = "cpu", force: bool = False,
              progress: bool = True) -> dict:
     """``mddpm evaluate``: metrics of the maps in ``test_maps``, thresholds chosen on ``val``; returns the
@@ -146,7 +220,7 @@ def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os
     from mddpm.evaluation.evaluate import evaluate as evaluate_maps
     from mddpm.viz.cases import render_case_figure
 
-    return evaluate_maps(test_maps, val, out, rules=list(threshold), healthy_val=healthy_val, figures=figures,
+    return evaluate_maps(test_maps, val, out, rules=strings(threshold), healthy_val=healthy_val, figures=figures,
                          device=device, force=force, postprocess=postprocess, progress=progress,
                          write_segmentations=write_segmentations, draw_case=render_case_figure)
 
@@ -162,7 +236,8 @@ def benchmark(experiment: str | os.PathLike, *, out=None, data: dict | list[str]
     from mddpm.benchmark.experiment import parse_data_args
     from mddpm.benchmark.runner import run_benchmark
 
-    data = parse_data_args(list(data)) if isinstance(data, (list, tuple)) else dict(data or {})
-    return run_benchmark(experiment, out=out, data=data, resume=resume, dry_run=dry_run, only=only, device=device,
-                         force=force, progress=progress, report=report, table_only=table_only, max_runs=runs,
-                         select=run, executor=executor, cluster=cluster, wait=wait)
+    data = dict(data) if isinstance(data, Mapping) else parse_data_args(strings(data))
+    return run_benchmark(experiment, out=out, data=data, resume=resume, dry_run=dry_run, device=device,
+                         only=None if only is None else strings(only), force=force, progress=progress, report=report,
+                         table_only=table_only, max_runs=runs, select=None if run is None else strings(run),
+                         executor=executor, cluster=cluster, wait=wait)

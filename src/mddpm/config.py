@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mddpm import __version__
 from mddpm.data.augment import AUGMENTS
-from mddpm.errors import MddpmError
+from mddpm.errors import ConfigError, NotFoundError
 from mddpm.registry import get_method
 
 TRAIN_DEFAULTS = {
@@ -57,7 +57,7 @@ def resolve_config(method: str, preset: str, overrides: list[str] | tuple = (), 
     named by ``source``) + ``overrides`` (``--set`` strings) into a full config (see module docstring)."""
     spec = get_method(method)
     if preset not in spec.presets:
-        raise MddpmError(f"method {method!r} has no preset {preset!r} (known: {', '.join(sorted(spec.presets))})")
+        raise ConfigError(f"method {method!r} has no preset {preset!r} (known: {', '.join(sorted(spec.presets))})")
     p = spec.presets[preset]
     unknown = set(p) - {"model", "train", "data", "about"}
     if unknown:
@@ -93,7 +93,7 @@ def apply_overrides(cfg: dict, overrides) -> dict:
     settings = {}
     for item in overrides:
         if "=" not in item:
-            raise MddpmError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-4")
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-4")
         key, raw = item.split("=", 1)
         try:
             settings[key.strip()] = json.loads(raw)
@@ -111,11 +111,11 @@ def apply_settings(cfg: dict, settings: dict, source: str) -> dict:
         node = cfg
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
-                raise MddpmError(f"{source}{key}: unknown key")
+                raise ConfigError(f"{source}{key}: unknown key")
             node = node[p]
         leaf = parts[-1]
         if leaf not in node or isinstance(node[leaf], dict) or node is cfg:
-            raise MddpmError(f"{source}{key}: unknown key (known: {', '.join(_leaf_keys(cfg))})")
+            raise ConfigError(f"{source}{key}: unknown key (known: {', '.join(_leaf_keys(cfg))})")
         old = node[leaf]
         if isinstance(old, (int, float)) and not isinstance(old, bool) and isinstance(value, str):
             try:  # YAML 1.1 reads 1e-3 (no dot) as a string
@@ -123,7 +123,7 @@ def apply_settings(cfg: dict, settings: dict, source: str) -> dict:
             except json.JSONDecodeError:
                 pass
         if old is not None and value is not None and not _same_kind(old, value):
-            raise MddpmError(f"{source}{key}={json.dumps(value)}: expected {type(old).__name__}, "
+            raise ConfigError(f"{source}{key}={json.dumps(value)}: expected {type(old).__name__}, "
                              f"got {type(value).__name__}")
         node[leaf] = float(value) if isinstance(old, float) and isinstance(value, int) else value
     return cfg
@@ -142,18 +142,18 @@ def read_config_file(config: str | os.PathLike | dict) -> tuple[dict, dict, str]
         path = Path(config)
         source = f"{path}: "
         if not path.is_file():
-            raise MddpmError(f"{path}: config file not found")
+            raise NotFoundError(f"{path}: config file not found")
         try:
             raw = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise MddpmError(f"{path}: not valid YAML or JSON ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML or JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
-        raise MddpmError(f"{source}expected a mapping of settings (model:, train:, data:)")
+        raise ConfigError(f"{source}expected a mapping of settings (model:, train:, data:)")
     chosen = {k: raw.pop(k) for k in FILE_KEYS if k in raw}
     chosen.pop("mddpm_version", None)
     for key in ("method", "preset"):
         if key in chosen and not isinstance(chosen[key], str):
-            raise MddpmError(f"{source}{key} must be a name")
+            raise ConfigError(f"{source}{key} must be a name")
     return chosen, _flatten(raw), source
 
 
@@ -168,7 +168,7 @@ def resolve_run_config(method: str | None, preset: str | None, config=None, over
     chosen, settings, source = read_config_file(config) if config is not None else ({}, {}, "")
     method = method or chosen.get("method")
     if method is None:
-        raise MddpmError("no method: pass --method or put method: in the --config file")
+        raise ConfigError("no method: pass --method or put method: in the --config file")
     cfg = resolve_config(method, preset or chosen.get("preset") or DEFAULT_PRESET, overrides, settings, source)
     validate_config(cfg, given_keys(settings, overrides))
     return cfg
@@ -210,27 +210,27 @@ def _leaf_keys(cfg: dict, prefix: str = "") -> list[str]:
 
 def validate_config(cfg: dict, given=()) -> None:
     """Refuse impossible ``train`` values, and any of the ``given`` keys (set by a config file or ``--set``)
-    that the chosen method ignores under its other settings; one :class:`MddpmError` line naming the key."""
+    that the chosen method ignores under its other settings; one :class:`ConfigError` line naming the key."""
     t = cfg["train"]
     for key in ("batch_size", "val_every", "val_batches", "log_every"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
-            raise MddpmError(f"train.{key}={t[key]!r}: must be a positive integer")
+            raise ConfigError(f"train.{key}={t[key]!r}: must be a positive integer")
     if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
-        raise MddpmError(f"train.max_steps={t['max_steps']!r}: must be a non-negative integer")
+        raise ConfigError(f"train.max_steps={t['max_steps']!r}: must be a non-negative integer")
     if not t["lr"] > 0:
-        raise MddpmError(f"train.lr={t['lr']!r}: must be positive")
+        raise ConfigError(f"train.lr={t['lr']!r}: must be positive")
     if t["precision"] not in ("32", "bf16"):
-        raise MddpmError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
+        raise ConfigError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
     if t["bank_device"] not in ("auto", "cpu"):
-        raise MddpmError(f"train.bank_device={t['bank_device']!r}: must be \"auto\" or \"cpu\"")
+        raise ConfigError(f"train.bank_device={t['bank_device']!r}: must be \"auto\" or \"cpu\"")
     if t["augment"] not in AUGMENTS:
-        raise MddpmError(f"train.augment={t['augment']!r}: must be one of {', '.join(AUGMENTS)}")
+        raise ConfigError(f"train.augment={t['augment']!r}: must be one of {', '.join(AUGMENTS)}")
     spec = get_method(cfg["method"])
     ignored = spec.ignored_settings(cfg["model"]) if spec.ignored_settings else {}
     for key in given:
         section, _, rest = key.partition(".")
         if section == "model" and rest.split(".")[0] in ignored:
-            raise MddpmError(f"{key}: method {cfg['method']} ignores it ({ignored[rest.split('.')[0]]}); remove it")
+            raise ConfigError(f"{key}: method {cfg['method']} ignores it ({ignored[rest.split('.')[0]]}); remove it")
 
 
 def build_method(cfg: dict):

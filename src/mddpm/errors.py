@@ -1,5 +1,6 @@
-"""The one error type the command line turns into a one-line message and exit code 2, and the interrupt
-SIGTERM becomes (exit code 143)."""
+"""The error type the command line turns into a one-line message and exit code 2 (:class:`MddpmError` and
+its subclasses, for callers that branch on the kind of problem), and the interrupt SIGTERM becomes (exit
+code 143)."""
 
 
 def one_line(message: str) -> str:
@@ -11,8 +12,22 @@ class MddpmError(Exception):
     """A problem with the user's input or environment.
 
     The message names the file (or setting) and the problem on one line, e.g.
-    ``"data/images/a.nii.gz: not a 3-D image (shape (4, 4))"``.
+    ``"data/images/a.nii.gz: not a 3-D image (shape (4, 4))"``. The subclasses below say which kind of
+    problem it is where a caller may act on it; anything else is a plain :class:`MddpmError`.
     """
+
+
+class InputError(MddpmError):
+    """Input data that cannot be used: a scan, mask or array of the wrong shape, grid or values, a
+    malformed dataset.json."""
+
+
+class NotFoundError(MddpmError):
+    """A run, weights, threshold, dataset or other file that does not exist where it was named."""
+
+
+class ConfigError(MddpmError):
+    """A bad setting: an unknown method, preset, config key or logger, a value of the wrong type or range."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -19,14 +19,17 @@ Training leaves SIGTERM to Lightning (:func:`default_sigterm`), which saves a ch
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mddpm.errors import MddpmError, Terminated
@@ -158,12 +161,18 @@ def parallel_map(fn: Callable[[Any], Any], jobs: Sequence, done: Callable[[int, 
     """Call ``done(i, fn(jobs[i]))`` for every job, in the calling process, in order of completion.
 
     ``workers`` > 1: that many spawned processes, each first running ``initializer(*initargs)``
-    (``fn``, the jobs and the results are pickled); otherwise ``fn`` runs here, in job order, and the
-    initializer is not called. An exception raised by ``fn`` goes to ``on_error(i, exception)`` and the map
-    goes on; without ``on_error`` it is raised here once the workers are stopped. ``label(job)`` is shown
-    beside the bar as each job finishes.
+    (``fn``, the jobs and the results are pickled); otherwise, or when the main script lacks the
+    ``if __name__ == "__main__":`` guard spawned workers need (:func:`unguarded_script`; a note says so),
+    ``fn`` runs here, in job order, and the initializer is not called. An exception raised by ``fn`` goes
+    to ``on_error(i, exception)`` and the map goes on; without ``on_error`` it is raised here once the
+    workers are stopped. ``label(job)`` is shown beside the bar as each job finishes.
     """
     workers = max(1, min(workers, len(jobs)))
+    script = unguarded_script() if workers > 1 else None
+    if script is not None:  # each spawned worker would run the script again (and start workers of its own)
+        print(f"{description}: note: running in this process, not in {workers} workers: {script} has no "
+              "`if __name__ == \"__main__\":` block, which worker processes need", file=sys.stderr)
+        workers = 1
     with sigterm_raises(), progress_bar(description, len(jobs), progress and bool(jobs)) as advance:
         if workers == 1:
             for i, job in enumerate(jobs):
@@ -194,12 +203,35 @@ def parallel_map(fn: Callable[[Any], Any], jobs: Sequence, done: Callable[[int, 
                         done(i, future.result())
                     elif _pool_broken(error):
                         raise MddpmError(f"{description}: a worker process died while running job {i + 1} of "
-                                         f"{len(jobs)} (killed for lack of memory?); try fewer workers") from None
+                                         f"{len(jobs)}: out of memory (try fewer workers), or started by code "
+                                         "outside the script's `if __name__ == \"__main__\":` block (move it there, "
+                                         "or use workers=1)") from None
                     elif on_error is not None and isinstance(error, Exception):
                         on_error(i, error)
                     else:
                         raise error
                     advance(label(jobs[i]) if label else "")
+
+
+def unguarded_script() -> str | None:
+    """The main script's path when spawned workers would run its top-level code again (no top-level
+    ``if __name__ == "__main__":`` block); None for a guarded script, ``python -c``, a notebook or the prompt."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return None
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return None  # not Python source (a frozen or compiled main): left to spawn
+    return None if any(_is_main_guard(node) for node in tree.body) else str(path)
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    sides = [node.test.left, *node.test.comparators]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and \
+        any(isinstance(s, ast.Constant) and s.value == "__main__" for s in sides)
 
 
 def _pool_broken(error: BaseException) -> bool:

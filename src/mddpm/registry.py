@@ -12,7 +12,7 @@ import importlib.resources
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mddpm.errors import MddpmError
+from mddpm.errors import ConfigError
 
 # Modules that define methods; importing them fills METHODS.
 METHOD_MODULES = [
@@ -90,5 +90,5 @@ def all_methods() -> dict[str, MethodSpec]:
 def get_method(name: str) -> MethodSpec:
     methods = all_methods()
     if name not in methods:
-        raise MddpmError(f"unknown method {name!r} (known: {', '.join(sorted(methods))})")
+        raise ConfigError(f"unknown method {name!r} (known: {', '.join(sorted(methods))})")
     return methods[name]

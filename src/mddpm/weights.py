@@ -23,7 +23,7 @@ import torch
 
 from mddpm import __version__
 from mddpm.config import build_method
-from mddpm.errors import MddpmError
+from mddpm.errors import MddpmError, NotFoundError
 from mddpm.io import atomic_write, first_line
 
 FORMAT = "mddpm-weights"
@@ -75,7 +75,7 @@ def load_weights(path: str | os.PathLike, method: str | None = None) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise MddpmError(f"{path}: weights file not found")
+        raise NotFoundError(f"{path}: weights file not found")
     payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MddpmError(f"{path}: not an mddpm weights file (no \"format\": {FORMAT!r})")

@@ -114,3 +114,31 @@ def test_a_label_left_behind_exits_2_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "BraTS_003.nii.gz: label matches no scan" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_mddpm_naming_in_a_plain_images_folder_is_not_nnunet(tmp_path):
+    """``images/<id>_0000`` (mddpm's own naming, e.g. a dataset's images/ with its labels/): the channel suffix
+    is stripped, but unlabelled scans are healthy cases, not refused as nnU-Net lesion images."""
+    _touch(tmp_path / "data" / "images", "h1_0000.nii.gz", "h2_0000.nii.gz", "t1_0000.nii.gz")
+    _touch(tmp_path / "data" / "labels", "t1.nii.gz")
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"format": "mddpm-dataset"}))  # not nnU-Net's
+    found = find_inputs(tmp_path / "data" / "images", tmp_path / "data" / "labels")
+    assert not found.nnunet and sorted(found.scans) == ["h1", "h2", "t1"] and list(found.labels) == ["t1"]
+    _touch(tmp_path / "Dataset002_X" / "imagesTr", "h1_0000.nii.gz", "t1_0000.nii.gz")  # the nnU-Net folders
+    _touch(tmp_path / "Dataset002_X" / "labelsTr", "t1.nii.gz")
+    _nnunet_json(tmp_path / "Dataset002_X", {"0": "T2"})
+    for where in (tmp_path / "Dataset002_X", tmp_path / "Dataset002_X" / "imagesTr"):
+        labels = None if where.name.startswith("Dataset") else where.parent / "labelsTr"
+        with pytest.raises(MddpmError, match="h1_0000.nii.gz: no label h1.nii.gz in .*would become healthy"):
+            find_inputs(where, labels)
+
+
+def test_preprocess_of_mddpm_naming_keeps_the_healthy_cases(tmp_path, capsys):
+    for i, cid in enumerate(["h1", "h2", "t1"]):
+        _blob(tmp_path / "images" / f"{cid}_0000.nii.gz", i)
+    _lesion(tmp_path / "labels" / "t1.nii.gz")
+    args = ["preprocess", str(tmp_path / "images"), str(tmp_path / "out"), "--labels", str(tmp_path / "labels"),
+            "--nonzero-mask", "--skip-registration", "--skip-n4", "--spacing", "2", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    ds = load_dataset(tmp_path / "out")
+    assert {c.id: c.role for c in ds.cases.values()} == {"h1": "healthy", "h2": "healthy", "t1": "anomalous"}

@@ -233,7 +233,7 @@ def test_cli_failures_resume_and_force(world, tmp_path, capsys):
     assert ds.meta["label_encoding"] == "gt0"  # label value 2 kept
     assert set(np.unique(nib.load(str(ds.cases["t1"].label)).get_fdata())) == {0, 2}
     steps_done = [p["step"] for p in ds.meta["provenance"]]
-    assert steps_done == ["inputs", "reorient", "resample", "brain_mask", "registration", "crop"]
+    assert steps_done == ["inputs", "reorient", "resample", "brain_mask", "registration", "crop", "splits"]
     assert main(["verify", str(out)]) == 0
     capsys.readouterr()
 

@@ -20,8 +20,9 @@ def add_parser(sub) -> None:
                     "or HD-BET), affine registration to a template (default: the MNI152 T1 brain shipped with "
                     "nilearn), crop to the brain, N4 bias correction inside the brain. A rerun skips finished "
                     "cases; see docs/preprocess.md.")
-    p.add_argument("input_dir", help="folder of raw scans, or an nnU-Net v2 raw dataset (its folder, or imagesTr/ "
-                                     "with --labels labelsTr/; the _0000 channel suffix is stripped from case ids)")
+    p.add_argument("input_dir", help="folder of raw scans, or an nnU-Net v2 raw dataset (its folder with "
+                                     "dataset.json and imagesTr/, or imagesTr/ with --labels labelsTr/; the _0000 "
+                                     "channel suffix is stripped from case ids)")
     p.add_argument("out", help="dataset folder to write (images/, masks/, labels/, dataset.json)")
     p.add_argument("--masks", metavar="DIR", help="brain masks, one per scan, named <case id>.nii.gz (or "
                                                   ".nii/.nrrd/.mha)")
@@ -36,7 +37,8 @@ def add_parser(sub) -> None:
                                                    "matches no scan is refused")
     p.add_argument("--pattern", help='only scans whose file name matches this glob, e.g. "*_T2w.nii.gz"')
     p.add_argument("--role", choices=["healthy", "anomalous"], help="role of every case (default: from --labels)")
-    p.add_argument("--split-name", help="put every case in this split (default: healthy -> train, anomalous -> test)")
+    p.add_argument("--split-name", help="put every case in this split (default: healthy -> train, and 20 %% of "
+                                        "them, drawn with seed 3141, -> val; anomalous -> test)")
     p.add_argument("--modality", help="modality written to dataset.json (default: the nnU-Net channel name of "
                                       "dataset.json, else T2); with several nnU-Net channels, the one to keep")
     p.add_argument("--template", metavar="PATH", help="registration template, brain only (e.g. SRI24 T1_brain.nii); "

@@ -6,9 +6,10 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a method on a dataset",
-        description="Train METHOD on the dataset's train split (validation on its val split; with --fold k, "
-                    "folds[k]). Writes RUN/config.json, RUN/checkpoints/{best,last}.ckpt, RUN/{best,last}.pt, "
-                    "RUN/logs/. Under DDP, train.batch_size is per process.")
+        description="Train METHOD on the dataset's train split (validation on its val split, or on 20 %% of "
+                    "train drawn with a fixed seed when there is none; with --fold k, folds[k]). Writes "
+                    "RUN/config.json, RUN/checkpoints/{best,last}.ckpt, RUN/{best,last}.pt, RUN/logs/. Under DDP, "
+                    "train.batch_size is per process.")
     p.add_argument("--data", metavar="DATASET", help="dataset folder (with dataset.json); optional with --resume")
     p.add_argument("--method", help="method name (see `mddpm list methods`)")
     p.add_argument("--preset", help="preset name (default: demo, the CPU scale; paper: the published scale; "
@@ -32,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--accelerator", default="auto", choices=["cpu", "gpu", "auto"], help="default: auto")
     p.add_argument("--resume", action="store_true", help="continue RUN from RUN/checkpoints/last.ckpt")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--workers", type=int, default=2, help="processes preparing the data (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -60,5 +62,6 @@ def run(args) -> int:
         raise MddpmError("--data and --method (or a --config file naming the method) are required (unless --resume)")
     train(args.data, args.method, preset=args.preset, out=args.out, fold=args.fold, overrides=args.overrides,
           devices=devices, num_nodes=args.num_nodes, accelerator=args.accelerator, resume=args.resume,
-          force=args.force, progress=not args.no_progress, config_file=args.config, loggers=args.logger)
+          force=args.force, progress=not args.no_progress, config_file=args.config, loggers=args.logger,
+          workers=args.workers)
     return 0

@@ -22,9 +22,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mddpm.data.schema import FORMAT, FORMAT_VERSION, check_structure
-from mddpm.errors import MddpmError
+from mddpm.errors import InputError, NotFoundError
 from mddpm.io import write_json
+
+VAL_SEED = 3141  # the published seed
+VAL_RULE = ("val: round(20 %) of the healthy cases (at least 1; none from fewer than 2), the first of "
+            f"numpy.random.default_rng({VAL_SEED}).permutation(sorted case ids); train: the others")
+
+
+def validation_split(ids: list[str]) -> tuple[list[str], list[str]]:
+    """``(train, val)`` of the healthy case ``ids`` by :data:`VAL_RULE` (a fifth, as one fold of a 5-fold
+    split); both keep the order of ``ids``."""
+    if len(ids) < 2:
+        return list(ids), []
+    chosen = set(np.random.default_rng(VAL_SEED).permutation(sorted(ids))[:max(1, round(len(ids) / 5))].tolist())
+    return [i for i in ids if i not in chosen], [i for i in ids if i in chosen]
 
 
 @dataclass
@@ -59,28 +74,30 @@ class Dataset:
         """Cases of split ``name``; with ``fold``, ``train``/``val`` come from ``folds[fold]``."""
         if fold is not None and name in ("train", "val"):
             if not 0 <= fold < len(self.folds):
-                raise MddpmError(f"{self.root / 'dataset.json'}: no fold {fold} (dataset has {len(self.folds)} folds)")
+                raise InputError(f"{self.root / 'dataset.json'}: no fold {fold} (dataset has {len(self.folds)} folds)")
             ids = [str(i) for i in self.folds[fold][name]]
         elif name in self.splits:
             ids = [str(i) for i in self.splits[name]]
         else:
-            raise MddpmError(f"{self.root / 'dataset.json'}: no split {name!r} (known: "
+            raise InputError(f"{self.root / 'dataset.json'}: no split {name!r} (known: "
                              f"{', '.join(sorted(self.splits))})")
         missing = [i for i in ids if i not in self.cases]
         if missing:
-            raise MddpmError(f"{self.root / 'dataset.json'}: split {name!r} names unknown cases {missing[:5]}")
+            raise InputError(f"{self.root / 'dataset.json'}: split {name!r} names unknown cases {missing[:5]}")
         return [self.cases[i] for i in ids]
 
 
 def load_dataset(root: str | Path) -> Dataset:
     """Load ``root/dataset.json`` with the structural checks of ``mddpm verify``
-    (:mod:`mddpm.data.schema`): its first error raises :class:`MddpmError`. File-level checks
+    (:mod:`mddpm.data.schema`): its first error raises :class:`~mddpm.errors.NotFoundError`
+    (no dataset folder or dataset.json) or :class:`~mddpm.errors.InputError`. File-level checks
     (shapes, affines, values) are left to the readers of each file and to ``mddpm verify``."""
     root = Path(root)
     structure = check_structure(root)
     if structure.errors:
         first = structure.errors[0]
-        raise MddpmError(f"{first.where}: {first.message}" + (f" [case {first.case}]" if first.case else ""))
+        kind = NotFoundError if first.code in ("missing-dataset", "missing-file") else InputError
+        raise kind(f"{first.where}: {first.message}" + (f" [case {first.case}]" if first.case else ""))
     ds = Dataset(root=root, meta=structure.meta)
     for e in structure.entries:
         ds.cases[e.id] = Case(id=e.id, role=e.role, image=e.image, mask=e.mask, label=e.label, group=e.group)

@@ -1,7 +1,7 @@
 """Import the preprocessed data of pDDPM/mDDPM (``mddpm import-pddpm DATA_DIR OUT``).
 
-The released code reads split CSVs and preprocessed T2 volumes from this layout
-(reference/protocol.md §1.1-1.2)::
+The released code reads split CSVs and preprocessed T2 volumes from this layout (its data loaders and
+``preprocessing/`` scripts)::
 
     <DATA_DIR>/Data/splits/{IXI_train_fold0..4,IXI_val_fold0..4,IXI_test,Brats21_val,Brats21_test,
                             MSLUB_val,MSLUB_test,avail_t2}.csv
@@ -53,7 +53,7 @@ EVAL_SETS = [  # (CSV stem, split name, group)
 _NAME_SUFFIX = re.compile(r"(_t[12])?(\.nii(\.gz)?)?$")
 _T1_SUFFIX = re.compile(r"_t1(\.nii(\.gz)?)$")
 
-SOURCE_PREPROCESSING = {  # what the released scripts did to the files (protocol.md §1.3); not re-run here
+SOURCE_PREPROCESSING = {  # what the released scripts did to the files (docs/preprocess.md); not re-run here
     "scripts": "preprocessing/prepare_{IXI,Brats21,MSLUB}.sh of pDDPM/mDDPM",
     "resample": "1.0 mm isotropic, B-spline (not BraTS, already 1 mm), reoriented to RAI",
     "skull_strip": "HD-BET (IXI, MSLUB); ants.get_mask on the T2 (BraTS)",

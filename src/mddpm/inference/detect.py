@@ -30,7 +30,7 @@ import torch
 from mddpm import __version__
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
-from mddpm.errors import MddpmError
+from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.io import (
@@ -55,9 +55,11 @@ OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "det
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
 
 
-def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None) -> tuple[float, str, dict]:
+def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, required: bool = True
+                      ) -> tuple[float | None, str | None, dict]:
     """``(threshold, where it came from, postprocess settings)`` from a number, a ``threshold.json``
-    path, or (``None``) ``RUN/threshold.json``."""
+    path, or (``None``) ``RUN/threshold.json``; without that file and not ``required``: ``(None, None, {})``
+    (maps only, with the published post-processing)."""
     number = threshold if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else None
     if isinstance(threshold, str):
         try:
@@ -66,19 +68,23 @@ def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None) ->
             pass
     if number is not None:
         if not np.isfinite(number):
-            raise MddpmError(f"--threshold {threshold}: must be a finite number")
+            raise ConfigError(f"--threshold {threshold}: must be a finite number")
         return float(number), "--threshold", {}
     path = Path(threshold) if threshold is not None else RunFolder(run).threshold
     if threshold is None and not path.is_file():
-        raise MddpmError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
+        if not required:
+            return None, None, {}
+        raise NotFoundError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
                          "there, or pass --threshold VALUE or --threshold PATH/threshold.json)")
+    if not path.is_file():
+        raise NotFoundError(f"{path}: threshold file not found")
     meta = read_json(path)
     value = meta.get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise MddpmError(f"{path}: no finite numeric \"threshold\"")
+        raise InputError(f"{path}: no finite numeric \"threshold\"")
     postprocess = meta.get("postprocess") or {}
     if not _valid_postprocess(postprocess):
-        raise MddpmError(f"{path}: malformed \"postprocess\" settings (expected the object `mddpm evaluate` writes)")
+        raise InputError(f"{path}: malformed \"postprocess\" settings (expected the object `mddpm evaluate` writes)")
     return float(value), str(path), postprocess
 
 
@@ -105,28 +111,29 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
     image, affine = read_nifti(scan)  # 3-D and finite, or a one-line error naming the file
     brain, mask_affine = read_nifti(mask)
     if brain.shape != image.shape:
-        raise MddpmError(f"{mask}: shape {brain.shape} differs from the scan {scan} {image.shape}")
+        raise InputError(f"{mask}: shape {brain.shape} differs from the scan {scan} {image.shape}")
     if not np.allclose(mask_affine, affine, atol=1e-3):
-        raise MddpmError(f"{mask}: affine differs from the scan {scan} (mask and scan must share one voxel grid)")
+        raise InputError(f"{mask}: affine differs from the scan {scan} (mask and scan must share one voxel grid)")
     if not np.isin(brain, (0, 1)).all():
-        raise MddpmError(f"{mask}: brain mask is not binary (values {np.unique(brain)[:6].tolist()}); "
+        raise InputError(f"{mask}: brain mask is not binary (values {np.unique(brain)[:6].tolist()}); "
                          "threshold it first (e.g. > 0.5)")
     brain = brain > 0
     if not brain.any():
-        raise MddpmError(f"{mask}: brain mask is empty")
+        raise InputError(f"{mask}: brain mask is empty")
     return image, brain, affine
 
 
 @dataclass
 class LoadedRun:
     """A trained run ready to score scans: the method (eval mode, on ``device``), its weights file's payload,
-    the threshold (value, where it came from) and the post-processing constants that go with it."""
+    the threshold (value, where it came from; None for maps only) and the post-processing constants that go
+    with it."""
 
     run: Path
     method: torch.nn.Module
     payload: dict
-    threshold: float
-    threshold_source: str
+    threshold: float | None
+    threshold_source: str | None
     postprocess: dict
     device: torch.device
     precision: str
@@ -137,36 +144,38 @@ class LoadedRun:
 
 
 def load_run(run: str | os.PathLike, threshold: float | str | os.PathLike | None = None, device: str = "auto",
-             precision: str = "32", weights: str = "best") -> LoadedRun:
+             precision: str = "32", weights: str = "best", require_threshold: bool = True) -> LoadedRun:
     """Load ``RUN/<weights>.pt`` and its threshold (:func:`resolve_threshold`) onto ``device``."""
     run = Path(run).resolve()
     if precision not in PRECISIONS:
-        raise MddpmError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     method, payload = build_from_weights(RunFolder(run).weights(weights))
-    value, source, postprocess = resolve_threshold(run, threshold)
+    value, source, postprocess = resolve_threshold(run, threshold, require_threshold)
     device = resolve_device(device)
     return LoadedRun(run, method.to(device), payload, value, source, postprocess, device, precision)
 
 
 def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, where: str = "scan"
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray | None]:
     """Score one scan ([X, Y, Z] image, bool brain mask, affine in mm, in the run's template space) and return
     ``(anomaly map [X, Y, Z] float32, segmentation [X, Y, Z] bool)`` on the scan's own voxel grid: the
-    post-processed score (linear back-resampling) and its thresholded, cleaned mask (nearest, inside the brain)."""
+    post-processed score (linear back-resampling) and its thresholded, cleaned mask (nearest, inside the brain;
+    None when the run was loaded without a threshold)."""
     cfg = model.config
     try:
         vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
-    except MddpmError as e:
-        raise MddpmError(f"{where}: {e}") from None
+    except MddpmError as e:  # the scan does not fit the grid (empty brain, constant image)
+        raise InputError(f"{where}: {e}") from None
     x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(cfg["train"]["seed"]))
     amap, _ = score_volume(model.method, x, m, generator, precision=model.precision)
     scoring = Scoring.from_stored(model.postprocess)
     score = scoring.postprocess(amap[:, 0], m[:, 0])
-    segmentation = scoring.segment(score, model.threshold)
-    score, segmentation = score.cpu().numpy(), segmentation.cpu().numpy()
-    map_scan = to_original_space(score, vol.affine, image.shape, affine, order=1)
+    map_scan = to_original_space(score.cpu().numpy(), vol.affine, image.shape, affine, order=1)
+    if model.threshold is None:
+        return map_scan, None
+    segmentation = scoring.segment(score, model.threshold).cpu().numpy()
     seg_scan = to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5
     return map_scan, seg_scan & brain
 
@@ -218,7 +227,7 @@ def pair_scans(scan: Path, mask: str | os.PathLike | None) -> dict[str, tuple[Pa
         suffix = CHANNEL_SUFFIX.match(cid)
         key = cid if cid in masks or not suffix else suffix["case"]
         if key not in masks:
-            raise MddpmError(f"{paths[0]}: no brain mask {mask / (key + '.nii.gz')}")
+            raise NotFoundError(f"{paths[0]}: no brain mask {mask / (key + '.nii.gz')}")
         if len(paths) > 1 or len(masks[key]) > 1:
             raise MddpmError(f"{paths[0]}: case id {key!r} names several scans or masks")
         check_case_id(key, paths[0])
@@ -248,11 +257,11 @@ def check_geometry(scan: Path, affine: np.ndarray, reference: tuple[np.ndarray, 
     expected_affine, path = reference
     axes, expected_axes = "".join(nib.aff2axcodes(affine)), "".join(nib.aff2axcodes(expected_affine))
     if axes != expected_axes:
-        raise MddpmError(f"{scan}: voxel axes point {axes}, the run's training scans {expected_axes} (e.g. "
+        raise InputError(f"{scan}: voxel axes point {axes}, the run's training scans {expected_axes} (e.g. "
                          f"{path}); reorient the scan like the training data (`mddpm preprocess` does)")
     spacing, expected = voxel_sizes(affine), voxel_sizes(expected_affine)
     if np.any(np.abs(spacing / expected - 1) > SPACING_TOLERANCE):
-        raise MddpmError(f"{scan}: voxel size {_mm(spacing)} mm, the run's training scans {_mm(expected)} mm (e.g. "
+        raise InputError(f"{scan}: voxel size {_mm(spacing)} mm, the run's training scans {_mm(expected)} mm (e.g. "
                          f"{path}); resample the scan like the training data (`mddpm preprocess` does)")
 
 
@@ -264,7 +273,7 @@ def check_pair_header(scan: Path, mask: Path) -> None:
     """Refuse, from the headers alone, a scan or mask that cannot be read or a mask on another grid."""
     image, brain = open_nifti(scan), open_nifti(mask)
     if tuple(brain.shape[:3]) != tuple(image.shape[:3]) or not np.allclose(brain.affine, image.affine, atol=1e-3):
-        raise MddpmError(f"{mask}: shape or affine differs from the scan {scan} (mask and scan must share one grid)")
+        raise InputError(f"{mask}: shape or affine differs from the scan {scan} (mask and scan must share one grid)")
 
 
 def write_maps(out: Path, image: np.ndarray, brain: np.ndarray, anomaly_map: np.ndarray, segmentation: np.ndarray,

@@ -5,12 +5,18 @@ label is named like its scan's case id.
 
 nnU-Net v2 raw (``Dataset001_X/{dataset.json, imagesTr/, labelsTr/, imagesTs/[, labelsTs/]}``): images are
 ``{case}_{XXXX}{file_ending}`` (``XXXX`` = the channel, named in dataset.json's ``channel_names``), labels
-``{case}{file_ending}``. The channel suffix is stripped from the case id, and one channel is kept (the only
-one, the one ``--pattern`` leaves, or the one whose ``channel_names`` entry is the ``--modality``).
+``{case}{file_ending}``. The layout is recognised by its folders, never by file names: a dataset folder
+(dataset.json beside ``imagesTr/``), or an ``imagesTr/`` or ``imagesTs/`` folder.
+
+Channel suffixes are stripped from the case ids in the nnU-Net layout, and in a plain folder whose files all
+end in ``_XXXX`` when the folder is called ``images`` (mddpm's own ``images/<id>_0000`` naming) or its labels
+are named by the stripped ids; one channel is kept (the only one, the one ``--pattern`` leaves, or the one
+whose ``channel_names`` entry is the ``--modality``).
 
 Both layouts refuse, with one :class:`MddpmError` line: a label that matches no scan (it would be dropped),
-and, in the nnU-Net layout, an image without a label unless every case is declared healthy (nnU-Net images
-are lesion cases: unlabelled, they would become healthy training data).
+and, in the nnU-Net layout only, an image without a label unless every case is declared healthy (nnU-Net
+images are lesion cases: unlabelled, they would become healthy training data; in a plain folder, mddpm's
+own naming included, a scan without a label is a healthy case).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from mddpm.preprocess.steps import SUPPORTED_SUFFIXES, case_id
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 NNUNET_IMAGE_FOLDERS = (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs"))
+NNUNET_IMAGES = tuple(images for images, _ in NNUNET_IMAGE_FOLDERS)
 
 
 @dataclass
@@ -74,15 +81,15 @@ def find_inputs(input_dir: str | Path, labels_dir: str | Path | None = None, pat
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise MddpmError(f"{input_dir}: input folder not found")
-    if (input_dir / "dataset.json").is_file() and (input_dir / "imagesTr").is_dir():  # an nnU-Net dataset folder
+    if is_nnunet_dataset(input_dir):
         if labels_dir is not None:
             raise MddpmError(f"{input_dir}: an nnU-Net dataset folder takes its labels from labelsTr/ and labelsTs/ "
                              "(no --labels; or give its imagesTr/ folder with --labels)")
         meta = read_nnunet_meta(input_dir / "dataset.json")
         pairs = [(input_dir / i, input_dir / lab) for i, lab in NNUNET_IMAGE_FOLDERS if (input_dir / i).is_dir()]
     else:
-        meta_path = input_dir.parent / "dataset.json"
-        meta = read_nnunet_meta(meta_path) if input_dir.name.startswith("images") and meta_path.is_file() else None
+        inside = input_dir.name in NNUNET_IMAGES and is_nnunet_dataset(input_dir.parent)
+        meta = read_nnunet_meta(input_dir.parent / "dataset.json") if inside else None
         pairs = [(input_dir, Path(labels_dir) if labels_dir else None)]
     found = Inputs()
     for images, labels in pairs:
@@ -93,15 +100,22 @@ def find_inputs(input_dir: str | Path, labels_dir: str | Path | None = None, pat
     return found
 
 
+def is_nnunet_dataset(folder: Path) -> bool:
+    """An nnU-Net v2 raw dataset folder (``Dataset###_Name``): dataset.json beside ``imagesTr/``."""
+    return (folder / "dataset.json").is_file() and (folder / "imagesTr").is_dir()
+
+
 def _add_folder(found: Inputs, images: Path, labels_dir: Path | None, meta: dict | None, pattern: str | None,
                 role: str | None, modality: str | None) -> None:
     ending = meta["file_ending"] if meta else None
     scans = index_folder(images, "input", ending)
     labels = index_folder(labels_dir, "labels", ending) if labels_dir and (meta is None or labels_dir.is_dir()) else {}
     split = {cid: CHANNEL_SUFFIX.match(cid) for cid in scans}
-    nnunet = bool(scans) and all(split.values()) and (
-        meta is not None or images.name.startswith("images") or any(m["case"] in labels for m in split.values()))
-    if nnunet:
+    nnunet = meta is not None or images.name in NNUNET_IMAGES  # the folders say so, not the file names
+    found.nnunet |= nnunet
+    channels = bool(scans) and all(split.values()) and (
+        nnunet or images.name == "images" or any(m["case"] in labels for m in split.values()))
+    if channels:
         by_channel: dict[str, dict[str, list[Path]]] = {}
         for cid, paths in scans.items():
             for p in paths:
@@ -113,7 +127,6 @@ def _add_folder(found: Inputs, images: Path, labels_dir: Path | None, meta: dict
         wanted = {ch: cases for ch, cases in wanted.items() if cases}
         channel = _choose_channel(images, wanted, meta, modality)
         kept = wanted.get(channel, {})
-        found.nnunet = True
         found.channel = meta["channels"].get(channel) if meta and channel else found.channel
     else:
         every_case = set(scans)
@@ -123,7 +136,7 @@ def _add_folder(found: Inputs, images: Path, labels_dir: Path | None, meta: dict
     if orphans:
         example = labels[orphans[0]][0]
         more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
-        expected = f"{orphans[0]}{'_0000' if nnunet else ''}{ending or '.nii.gz'}"
+        expected = f"{orphans[0]}{'_0000' if channels or nnunet else ''}{ending or '.nii.gz'}"
         raise MddpmError(f"{example}: label matches no scan in {images}{more}; scans are expected as {expected} "
                          "(a label left behind would drop a lesion case)")
     if nnunet and role != "healthy":

@@ -1,9 +1,9 @@
 """``mddpm preprocess``: raw scans -> a dataset folder (docs/preprocess.md).
 
-Per case, in the published order (protocol §1.3): read -> reorient -> resample to isotropic
-voxels -> brain mask -> affine registration to a template -> crop to the brain -> N4 inside the
-brain. The image is interpolated once (B-spline) from the raw grid straight onto the output grid
-(the resampling and the registration are composed); masks and labels once, nearest neighbour.
+Per case, in the published order (the released ``preprocessing/prepare_*.sh``): read -> reorient ->
+resample to isotropic voxels -> brain mask -> affine registration to a template -> crop to the brain ->
+N4 inside the brain. The image is interpolated once (B-spline) from the raw grid straight onto the
+output grid (the resampling and the registration are composed); masks and labels once, nearest neighbour.
 The 1 mm copy of the scan is only used to estimate the registration (and as HD-BET's input).
 
 Dataset level: cases run in parallel processes; each finished case leaves a marker

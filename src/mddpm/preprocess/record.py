@@ -10,7 +10,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from mddpm import __version__
-from mddpm.data.dataset import save_dataset_json
+from mddpm.data.dataset import VAL_RULE, VAL_SEED, save_dataset_json, validation_split
 from mddpm.preprocess.settings import PIPELINE_VERSION, CaseInputs, PreprocessSettings
 
 
@@ -27,8 +27,9 @@ def write_dataset_json(out: Path, cases: list[CaseInputs], markers: dict[str, di
         non_binary |= bool(m.get("label_values")) and any(v not in (0, 1) for v in m["label_values"])
         entries.append({"id": c.id, "role": case_role, "group": None, "image": rel["image"], "mask": rel["mask"],
                         "label": rel.get("label")})
+    train, val = validation_split(healthy)
     splits = {split_name: [e["id"] for e in entries]} if split_name else {
-        k: v for k, v in (("train", healthy), ("test", anomalous)) if v}
+        k: v for k, v in (("train", train), ("val", val), ("test", anomalous)) if v}
     if settings.register:
         space = "MNI152" if settings.template is None else Path(settings.template).name.split(".")[0]
     else:
@@ -39,10 +40,18 @@ def write_dataset_json(out: Path, cases: list[CaseInputs], markers: dict[str, di
         "cases": entries, "splits": splits,
         "label_encoding": "gt0" if non_binary else "binary",
         "provenance": provenance(settings, record, {k: str(Path(v).resolve()) if k != "pattern" and v else v
-                                                    for k, v in sources.items()}),
+                                                    for k, v in sources.items()}) + [splits_entry(split_name)],
     }
     save_dataset_json(out, meta)
     return out / "dataset.json"
+
+
+def splits_entry(split_name: str | None) -> dict:
+    """The provenance entry of the splits: every case in ``split_name``, or the default rule with its seed."""
+    if split_name:
+        return {"step": "splits", "tool": "mddpm", "settings": {"rule": f"every case in split {split_name!r}"}}
+    return {"step": "splits", "tool": "mddpm", "settings": {
+        "rule": f"healthy cases: train and val ({VAL_RULE}); cases with a label: test", "seed": VAL_SEED}}
 
 
 def provenance(settings: PreprocessSettings, record: dict, sources: dict) -> list[dict]:

@@ -20,7 +20,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
-from mddpm.errors import MddpmError
+from mddpm.errors import ConfigError, MddpmError
 
 DEFAULT_LOGGERS = ("csv", "tensorboard")
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
@@ -35,13 +35,13 @@ def parse_logger(spec: str) -> tuple[str, dict]:
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
-            raise MddpmError(f"--logger {spec}: expected NAME[:key=value,...], e.g. mlflow:experiment_name=brats")
+            raise ConfigError(f"--logger {spec}: expected NAME[:key=value,...], e.g. mlflow:experiment_name=brats")
         try:
             options[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             options[key.strip()] = raw
     if name not in ("csv", "tensorboard", "mlflow", "wandb"):
-        raise MddpmError(f"--logger {spec}: unknown logger {name!r} (known: csv, tensorboard, mlflow, wandb)")
+        raise ConfigError(f"--logger {spec}: unknown logger {name!r} (known: csv, tensorboard, mlflow, wandb)")
     return name, options
 
 

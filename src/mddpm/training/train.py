@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,7 +41,7 @@ from mddpm.config import (
     resolve_run_config,
     validate_config,
 )
-from mddpm.data.dataset import load_dataset
+from mddpm.data.dataset import VAL_RULE, load_dataset, validation_split
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, refuse_links, write_json
@@ -68,14 +69,16 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
           out: str | os.PathLike | None = None, fold: int | None = None, overrides=(), devices: int | str = 1,
           num_nodes: int = 1, accelerator: str = "auto", strategy: str = "auto", resume: bool = False,
           force: bool = False, progress: bool = True, config_file: str | os.PathLike | dict | None = None,
-          loggers=()) -> Path:
+          loggers=(), workers: int = 2) -> Path:
     """Train ``method`` (``preset``, default ``mddpm.config.DEFAULT_PRESET``) on ``dataset_root`` into run
     folder ``out``.
 
     ``fold`` takes train/val from the dataset's ``folds[fold]``; ``config_file`` (YAML/JSON path or a
     mapping) and then ``overrides`` (``section.key=value`` strings) change the preset
     (:func:`mddpm.config.resolve_run_config`); ``loggers``: ``--logger`` specs
-    (:mod:`mddpm.training.loggers`). An existing ``out`` is refused unless ``force`` (which deletes the
+    (:mod:`mddpm.training.loggers`); ``workers``: processes preparing the data (:func:`prepare_dataset`).
+    Without ``fold`` and a ``val`` split, validation cases are drawn from ``train`` (:func:`validation_split`,
+    with a note). An existing ``out`` is refused unless ``force`` (which deletes the
     earlier run's files) or ``resume`` (which continues from ``out/checkpoints/last.ckpt``; the saved config
     is reused, with the config file and ``overrides`` applied on top, e.g. ``train.max_steps=...``).
     Returns the run folder.
@@ -102,12 +105,22 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
     dataset_root = Path(dataset_root).resolve()
     dataset = load_dataset(dataset_root)
     train_ids = [c.id for c in dataset.split("train", fold)]
-    val_ids = [c.id for c in dataset.split("val", fold)]
+    if fold is None and "val" not in dataset.splits:
+        train_ids, val_ids = validation_split(train_ids)
+        if not val_ids:
+            raise MddpmError(f"{dataset_root / 'dataset.json'}: no split 'val', and too few train cases "
+                             f"({len(train_ids)}) to draw one from; add a 'val' split")
+        if rank_zero:
+            print(f"mddpm train: note: {dataset_root / 'dataset.json'} has no split 'val': validating on "
+                  f"{len(val_ids)} of its {len(train_ids) + len(val_ids)} train cases ({VAL_RULE})", file=sys.stderr)
+    else:
+        val_ids = [c.id for c in dataset.split("val", fold)]
     for name, ids in (("train", train_ids), ("val", val_ids)):
         if not ids:
             raise MddpmError(f"{dataset_root / 'dataset.json'}: split {name!r}"
                              f"{'' if fold is None else f' of fold {fold}'} is empty")
-    prepared = Path(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress)).resolve()
+    prepared = Path(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), workers=max(1, workers),
+                                    progress=progress)).resolve()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["train"]["seed"])  # parameter initialisation is reproducible too
