@@ -36,12 +36,7 @@ def test_license_citation_and_version_agree():
     assert f"## {project['version']}" in (root / "CHANGELOG.md").read_text()
 
 
-OTHERS_PAGE = "benchmark.md"  # edited by another session: its "protocol.md §8" waits for it (xfail, strict)
-
-
-@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.xfail(
-    strict=True, reason=f"docs/{OTHERS_PAGE} still cites 'protocol.md §8'")) if p.name == OTHERS_PAGE else p
-    for p in PAGES], ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_no_reference_to_files_or_sections_that_do_not_exist(page):
     """``reference/...`` is not part of the repository, and docs/protocol.md has no numbered sections."""
     text = page.read_text()

@@ -21,12 +21,12 @@ import shutil
 import time
 from pathlib import Path
 
+from mddpm.data.synth_sizes import DEMO_FAMILY, FAMILY_NAMES
 from mddpm.errors import MddpmError
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 
 LESION_SETS = ("tumour", "ms")
 TRAIN_SEED = 3141  # the published seed (the config's default)
-FAMILY = "varied"  # the generator family the demo trains on (benchmarks/results/generalisation.md)
 FIGURES = 4  # case figures per test set
 OWN_FILES = ("experiment.json", "preview.png", "report.html", "benchmark.json", "table.json", "table.md", "table.csv",
              "cache/**", "runs/**")
@@ -34,12 +34,10 @@ OWN_FILES = ("experiment.json", "preview.png", "report.html", "benchmark.json", 
 
 def other_family(family: str) -> str:
     """The generator family the demo tests out of family: the one it did not train on."""
-    from mddpm.data.synth_sizes import FAMILY_NAMES
-
     return next(f for f in FAMILY_NAMES if f != family)
 
 
-def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str = FAMILY) -> dict:
+def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str = DEMO_FAMILY) -> dict:
     """The demo's experiment: ``method`` at preset demo on a generated synthetic dataset of ``size``
     (synthesis ``seed``, generator ``family``), one training run (seed 3141, or the ``train.seed`` of
     ``overrides``); test sets: tumour and MS-like lesions of ``family``, and tumours of the other family
@@ -71,7 +69,7 @@ def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str
 
 
 def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", seed: int = 0,
-             overrides=(), force: bool = False, progress: bool = True, log=print, family: str = FAMILY) -> dict:
+             overrides=(), force: bool = False, progress: bool = True, log=print, family: str = DEMO_FAMILY) -> dict:
     """Run the demo into ``out``; returns {"seconds": {step: s}, "evaluations": {lesion set: metrics},
     "out", "run"}. ``progress``: bars on a terminal."""
     from mddpm.benchmark.experiment import load_experiment

@@ -160,7 +160,7 @@ def test_bad_experiments_name_the_file_and_problem(tmp_path, changes, message):
 
 
 def test_unknown_experiment_and_bad_data_arguments(tmp_path):
-    with pytest.raises(MddpmError, match="shipped experiments: paper, synthetic"):
+    with pytest.raises(MddpmError, match="shipped experiments: generalisation, paper, synthetic"):
         load_experiment("no-such-experiment")
     assert parse_data_args(["ixi=/data/x=y"]) == {"ixi": "/data/x=y"}
     with pytest.raises(MddpmError, match="NAME=PATH"):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 FAMILY_NAMES = ("template", "varied")
+DEMO_FAMILY = "varied"  # what the demo trains on: it generalised best (benchmarks/results/generalisation.md)
 COUNT_ARGS = ["n_train", "n_val", "n_test", "n_tumour_val", "n_tumour_test", "n_ms_val", "n_ms_test",
               "n_infarct_test", "n_haemorrhage_test", "n_rings_test", "n_diffuse_test"]
 UNSEEN_8 = dict(n_infarct_test=8, n_haemorrhage_test=8, n_rings_test=8, n_diffuse_test=8)
