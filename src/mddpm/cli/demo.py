@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--size", default="demo", choices=["small", "demo"], help="synthetic dataset size")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
     p.add_argument("--family", default=DEMO_FAMILY, choices=FAMILY_NAMES,
-                   help=f"generator family to train on (default: {DEMO_FAMILY}); the other one is the out-of-family test")
+                   help=f"generator family to train on (default: {DEMO_FAMILY}); the other one is the out-of-family "
+                        "test")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for training, e.g. train.max_steps=100 (repeatable)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
