@@ -52,9 +52,10 @@ def test_each_family_seeds_its_own_cases():
     assert list(FAMILIES) == ["template", "varied"]
 
 
-@pytest.mark.parametrize("kind", UNSEEN_KINDS)
-def test_unseen_kinds_have_their_contrast_inside_the_brain(anat, kind):
-    case = synth.generate_case(anat, kind, synth.case_seed(5, f"{kind}_test", 0))
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("kind", ("tumour", *UNSEEN_KINDS))
+def test_lesion_kinds_keep_their_contrast_among_the_tissues_in_every_family(anat, kind, family):
+    case = synth.generate_case(anat, kind, synth.case_seed(5, f"{kind}_test", 0, family), family_settings(family))
     lesion, brain = case.label > 0, case.mask > 0
     assert lesion.sum() >= 20 and not (lesion & ~brain).any()
     rest = case.image[brain & ~lesion]
@@ -66,6 +67,8 @@ def test_unseen_kinds_have_their_contrast_inside_the_brain(anat, kind):
         assert np.percentile(case.image[lesion], 95) > 1.3 * white_matter
     elif kind == "diffuse":  # faint: above white matter but below grey matter
         assert white_matter < inside < np.percentile(rest, 75)
+    elif kind == "tumour":  # a darker core inside, oedema fading outward: brighter than white matter
+        assert inside > 1.3 * white_matter
     else:
         assert inside > 1.3 * white_matter and inside > case.image[ring].mean(), kind
 

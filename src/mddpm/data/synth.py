@@ -24,7 +24,13 @@ from mddpm import __version__
 from mddpm.data.cache import CACHE_FILES
 from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_anatomy import Anatomy, SynthSettings, compose, load_anatomy, warp
-from mddpm.data.synth_individual import FAMILIES, acquisition_blur, family_settings, individual_tissue
+from mddpm.data.synth_individual import (
+    FAMILIES,
+    acquisition_blur,
+    family_settings,
+    individual_tissue,
+    lesion_contrast,
+)
 from mddpm.data.synth_lesions import add_ms, add_tumour, smooth_noise
 from mddpm.data.synth_sizes import COUNT_ARGS
 from mddpm.data.synth_unseen import ADD_UNSEEN, UNSEEN_KINDS
@@ -130,13 +136,14 @@ def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings =
     rng = np.random.default_rng(seed)
     shape = anat.mask.shape
     maps = individual_tissue(anat, rng, s)
-    tissue = {
+    tissue: dict = {
         "csf_level": s.csf_level,
         "gm_level": rng.uniform(*s.gm_level),
         "wm_level": rng.uniform(*s.wm_level),
         "texture": 1 + s.texture_std * smooth_noise(rng, shape, s.texture_sigma_mm / anat.spacing_mm),
         **maps,
     }
+    tissue["remap"] = lesion_contrast(tissue, s)
     label = np.zeros(shape, dtype=bool)
     info: dict = {"kind": kind, "seed": seed,
                   "gm_level": round(tissue["gm_level"], 3), "wm_level": round(tissue["wm_level"], 3)}
@@ -146,7 +153,7 @@ def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings =
     else:
         image = compose(tissue, tissue) * anat.mask
         if kind == "ms":
-            image, label, lesion = add_ms(anat, image, rng, s)
+            image, label, lesion = add_ms(anat, image, rng, s, tissue["remap"])
             info.update(lesion)
         elif kind in ADD_UNSEEN:
             image, label, lesion = ADD_UNSEEN[kind](anat, image, tissue, rng)

@@ -34,6 +34,9 @@ class SynthSettings:
     cortical_thickness: tuple[float, float] = (0.0, 0.0)  # amplitude of the GM/WM boundary shift (fraction)
     ventricle_dilation_mm: tuple[float, float] = (0.0, 0.0)
     sulcal_widening: tuple[float, float] = (0.0, 0.0)  # fraction of GM next to sulcal CSF turned to CSF
+    # lesion levels are set for the template's mean contrast (WM 0.38, GM 0.55); True: mapped through the
+    # subject's own WM/GM levels, so a lesion keeps its place among the tissues when the contrast changes
+    lesion_contrast_follows_tissue: bool = False
     # spatial variation
     affine_scales: float = 0.06
     affine_degrees: float = 6.0

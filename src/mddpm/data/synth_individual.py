@@ -28,6 +28,7 @@ FAMILIES: dict[str, SynthSettings] = dict(zip(FAMILY_NAMES, (
         ventricle_dilation_mm=(0.0, 3.0), sulcal_widening=(0.0, 0.6),
         affine_scales=0.08, fine_elastic_control_points=14, fine_elastic_max_displacement_mm=2.5,
         head_scale=(0.88, 1.12),
+        lesion_contrast_follows_tissue=True,
         bias_std=0.25, log_gamma=0.25, noise_std=(0.005, 0.04), blur_mm=(0.0, 1.5), slice_thickness_mm=(0.0, 5.0),
     ),
 )))
@@ -98,3 +99,15 @@ def acquisition_blur(image: np.ndarray, rng: np.random.Generator, s: SynthSettin
     fwhm_z = max(fwhm_xy, rng.uniform(*s.slice_thickness_mm))
     sigma = np.array([fwhm_xy, fwhm_xy, fwhm_z]) / 2.355 / spacing_mm
     return ndimage.gaussian_filter(image, sigma) if sigma.max() > 0.05 else image
+
+
+def lesion_contrast(tissue: dict, s: SynthSettings):
+    """The map of lesion levels (set for the template's mean contrast) to this subject's contrast: piecewise
+    linear through (0, 0), (WM, wm_level), (GM, gm_level), (CSF, csf_level) with WM/GM the template's mean
+    levels; None (levels used as they are) unless ``s.lesion_contrast_follows_tissue``."""
+    if not s.lesion_contrast_follows_tissue:
+        return None
+    base = SynthSettings()
+    ref = [0.0, float(np.mean(base.wm_level)), float(np.mean(base.gm_level)), base.csf_level]
+    own = [0.0, tissue["wm_level"], tissue["gm_level"], tissue["csf_level"]]
+    return lambda level: np.interp(level, ref, own).astype(np.float32)

@@ -69,6 +69,8 @@ def add_tumour(anat: Anatomy, tissue: dict, rng: np.random.Generator, s: SynthSe
     oed_level = rng.uniform(*s.tumour_oedema_level) * (1 + 0.5 * het * smooth_noise(rng, r.shape, coarse))
     mass_level = rng.uniform(*s.tumour_mass_level) * (1 + het * smooth_noise(rng, r.shape, 1.0))
     core_level = rng.uniform(*s.tumour_core_level) * (1 + 0.8 * het * smooth_noise(rng, r.shape, 1.0))
+    remap = tissue.get("remap") or (lambda level: level)
+    oed_level, mass_level, core_level = remap(oed_level), remap(mass_level), remap(core_level)
     image = image * (1 - w_oed) + oed_level * w_oed
     image = image * (1 - w_mass) + mass_level * w_mass
     image = image * (1 - w_core) + core_level * w_core
@@ -80,10 +82,11 @@ def add_tumour(anat: Anatomy, tissue: dict, rng: np.random.Generator, s: SynthSe
     return image * anat.mask, label, info
 
 
-def add_ms(anat: Anatomy, image: np.ndarray, rng: np.random.Generator, s: SynthSettings):
+def add_ms(anat: Anatomy, image: np.ndarray, rng: np.random.Generator, s: SynthSettings, remap=None):
     """Blend 3-12 ovoid plaques into deep and periventricular white matter.
 
-    Periventricular plaques point away from the ventricle (Dawson's fingers). Returns (image, label, info).
+    Periventricular plaques point away from the ventricle (Dawson's fingers); ``remap`` maps a plaque's level
+    to the subject's contrast (:func:`~mddpm.data.synth_individual.lesion_contrast`). Returns (image, label, info).
     """
     sp = anat.spacing_mm
     world_z = anat.affine[2, 2] * np.arange(anat.mask.shape[2]) + anat.affine[2, 3]
@@ -119,7 +122,7 @@ def add_ms(anat: Anatomy, image: np.ndarray, rng: np.random.Generator, s: SynthS
         tissue = 1 - anat.csf[box]  # plaques replace brain tissue, not the CSF beside them
         w = np.clip((1.2 - q) / 0.4, 0, 1) * tissue  # 0.5 at the ellipsoid surface in pure tissue
         level = rng.uniform(*s.ms_level)
-        image[box] = image[box] * (1 - w) + level * w
+        image[box] = image[box] * (1 - w) + (level if remap is None else remap(level)) * w
         label[box] |= (q <= 1.0) & (tissue >= 0.5)
         plaques.append({"centre_vox": centre.tolist(), "semi_axes_mm": semi.round(1).tolist(),
                         "periventricular": bool(peri), "level": round(level, 3)})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mddpm.data.synth_anatomy import Anatomy
+from mddpm.data.synth_anatomy import Anatomy, SynthSettings
 from mddpm.data.synth_lesions import pick_voxel, smooth_noise, world_mm
 
 UNSEEN_KINDS = ("infarct", "haemorrhage", "rings", "diffuse")
@@ -26,8 +26,11 @@ def _z_ok(anat: Anatomy) -> np.ndarray:
     return ((world_z >= LESION_Z_MM[0]) & (world_z <= LESION_Z_MM[1]))[None, None, :]
 
 
-def _blend(image: np.ndarray, weight: np.ndarray, level) -> np.ndarray:
-    return image * (1 - weight) + level * weight
+def _blend(image: np.ndarray, weight: np.ndarray, level, tissue: dict) -> np.ndarray:
+    """``level`` (set for the template's contrast) blended in with ``weight``, through the subject's contrast
+    map where it has one (``tissue["remap"]``)."""
+    remap = tissue.get("remap")
+    return image * (1 - weight) + (level if remap is None else remap(level)) * weight
 
 
 def _shell(r: np.ndarray, radius: float, sp: float) -> np.ndarray:
@@ -48,7 +51,7 @@ def add_infarct(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.random.G
     width = half_width * np.clip((depth - along) / depth, 0, 1)
     weight = np.clip((width - perp) / sp + 0.5, 0, 1) * (along >= -6) * _shell(along, depth, sp)
     weight *= 1 - tissue["csf"]
-    image = _blend(image, weight, rng.uniform(0.75, 0.9) * (1 + 0.05 * smooth_noise(rng, image.shape, 1.0)))
+    image = _blend(image, weight, rng.uniform(0.75, 0.9) * (1 + 0.05 * smooth_noise(rng, image.shape, 1.0)), tissue)
     label = (weight >= 0.5) & anat.mask
     return image * anat.mask, label, {"apex_depth_mm": round(depth, 1), "half_width_mm": round(half_width, 1)}
 
@@ -63,8 +66,8 @@ def add_haemorrhage(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.rand
         :, None, None, None]) ** 2).sum(0))
     r = r + 0.15 * radius * np.clip(smooth_noise(rng, r.shape, 3.0 / sp), -2, 2)
     core, outer = _shell(r, radius, sp), _shell(r, radius + rim, sp)
-    image = _blend(image, outer * (1 - tissue["csf"]), rng.uniform(0.7, 0.85))
-    image = _blend(image, core, rng.uniform(0.10, 0.25) * (1 + 0.1 * smooth_noise(rng, r.shape, 1.0)))
+    image = _blend(image, outer * (1 - tissue["csf"]), rng.uniform(0.7, 0.85), tissue)
+    image = _blend(image, core, rng.uniform(0.10, 0.25) * (1 + 0.1 * smooth_noise(rng, r.shape, 1.0)), tissue)
     label = (outer >= 0.5) & anat.mask
     return image * anat.mask, label, {"core_radius_mm": round(radius, 1), "rim_mm": round(rim, 1)}
 
@@ -84,9 +87,9 @@ def add_rings(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.random.Gen
         r = np.sqrt(((world[(slice(None), *box)] - centre[:, None, None, None]) ** 2).sum(0))
         radius, wall, oedema = rng.uniform(3, 7), rng.uniform(1.5, 2.5), rng.uniform(3, 6)
         sub = image[box]
-        sub = _blend(sub, _shell(r, radius + wall + oedema, sp) * tissue["wm"][box], rng.uniform(0.65, 0.78))
-        sub = _blend(sub, _shell(r, radius + wall, sp), rng.uniform(0.33, 0.45))
-        image[box] = _blend(sub, _shell(r, radius, sp), rng.uniform(0.8, 0.95))
+        sub = _blend(sub, _shell(r, radius + wall + oedema, sp) * tissue["wm"][box], rng.uniform(0.65, 0.78), tissue)
+        sub = _blend(sub, _shell(r, radius + wall, sp), rng.uniform(0.33, 0.45), tissue)
+        image[box] = _blend(sub, _shell(r, radius, sp), rng.uniform(0.8, 0.95), tissue)
         label[box] |= (_shell(r, radius + wall, sp) >= 0.5) | \
             (_shell(r, radius + wall + oedema, sp) * tissue["wm"][box] >= 0.5)
         rings.append({"centre_vox": c.tolist(), "radius_mm": round(radius, 1)})
@@ -103,7 +106,10 @@ def add_diffuse(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.random.G
     r = r + 0.25 * radius * np.clip(smooth_noise(rng, r.shape, 6.0 / sp), -2, 2)
     weight = np.clip((radius - r) / (0.3 * radius), 0, 1) * tissue["wm"]  # a soft edge over 30 % of r
     delta = rng.uniform(0.05, 0.10)
-    image = image + delta * weight
+    remap = tissue.get("remap")
+    wm = float(np.mean(SynthSettings().wm_level))  # the change is set against the template's mean WM level
+    shift = delta if remap is None else float(remap(wm + delta) - remap(wm))
+    image = image + shift * weight
     label = (weight >= 0.5) & anat.mask
     return image * anat.mask, label, {"radius_mm": round(radius, 1), "delta": round(delta, 3)}
 
