@@ -21,12 +21,12 @@ def test_the_demo_is_an_experiment_of_one_method_and_one_run(tmp_path):
     # in family: tumour and MS-like lesions of the family it trains on; out of family: the other's tumours
     assert [(t.name, t.test, t.val) for t in experiment.datasets[0].test_sets] == [
         ("tumour", "tumour_test", "tumour_val"), ("ms", "ms_test", "ms_val"),
-        ("template-tumour", "template_tumour_test", "template_tumour_val")]
-    assert experiment.datasets[0].synth == {"size": "small", "seed": 4, "family": "varied",
-                                            "test_families": ["template"]}
+        ("varied-tumour", "varied_tumour_test", "varied_tumour_val")]
+    assert experiment.datasets[0].synth == {"size": "small", "seed": 4, "family": "template",
+                                            "test_families": ["varied"]}
     assert experiment.datasets[0].healthy_val == "val"
-    old = demo_experiment("vae", "small", 4, family="template")["datasets"][0]
-    assert old["synth"]["family"] == "template" and old["test_sets"][-1]["name"] == "varied-tumour"
+    other = demo_experiment("vae", "small", 4, family="varied")["datasets"][0]
+    assert other["synth"]["family"] == "varied" and other["test_sets"][-1]["name"] == "template-tumour"
     assert experiment.thresholds == ["bisection", "exact"] and experiment.title.startswith("mddpm demo: vae")
     assert [r.seed for r in load_experiment(_write(tmp_path, demo_experiment("vae", "small", 0))).runs] == [3141]
     with pytest.raises(MddpmError, match="train.seed=x"):
@@ -44,7 +44,7 @@ def test_demo_end_to_end_then_resumed_as_a_benchmark(tmp_path):
     """The small synthetic dataset and the intensity method (no training): ~1 min on 2 busy cores."""
     out = tmp_path / "out"
     result = run_demo(out, method="intensity", size="small", progress=False, log=lambda m: None)
-    assert set(result["evaluations"]) == {"tumour", "ms", "template-tumour"}
+    assert set(result["evaluations"]) == {"tumour", "ms", "varied-tumour"}
     for name in ("experiment.json", "preview.png", "report.html", "table.md", "data/synthetic/dataset.json"):
         assert (out / name).is_file(), name
     assert result["run"] == out / "runs/synthetic/intensity/seed3141/train"

@@ -54,9 +54,9 @@ def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str
         "description": f"{method} (preset demo) trained on synthetic brains of the {family} family built from the "
                        "MNI152 anatomy, scored under the published protocol on tumour-like and MS-like test scans of "
                        f"that family and, as {other}-tumour, on tumours in brains of the {other} family, which "
-                       "training never saw (out of family: the drop from tumour to "
-                       f"{other}-tumour is what other anatomy and contrast cost; "
-                       "benchmarks/results/generalisation.md).",
+                       "training never saw (other anatomy, contrast and acquisition). The synthetic results are not "
+                       "a promise for real scans: benchmarks/results/generalisation.md measures how much of the "
+                       "out-of-family drop is the other family's difficulty and how much is never having seen it.",
         "datasets": [{"name": "synthetic", "path": None,
                       "synth": {"size": size, "seed": seed, "family": family, "test_families": [other]},
                       "healthy_val": "val",
