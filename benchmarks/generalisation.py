@@ -201,8 +201,8 @@ def plot(rows: list[dict], out: Path) -> None:
             unseen = [_unseen_mean(r, side, 0) if r else None for r in picked]
             ax.scatter(x + offset, [np.nan if u is None else u for u in unseen], color="k", marker="_", s=120,
                        zorder=3, label="mean of the 4 unseen kinds" if trained == "template" else None)
-        ax.set_xticks(x, [f"{label.split(' +')[0].replace(' (no learning)', '')}\n{v}" for v, _, label in cells],
-                      fontsize=7)
+        short = [label.split(" +")[0].replace(" (no learning)", "").replace(" (FPM-CM)", "") for _, _, label in cells]
+        ax.set_xticks(x, [f"{name}\n{v}" for name, (v, _, _) in zip(short, cells)], fontsize=7)
         ax.set_title(f"tested on the {tested} family (tumour Dice %; bisection threshold, published post-processing)",
                      fontsize=10)
         ax.grid(axis="y", alpha=0.3)
