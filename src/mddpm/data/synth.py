@@ -7,10 +7,13 @@ preprocessed pDDPM data). Healthy subjects differ by a random elastic deformatio
 affine, texture, bias field, gamma and Rician noise. Anomalous subjects carry either a
 ``tumour`` (a heterogeneous hyperintense mass with a darker necrotic core, fading oedema and mass
 effect; label = whole tumour) or ``ms`` plaques (3-12 small ovoid hyperintensities in deep and
-periventricular white matter; label = the plaques). Each case is cropped to its brain bounding box
-like the published data; ``mddpm prepare`` then crops/pads it to the model grid.
+periventricular white matter; label = the plaques), or one of four kinds made for test splits only
+(``synth_unseen``: infarct, haemorrhage, rings, diffuse). The generator family (``synth_individual``:
+``template``, the original data, or ``varied``: individual anatomy and acquisition) sets every draw's
+range. Each case is cropped to its brain bounding box like the published data; ``mddpm prepare`` then
+crops/pads it to the model grid.
 
-Case ``k`` of a set depends only on the dataset seed, the set name and ``k`` (not on set sizes).
+Case ``k`` of a set depends only on the dataset seed, the set name, ``k`` and the family (not on set sizes).
 """
 
 from __future__ import annotations
