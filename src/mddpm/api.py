@@ -33,12 +33,16 @@ class Detection:
     ``anomaly_map``: [X, Y, Z] float32, the post-processed anomaly score; ``affine``: the scan's 4x4
     voxel-to-world matrix (mm); ``threshold``: the run's (None when loaded without one); ``segmentation``:
     [X, Y, Z] bool, the map above ``threshold`` with small components removed; ``lesion_volume_ml``: its
-    volume in millilitres. Without a threshold, asking for those two raises :class:`ConfigError`."""
+    volume in millilitres. Without a threshold, asking for those two raises :class:`ConfigError`.
+    ``unscored_fraction``: the share of the brain the model grid left out (NaN in ``anomaly_map`` there);
+    ``unscored_slices``: the axial slices holding such voxels, as ``[first, last]`` ranges."""
 
     anomaly_map: np.ndarray
     affine: np.ndarray
     threshold: float | None = None
     thresholded: np.ndarray | None = None  # the segmentation; None without a threshold
+    unscored_fraction: float | None = None
+    unscored_slices: list | None = None
 
     @property
     def segmentation(self) -> np.ndarray:
@@ -59,7 +63,7 @@ class Detection:
         else:
             parts += [f"threshold={self.threshold:.4g}", f"lesion_volume_ml={self.lesion_volume_ml:.1f}"]
         unscored = getattr(self, "unscored_fraction", None)
-        if unscored is not None:
+        if unscored:  # shown when some brain went unscored
             parts.append(f"unscored_fraction={unscored:.3f}")
         return f"Detection({', '.join(parts)})"
 
@@ -107,8 +111,8 @@ class Detector:
             brain = brain_arr > 0
         if not brain.any():
             raise InputError("mask: the brain mask is empty")
-        amap, seg = score_scan(self.loaded, image, brain, affine, _name(scan))
-        return Detection(amap, affine, self.loaded.threshold, seg)
+        amap, seg, coverage = score_scan(self.loaded, image, brain, affine, _name(scan))
+        return Detection(amap, affine, self.loaded.threshold, seg, **coverage)
 
 
 def load(run: str | os.PathLike, *, threshold: float | str | os.PathLike | None = None, device: str = "auto",

@@ -364,13 +364,22 @@ def first_line(e: BaseException) -> str:
 NIFTI_XFORM_SCANNER = 1  # "scanner-based anatomical coordinates": world positions in mm
 
 
-def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> None:
+def xform_codes(path: str | os.PathLike) -> tuple[int, int]:
+    """``(qform_code, sform_code)`` of a NIfTI file's header (e.g. 4: MNI-152 space)."""
+    header = open_nifti(path).header
+    return int(header["qform_code"]), int(header["sform_code"])
+
+
+def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
+                codes: tuple[int, int] | None = None) -> None:
     """Write a 3-D array with its affine as NIfTI (gzip if the name ends in .gz), atomically; the affine is
-    stored as both qform and sform (code 1, scanner), units mm and s, so every viewer places it alike."""
+    stored as both qform and sform (code 1, scanner, or ``codes`` = (qform code, sform code), e.g. those of
+    the scan it was computed from), units mm and s, so every viewer places it alike."""
     affine = np.asarray(affine, dtype=np.float64)
+    qform_code, sform_code = codes if codes is not None else (NIFTI_XFORM_SCANNER, NIFTI_XFORM_SCANNER)
     img = nib.Nifti1Image(np.asarray(data), affine)
-    img.set_qform(affine, code=NIFTI_XFORM_SCANNER)
-    img.set_sform(affine, code=NIFTI_XFORM_SCANNER)
+    img.set_qform(affine, code=int(qform_code))
+    img.set_sform(affine, code=int(sform_code))
     img.header.set_xyzt_units("mm", "sec")
     with atomic_write(path) as tmp:
         nib.save(img, str(tmp))

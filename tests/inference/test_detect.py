@@ -178,3 +178,95 @@ def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(setup, tmp_path,
     assert not (tmp_path / "out2").exists()
     with pytest.raises(MddpmError, match="--mask must be a folder"):
         detect(scans, run, tmp_path / "out3", mask=masks / "case006.nii.gz")
+
+
+def _padded(dataset: Path, folder: Path, pad: int, tiles: int = 1, codes=None) -> tuple[Path, Path]:
+    """case006 with ``pad`` zero slices added below (its affine moved so every brain voxel keeps its world
+    position), its brain repeated ``tiles`` times along z (a brain longer than the model grid)."""
+    scan, mask, _ = _case(dataset)
+    image, affine = _load(scan)
+    brain = _load(mask)[0]
+    moved = affine.copy()
+    moved[:3, 3] -= affine[:3, 2] * pad
+    folder.mkdir(parents=True, exist_ok=True)
+    for src, name, dtype in ((image, "scan.nii.gz", np.float32), (brain, "mask.nii.gz", np.uint8)):
+        write_nifti(folder / name, np.pad(np.tile(src, (1, 1, tiles)), ((0, 0), (0, 0), (pad, 0))).astype(dtype),
+                    moved, codes)
+    return folder / "scan.nii.gz", folder / "mask.nii.gz"
+
+
+def test_a_zero_padded_field_of_view_gives_the_same_result_cli_and_api(setup, tmp_path):
+    """Issue 28 item 1: 120 mm of zeros below the scan (same world coordinates) used to push the brain out of the
+    centred 100 mm crop (Dice 0.64 -> 0.0); the grid now follows the brain."""
+    import mddpm
+
+    dataset, run = setup
+    scan, mask, _ = _case(dataset)
+    pad = 60
+    padded, padded_mask = _padded(dataset, tmp_path / "padded", pad)
+    for out, (s, m) in (("plain", (scan, mask)), ("pad", (padded, padded_mask))):
+        assert main(["detect", str(s), "--model", str(run), "--mask", str(m), "--out", str(tmp_path / out),
+                     "--device", "cpu"]) == 0
+    brain = _load(mask)[0] > 0
+    seg = _load(tmp_path / "plain" / "segmentation.nii.gz")[0]
+    seg_padded = _load(tmp_path / "pad" / "segmentation.nii.gz")
+    np.testing.assert_allclose(seg_padded[1], _load(padded)[1])  # written back in the padded scan's own geometry
+    np.testing.assert_array_equal(seg_padded[0][:, :, pad:], seg)  # ... at the right place
+    assert not seg_padded[0][:, :, :pad].any() and seg[brain].any()
+    amap, amap_padded = (_load(tmp_path / f / "anomaly_map.nii.gz")[0] for f in ("plain", "pad"))
+    np.testing.assert_allclose(amap_padded[:, :, pad:][brain], amap[brain], atol=1e-5)
+    assert read_json(tmp_path / "pad" / "detect.json")["unscored_fraction"] == 0.0
+    detector = mddpm.load(run, device="cpu")
+    plain, shifted = detector.score(scan, mask), detector.score(padded, padded_mask)
+    np.testing.assert_array_equal(shifted.segmentation[:, :, pad:][brain], plain.segmentation[brain])
+    np.testing.assert_array_equal(plain.segmentation, seg > 0)
+    assert shifted.unscored_fraction == 0.0 and shifted.unscored_slices == []
+
+
+def test_unscored_brain_is_nan_reported_and_warned(setup, tmp_path, capsys):
+    """Issue 28 item 2: a brain 128 mm long in a 100 mm grid: the slices left out are NaN, in detect.json, on
+    Detection and warned about; a brain that mostly does not fit is refused."""
+    import mddpm
+
+    dataset, run = setup
+    scan, mask = _padded(dataset, tmp_path / "long", 0, tiles=4)  # 64 slices of 2 mm, all brain
+    out = detect(scan, run, tmp_path / "out", mask=mask, progress=False)
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "warning" in line]
+    # the phantom brain spans slices 1-14 of each 16
+    assert len(warning) == 1 and "outside the model grid" in warning[0] and "axial slices 1-6, 57-62" in warning[0]
+    meta = read_json(out / "detect.json")
+    assert meta["unscored_slices"] == [[1, 6], [57, 62]]
+    amap, brain = _load(out / "anomaly_map.nii.gz")[0], _load(mask)[0] > 0
+    unscored = np.isnan(amap)
+    assert meta["unscored_fraction"] == pytest.approx(unscored.sum() / brain.sum(), abs=1e-6)
+    assert 0.05 < meta["unscored_fraction"] < 0.5 and (unscored <= brain).all()
+    assert unscored[:, :, :7][brain[:, :, :7]].all() and not unscored[:, :, 7:57].any()
+    assert np.isfinite(meta["max_score"]) and not _load(out / "segmentation.nii.gz")[0][unscored].any()
+    found = mddpm.load(run, device="cpu").score(scan, mask)
+    assert found.unscored_fraction == meta["unscored_fraction"] and "unscored_fraction=0.198" in repr(found)
+    np.testing.assert_array_equal(np.isnan(found.anomaly_map), unscored)
+    whole = _padded(dataset, tmp_path / "longer", 0, tiles=8)
+    with pytest.raises(MddpmError, match=r"brain does not fit the model grid .* 60 % of it would be left") as info:
+        detect(*whole[:1], run, tmp_path / "out2", mask=whole[1])
+    assert "\n" not in str(info.value)
+
+
+def test_outputs_keep_the_scan_qform_and_sform_codes(setup, tmp_path):
+    """Issue 28 item 3: a scan in MNI space (sform code 4, qform code 2) is written back with those codes."""
+    dataset, run = setup
+    scan, mask = _padded(dataset, tmp_path / "mni", 0, codes=(2, 4))
+    out = detect(scan, run, tmp_path / "out", mask=mask, progress=False)
+    for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
+        img = nib.load(str(out / name))
+        assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (2, 4)
+        np.testing.assert_allclose(img.affine, nib.load(str(scan)).affine)
+        np.testing.assert_allclose(img.get_qform(), img.get_sform())
+
+
+def test_overlay_letters_follow_the_affine():
+    from mddpm.viz.overlay import orientation_labels
+
+    assert orientation_labels(np.eye(4)) == {"left": "L", "right": "R", "bottom": "P", "top": "A"}
+    lps = np.diag([-2.0, -2.0, 2.0, 1.0])  # x towards the left, y towards the back (e.g. a DICOM-like grid)
+    assert orientation_labels(lps) == {"left": "R", "right": "L", "bottom": "A", "top": "P"}

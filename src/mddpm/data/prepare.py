@@ -117,14 +117,32 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
 
 
-def crop_or_pad(arr: np.ndarray, size: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Centred crop/zero-pad of ``arr`` to ``size``; the odd extra voxel goes at the start.
+def centred_start(extent: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
+    """Index (relative to the extent's first voxel) that a centred window of ``size`` starts at; for an odd
+    difference the extra voxel is removed/added at the start, like ``torchio.CropOrPad``."""
+    return np.array([int(math.ceil((n - s) / 2)) if n >= s else -int(math.ceil((s - n) / 2))
+                     for n, s in zip(extent, size)])
+
+
+def brain_start(mask: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Start of a window of ``size`` centred on the bounding box of ``mask`` (not on the array): the same
+    brain voxels fall in the window whatever zero padding surrounds the scan."""
+    nonzero = np.nonzero(mask)
+    if not nonzero[0].size:
+        raise MddpmError("brain mask is empty")
+    low = np.array([int(ix.min()) for ix in nonzero])
+    high = np.array([int(ix.max()) for ix in nonzero])
+    return low + centred_start(tuple(high - low + 1), size)
+
+
+def crop_or_pad(arr: np.ndarray, size: tuple[int, ...], start: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Crop/zero-pad of ``arr`` to ``size``, centred (the odd extra voxel at the start) unless ``start`` is given.
 
     Returns (array, start) where ``start[i]`` is the input index that becomes output index 0
     (negative when padded).
     """
-    start = np.array([int(math.ceil((n - s) / 2)) if n >= s else -int(math.ceil((s - n) / 2))
-                      for n, s in zip(arr.shape, size)])
+    start = centred_start(arr.shape, size) if start is None else np.asarray(start, dtype=int)
     out = np.zeros(size, dtype=arr.dtype)
     src = tuple(slice(max(b, 0), min(b + s, n)) for b, s, n in zip(start, size, arr.shape))
     dst = tuple(slice(sl.start - b, sl.stop - b) for sl, b in zip(src, start))
@@ -176,8 +194,11 @@ def _resample(arr: np.ndarray, factor: np.ndarray, size, interpolator) -> np.nda
 
 
 def prepare_volume(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, grid: str | GridSpec = "paper",
-                   label: np.ndarray | None = None) -> PreparedVolume:
-    """Bring one scan ([X, Y, Z] arrays, affine in mm) onto the model grid (see module docstring)."""
+                   label: np.ndarray | None = None, around_brain: bool = False) -> PreparedVolume:
+    """Bring one scan ([X, Y, Z] arrays, affine in mm) onto the model grid (see module docstring).
+
+    ``around_brain``: crop around the brain mask's bounding box instead of the array centre (``detect``: a
+    scan's result must not depend on its field of view); the published datasets keep the centred crop."""
     grid = get_grid(grid)
     if mask.shape != image.shape or (label is not None and label.shape != image.shape):
         raise MddpmError(f"image, mask and label shapes differ ({image.shape}, {mask.shape}, "
@@ -187,8 +208,9 @@ def prepare_volume(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, grid
     if grid.curvature_flow:
         image = curvature_flow(image, spacing)
     crop_vox = tuple(int(round(c / s)) for c, s in zip(grid.crop_mm, spacing))
-    image, start = crop_or_pad(image, crop_vox)
-    mask, _ = crop_or_pad(np.asarray(mask) > 0, crop_vox)
+    start = brain_start(np.asarray(mask) > 0, crop_vox) if around_brain else None
+    image, start = crop_or_pad(image, crop_vox, start)
+    mask, _ = crop_or_pad(np.asarray(mask) > 0, crop_vox, start)
     image = normalise_percentiles(image, mask, grid.percentiles)
 
     factor = grid.spacing_mm / spacing
@@ -197,7 +219,7 @@ def prepare_volume(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, grid
     out_mask = _resample(mask.astype(np.uint8), factor, size, sitk.sitkNearestNeighbor) > 0
     out_label = None
     if label is not None:
-        label, _ = crop_or_pad(np.asarray(label) > 0, crop_vox)
+        label, _ = crop_or_pad(np.asarray(label) > 0, crop_vox, start)
         out_label = (_resample(label.astype(np.uint8), factor, size, sitk.sitkNearestNeighbor) > 0).astype(np.uint8)
         out_label = out_label.transpose(2, 0, 1).copy()
     index_map = np.eye(4)

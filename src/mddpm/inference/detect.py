@@ -3,8 +3,9 @@
 The scan must already be in the template space of the run's training data (same orientation and
 resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans; another
 orientation or voxel size is refused) and comes with its brain mask. Steps: read and check the scan and
-mask; bring them onto the run's prepared grid
-(:func:`mddpm.data.prepare.prepare_volume`); score (the run's method and defaults, one generator seeded
+mask; bring them onto the run's prepared grid centred on the brain mask's bounding box, so that the field of
+view does not matter (:func:`mddpm.data.prepare.prepare_volume`; brain the grid leaves out is NaN in the map,
+reported in ``detect.json`` and warned about above 5 %); score (the run's method and defaults, one generator seeded
 from ``train.seed``); post-process as published (eroded-mask multiply, 3-D median); threshold; remove
 small components; resample map (linear) and segmentation (nearest) back to the scan's own voxel grid
 with its affine.
@@ -22,6 +23,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -34,7 +36,6 @@ from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.io import (
-    atomic_write,
     check_case_id,
     check_output_folder,
     open_nifti,
@@ -42,17 +43,21 @@ from mddpm.io import (
     read_nifti,
     write_json,
     write_nifti,
+    xform_codes,
 )
 from mddpm.preprocess.layout import CHANNEL_SUFFIX, index_folder
 from mddpm.preprocess.steps import SUPPORTED_SUFFIXES
 from mddpm.progress import progress_bar
 from mddpm.run_folder import RunFolder
 from mddpm.seeds import derive_seed
+from mddpm.viz.overlay import overlay_slices, save_overlay  # noqa: F401  (overlay_slices: moved there)
 from mddpm.weights import build_from_weights
 
 SPACING_TOLERANCE = 0.2  # relative difference of a voxel size from the training scans' that is refused
 OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "detect.json")
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
+WARN_UNSCORED = 0.05  # unscored brain fraction above which detect warns on stderr
+MAX_UNSCORED = 0.5  # ... and above which the scan is refused: the brain does not fit the model grid
 
 
 def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, required: bool = True
@@ -155,17 +160,37 @@ def load_run(run: str | os.PathLike, threshold: float | str | os.PathLike | None
     return LoadedRun(run, method.to(device), payload, value, source, postprocess, device, precision)
 
 
+class ScanScore(NamedTuple):
+    """What :func:`score_scan` returns, on the scan's own voxel grid."""
+
+    anomaly_map: np.ndarray  # [X, Y, Z] float32; NaN on brain voxels the model grid leaves out
+    segmentation: np.ndarray | None  # [X, Y, Z] bool; None without a threshold
+    coverage: dict  # unscored_fraction (of the brain voxels) and unscored_slices ([first, last] axial ranges)
+
+
 def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, where: str = "scan"
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Score one scan ([X, Y, Z] image, bool brain mask, affine in mm, in the run's template space) and return
-    ``(anomaly map [X, Y, Z] float32, segmentation [X, Y, Z] bool)`` on the scan's own voxel grid: the
-    post-processed score (linear back-resampling) and its thresholded, cleaned mask (nearest, inside the brain;
-    None when the run was loaded without a threshold)."""
+               ) -> ScanScore:
+    """Score one scan ([X, Y, Z] image, bool brain mask, affine in mm, in the run's template space) on the model
+    grid centred on the brain mask's bounding box (the same brain voxels are scored whatever the field of view),
+    and return the post-processed score (linear back-resampling; NaN on brain the grid leaves out) and its
+    thresholded, cleaned mask (nearest, inside the brain) on the scan's own voxel grid, with the coverage.
+    More than :data:`WARN_UNSCORED` of the brain unscored is warned about, more than :data:`MAX_UNSCORED` refused."""
     cfg = model.config
+    grid = get_grid(cfg["data"]["grid"])
     try:
-        vol = prepare_volume(image, brain.astype(np.uint8), affine, get_grid(cfg["data"]["grid"]))
+        vol = prepare_volume(image, brain.astype(np.uint8), affine, grid, around_brain=True)
     except MddpmError as e:  # the scan does not fit the grid (empty brain, constant image)
         raise InputError(f"{where}: {e}") from None
+    covered = to_original_space(np.ones_like(vol.image), vol.affine, image.shape, affine, order=0) > 0.5
+    coverage = coverage_of(brain, covered)
+    fraction = coverage["unscored_fraction"]
+    if fraction > MAX_UNSCORED:
+        raise InputError(f"{where}: the brain does not fit the model grid ({_mm(grid.crop_mm)} mm): "
+                         f"{100 * fraction:.0f} % of it would be left unscored; crop or resample the scan like the "
+                         "training data (`mddpm preprocess` does)")
+    if fraction > WARN_UNSCORED:
+        print(f"mddpm: warning: {where}: {100 * fraction:.1f} % of the brain lies outside the model grid and is not "
+              f"scored (axial slices {format_ranges(coverage['unscored_slices'])}; NaN in the map)", file=sys.stderr)
     x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(cfg["train"]["seed"]))
@@ -173,11 +198,31 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
     scoring = Scoring.from_stored(model.postprocess)
     score = scoring.postprocess(amap[:, 0], m[:, 0])
     map_scan = to_original_space(score.cpu().numpy(), vol.affine, image.shape, affine, order=1)
+    map_scan[brain & ~covered] = np.nan
     if model.threshold is None:
-        return map_scan, None
+        return ScanScore(map_scan, None, coverage)
     segmentation = scoring.segment(score, model.threshold).cpu().numpy()
     seg_scan = to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5
-    return map_scan, seg_scan & brain
+    return ScanScore(map_scan, seg_scan & brain, coverage)
+
+
+def coverage_of(brain: np.ndarray, covered: np.ndarray) -> dict:
+    """``unscored_fraction``: the share of the ``brain`` voxels outside ``covered`` (the model grid);
+    ``unscored_slices``: the axial slices (last array axis) holding any, as ``[first, last]`` ranges."""
+    unscored = brain & ~covered
+    slices = np.flatnonzero(unscored.any(axis=(0, 1)))
+    ranges = []
+    for k in slices.tolist():
+        if ranges and ranges[-1][1] == k - 1:
+            ranges[-1][1] = k
+        else:
+            ranges.append([k, k])
+    return {"unscored_fraction": round(float(unscored.sum() / max(int(brain.sum()), 1)), 6),
+            "unscored_slices": ranges}
+
+
+def format_ranges(ranges: list[list[int]]) -> str:
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in ranges) or "none"
 
 
 def lesion_volume_ml(segmentation: np.ndarray, affine: np.ndarray) -> float:
@@ -277,23 +322,23 @@ def check_pair_header(scan: Path, mask: Path) -> None:
 
 
 def write_maps(out: Path, image: np.ndarray, brain: np.ndarray, anomaly_map: np.ndarray, segmentation: np.ndarray,
-               affine: np.ndarray) -> None:
+               affine: np.ndarray, codes: tuple[int, int] | None = None, unscored_fraction: float = 0.0) -> None:
     """Create ``out`` and write the anomaly map, the segmentation (arrays [X, Y, Z] on the grid of ``affine``,
-    mm) and the overlay picture."""
+    mm, with the scan's qform/sform ``codes``) and the overlay picture."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MddpmError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    write_nifti(out / "anomaly_map.nii.gz", anomaly_map.astype(np.float32), affine)
-    write_nifti(out / "segmentation.nii.gz", segmentation.astype(np.uint8), affine)
-    save_overlay(out / "overlay.png", image, brain, anomaly_map, segmentation)
+    write_nifti(out / "anomaly_map.nii.gz", anomaly_map.astype(np.float32), affine, codes)
+    write_nifti(out / "segmentation.nii.gz", segmentation.astype(np.uint8), affine, codes)
+    save_overlay(out / "overlay.png", image, brain, anomaly_map, segmentation, affine, unscored_fraction)
 
 
 def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
     """Score ``scan`` and write the four outputs of the module docstring into ``out``."""
     image, brain, affine = read_scan(scan, mask)
-    map_scan, seg_scan = score_scan(model, image, brain, affine, str(scan))
-    write_maps(out, image, brain, map_scan, seg_scan, affine)
+    map_scan, seg_scan, coverage = score_scan(model, image, brain, affine, str(scan))
+    write_maps(out, image, brain, map_scan, seg_scan, affine, xform_codes(scan), coverage["unscored_fraction"])
     scoring = Scoring.from_stored(model.postprocess)
     write_json(out / "detect.json", {
         "scan": str(scan), "mask": str(mask), "run": str(model.run), "method": model.payload["method"],
@@ -302,41 +347,6 @@ def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
         "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
                         "components_removed_if_at_most": scoring.max_component},
         "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": lesion_volume_ml(seg_scan, affine),
-        "max_score": float(map_scan.max()), "device": str(model.device), "precision": model.precision,
+        "max_score": float(np.nanmax(map_scan)), **coverage, "device": str(model.device), "precision": model.precision,
         "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
     })
-
-
-def overlay_slices(brain: np.ndarray, segmentation: np.ndarray, count: int = 5) -> list[int]:
-    """Axial slice indices to show: those with the most segmented voxels (in slice order), or, without
-    a segmentation, ``count`` slices evenly spread over the brain's extent."""
-    per_slice = segmentation.sum(axis=(0, 1))
-    if per_slice.any():
-        best = np.argsort(per_slice, kind="stable")[::-1][:count]
-        return sorted(int(k) for k in best if per_slice[k] > 0)
-    zs = np.flatnonzero(brain.any(axis=(0, 1)))
-    return sorted({int(k) for k in np.linspace(zs[0], zs[-1], count + 2)[1:-1].round()})
-
-
-def save_overlay(path: Path, image: np.ndarray, brain: np.ndarray, score: np.ndarray, segmentation: np.ndarray) -> None:
-    """PNG: per chosen axial slice, the scan in grey, the anomaly map in colour on top (colour bar on the right),
-    the segmentation outline."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
-    slices = overlay_slices(brain, segmentation)
-    vmax = float(score.max()) or 1.0
-    fig = Figure(figsize=(2.6 * len(slices), 3.0))
-    axes = fig.subplots(1, len(slices), squeeze=False)
-    for ax, k in zip(axes[0], slices):
-        ax.imshow(image[:, :, k].T, cmap="gray", origin="lower")
-        shown = ax.imshow(np.ma.masked_less_equal(score[:, :, k].T, 0), cmap="hot", alpha=0.6, vmin=0, vmax=vmax,
-                          origin="lower")
-        if segmentation[:, :, k].any():
-            ax.contour(segmentation[:, :, k].T.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
-        ax.set_title(f"z = {k}", fontsize=8)
-        ax.axis("off")
-    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.01, top=0.9, wspace=0.02)
-    bar = fig.colorbar(shown, cax=fig.add_axes((0.945, 0.08, 0.012, 0.78)))
-    bar.ax.tick_params(labelsize=7)
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 from mddpm import __version__
 from mddpm.errors import MddpmError
 from mddpm.inference.detect import OUTPUT_FILES, LoadedRun, lesion_volume_ml, load_run, score_scan, write_maps
-from mddpm.io import check_output_folder, read_json, write_json
+from mddpm.io import check_output_folder, read_json, write_json, xform_codes
 from mddpm.preprocess import steps
 from mddpm.preprocess.pipeline import STATE_DIR, CaseInputs, PreprocessSettings, preprocess_case
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
@@ -62,9 +62,10 @@ def detect_raw(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
         image, affine = steps.to_nifti_array(volumes["image"])
         brain = steps.to_nifti_array(volumes["mask"])[0] > 0
         step("scoring in template space")
-        amap, seg = score_scan(model, image, brain, affine, str(scan))
+        amap, seg, coverage = score_scan(model, image, brain, affine, str(scan))
         step("back to the scan's geometry, writing")
         raw = steps.read_volume(scan)
+        codes = xform_codes(scan) if scan.name.endswith((".nii", ".nii.gz")) else None  # keep e.g. sform code 4
         back = _inverse(info.get("registration", {}).get("matrix_lps"))
         grid = steps.Grid.of(raw)
         map_raw = steps.resample(steps.from_nifti_array(amap.astype(np.float32), affine), grid, back,
@@ -75,14 +76,17 @@ def detect_raw(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
         map_arr, raw_affine = steps.to_nifti_array(map_raw)
         seg_arr = steps.to_nifti_array(seg_raw)[0] > 0
         raw_arr, brain_arr = steps.to_nifti_array(raw)[0], steps.to_nifti_array(brain_raw)[0] > 0
-        write_maps(out, raw_arr, brain_arr, map_arr, seg_arr, raw_affine)
+        write_maps(out, raw_arr, brain_arr, map_arr, seg_arr, raw_affine, codes,
+                   coverage["unscored_fraction"])
         write_json(out / "detect.json", {
             "scan": str(scan), "mask": None if mask is None else str(Path(mask).resolve()), "run": str(model.run),
             "method": model.payload["method"], "weights_step": model.payload["step"], "preprocess": settings.as_dict(),
             "registration": info.get("registration"), "qc": info.get("qc"), "threshold": model.threshold,
             "threshold_source": model.threshold_source, "lesion_voxels": int(seg_arr.sum()),
-            "lesion_volume_ml": lesion_volume_ml(seg_arr, raw_affine), "max_score": float(map_arr.max()),
-            "space": "the raw scan's own voxel grid", "mddpm_version": __version__,
+            "lesion_volume_ml": lesion_volume_ml(seg_arr, raw_affine), "max_score": float(np.nanmax(map_arr)),
+            "space": "the raw scan's own voxel grid",
+            "unscored_fraction": coverage["unscored_fraction"],
+            "unscored_template_slices": coverage["unscored_slices"], "mddpm_version": __version__,
             "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"]})
         step("done")
     return out
