@@ -315,3 +315,25 @@ def test_parallel_workers_give_identical_cache(phantom_dataset, tmp_path):
     parallel = load_prepared(prepare_dataset(phantom_dataset, grid, workers=2, force=True, progress=True))
     np.testing.assert_array_equal(parallel.images, images)
     assert parallel.case_ids == serial.case_ids
+
+
+def test_around_brain_crop_ignores_zero_padding_and_the_default_stays_centred():
+    """``detect``'s crop (issue 28) follows the brain mask's box; the published (dataset) crop stays centred."""
+    from mddpm.data.prepare import brain_start
+
+    mask = np.zeros((10, 12, 30), bool)
+    mask[2:7, 3:9, 20:29] = True
+    start = brain_start(mask, (8, 8, 6))
+    np.testing.assert_array_equal(start, [0, 2, 22])  # box x 2-6, y 3-8, z 20-28
+    padded = np.pad(mask, ((0, 0), (0, 0), (17, 0)))
+    np.testing.assert_array_equal(brain_start(padded, (8, 8, 6)), start + [0, 0, 17])
+    rng = np.random.default_rng(0)
+    image = rng.random(mask.shape).astype(np.float32) * mask
+    grid = GridSpec(crop_mm=(8, 8, 6), spacing_mm=1.0, curvature_flow=False)
+    np.testing.assert_array_equal(crop_or_pad(image, (8, 8, 6))[1], [1, 2, 12])  # the array's centre by default
+    moved = np.eye(4)
+    moved[2, 3] = -17.0
+    a = prepare_volume(image, mask, np.eye(4), grid, around_brain=True)
+    b = prepare_volume(np.pad(image, ((0, 0), (0, 0), (17, 0))), padded, moved, grid, around_brain=True)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_allclose(a.affine, b.affine)  # the same world positions
