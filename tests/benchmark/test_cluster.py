@@ -126,6 +126,36 @@ def test_slurm_job_array_script_without_submitting(tmp_path, monkeypatch):
         make_executor("pbs", tmp_path, options)
 
 
+def test_slurm_dry_run_writes_the_script_and_submits_nothing(tmp_path, phantom_dataset, fake_stages, monkeypatch,
+                                                            capsys):
+    """--executor slurm --dry-run: no cluster needed (no srun or sbatch on PATH), nothing is run or submitted,
+    and the job-array script holds the requested #SBATCH lines and one command per pending run."""
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
+    experiment, out = write_experiment(tmp_path), tmp_path / "out"
+    assert main(["benchmark", str(experiment), "--out", str(out), "--data", f"phantom={phantom_dataset}",
+                 "--dry-run", "--executor", "slurm", "--partition", "gpu", "--time-min", "90", "--mem", "16G",
+                 "--cpus-per-job", "4", "--array-parallelism", "2", "--sbatch", "account=proj",
+                 "--jobs-dir", str(tmp_path / "jobs")]) == 0
+    printed = capsys.readouterr().out
+    script = tmp_path / "jobs" / "dry-run.sbatch"
+    assert f"(nothing submitted): {script}" in printed
+    assert fake_stages == [] and not (out / "runs").exists() and not (out / "benchmark.json").exists()
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == ["dry-run.sbatch"]  # no pickles: nothing sent
+    lines = script.read_text().splitlines()
+    for expected in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --mem=16G", "#SBATCH --cpus-per-task=4",
+                     "#SBATCH --gpus-per-node=1", "#SBATCH --array=0-3%2", "#SBATCH --account=proj",
+                     "#SBATCH --job-name=mddpm-benchmark"):
+        assert expected in lines, expected
+    text = script.read_text()
+    for i, (method, run) in enumerate((m, r) for m in ("intensity", "vae") for r in ("seed1", "seed2")):
+        assert f"    {i}) # phantom/{method}/{run}" in text
+        case = lines[lines.index(f"    {i}) # phantom/{method}/{run}") + 1]
+        assert "run_job" in case and f'\\"method\\": \\"{method}\\"' in case and f'\\"run\\": \\"{run}\\"' in case
+    assert lines[-1].endswith('-c "$MDDPM_JOB"') and lines[-1].startswith("srun ")
+    # the task command is runnable as written: bash parses the script
+    assert subprocess.run(["/bin/bash", "-n", str(script)]).returncode == 0
+
+
 def test_side_by_side_local_jobs_share_the_cpus(tmp_path, phantom_dataset, fake_stages, monkeypatch):
     """Local jobs split this machine's CPUs among the jobs that run at once; --cpus-per-job wins; a job
     applies its share to torch and to the evaluation kernels (OMP_NUM_THREADS)."""

@@ -70,13 +70,54 @@ def make_executor(kind: str, folder: Path, options: ClusterOptions):
         return executor
     check_executor(kind)
     executor = submitit.SlurmExecutor(folder=folder)
+    executor.update_parameters(**slurm_parameters(options))
+    return executor
+
+
+def slurm_parameters(options: ClusterOptions) -> dict:
+    """submitit's SLURM parameters for ``options`` (one ``#SBATCH`` line per option given)."""
     params = {"time": options.time_min, "gpus_per_node": 1 if options.gpus_per_job is None else options.gpus_per_job,
               "job_name": "mddpm-benchmark"}
     optional = {"partition": options.partition, "cpus_per_task": options.cpus_per_job, "mem": options.mem,
                 "array_parallelism": options.array_parallelism,
                 "additional_parameters": dict(options.sbatch) or None}
-    executor.update_parameters(**params, **{k: v for k, v in optional.items() if v is not None})
-    return executor
+    return {**params, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def write_dry_run_script(runs: list[list[Stage]], experiment_file: str, out: Path, roots: dict[str, Path | None],
+                         device: str, resume: bool, force: bool, options: ClusterOptions) -> Path:
+    """``--executor slurm --dry-run``: write the job-array script that a launch would submit (the ``#SBATCH``
+    lines of ``options``, one array task per pending run, each task's command spelled out) to
+    ``JOBS/dry-run.sbatch`` and return its path. Needs no cluster and submits nothing. (A real launch submits
+    the same ``#SBATCH`` lines through submitit, whose task command unpickles the same :func:`run_job` call.)"""
+    import json
+    import shlex
+    import sys
+
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = jobs_folder(out, options)
+    threads = job_threads("slurm", options)
+    cases = []
+    for i, stages in enumerate(runs):
+        s = stages[0]
+        root = roots.get(s.dataset.name) or (out / "data" / s.dataset.name)
+        kwargs = {"experiment_file": experiment_file, "out": str(out), "dataset": s.dataset.name,
+                  "dataset_root": str(root), "method": s.method, "run": s.run.tag, "device": device,
+                  "resume": resume, "force": force, "threads": threads}
+        code = (f"import json; from mddpm.benchmark.execute import run_job; "
+                f"run_job(**json.loads({json.dumps(json.dumps(kwargs))}))")
+        cases.append(f"    {i}) # {s.dataset.name}/{s.method}/{s.run.tag}\n"
+                     f"        MDDPM_JOB={shlex.quote(code)} ;;")
+    script = _make_sbatch_string(command=f'{shlex.quote(sys.executable)} -c "$MDDPM_JOB"', folder=folder,
+                                 map_count=len(runs), **slurm_parameters(options))
+    head, _, tail = script.rpartition("\n# command\n")
+    dispatch = "\n".join(["# one array task per pending run", 'case "$SLURM_ARRAY_TASK_ID" in', *cases,
+                          '    *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', "esac"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "dry-run.sbatch"
+    path.write_text(f"{head}\n{dispatch}\n\n# command\n{tail}")
+    return path
 
 
 def job_threads(kind: str, options: ClusterOptions) -> int | None:

@@ -10,7 +10,7 @@ from typing import Callable
 
 from mddpm import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
-from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs
+from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs, write_dry_run_script
 from mddpm.benchmark.execute import device_choice, execute_run, stage_row
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
 from mddpm.benchmark.lock import RunLocked
@@ -82,7 +82,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     ``select``: only these runs, each "METHOD/RUN" (RUN: a run tag such as fold0 or seed3141, or its number).
     ``executor``: "inline" (this process, one run after another), "local" or "slurm" (one submitit job per
     pending run, see :mod:`~mddpm.benchmark.cluster`, with ``cluster`` resources); a slurm launch returns at
-    once (no table) unless ``wait``. A run locked by another process is skipped with a one-line note.
+    once (no table) unless ``wait``; a slurm dry run writes the job-array script it would submit
+    (``OUT/jobs/<date-time>/dry-run.sbatch``, or in ``cluster.jobs_dir``) and submits nothing. A run locked by another process is skipped with a one-line note.
 
     Returns ``{"out", "stages": [{"dataset", "method", "run", "stage", "status", "seconds"}], "table"}``
     (no table for a dry run or an unawaited slurm launch).
@@ -130,6 +131,13 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
             print(f"{status:7s} {stage.describe()}{f'  ({why})' if why else ''}")
         todo = sum(s != "done" for _, s, _ in statuses)
         print(f"{len(statuses)} stages: {len(statuses) - todo} done, {todo} to run; output folder {out}")
+        if executor == "slurm":
+            pending = [[s for s, _, _ in run] for run in _by_run(statuses) if any(st != "done" for _, st, _ in run)]
+            if pending:
+                script = write_dry_run_script(pending, str(experiment_file), out, roots, device, resume, force,
+                                              cluster or ClusterOptions())
+                print(f"slurm: the job array of {len(pending)} runs that would be submitted (nothing submitted): "
+                      f"{script}")
         return {"out": str(out), "stages": [stage_row(s, st, None) for s, st, _ in statuses], "table": None}
 
     try:

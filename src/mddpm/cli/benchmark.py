@@ -24,7 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip finished stages (default); --no-resume runs every stage again (needs --force when "
                         "the output folder is not empty)")
-    p.add_argument("--dry-run", action="store_true", help="list every stage and whether it would run; change nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list every stage and whether it would run; change nothing (with --executor slurm, only "
+                        "write the job-array script it would submit: OUT/jobs/<time>/dry-run.sbatch)")
     p.add_argument("--runs", type=int, metavar="N",
                    help="only the experiment's first N runs (folds or seeds), e.g. --runs 1 for a quick table; "
                         "a later call with more resumes the finished ones")
