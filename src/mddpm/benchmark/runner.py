@@ -83,7 +83,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     ``executor``: "inline" (this process, one run after another), "local" or "slurm" (one submitit job per
     pending run, see :mod:`~mddpm.benchmark.cluster`, with ``cluster`` resources); a slurm launch returns at
     once (no table) unless ``wait``; a slurm dry run writes the job-array script it would submit
-    (``OUT/jobs/<date-time>/dry-run.sbatch``, or in ``cluster.jobs_dir``) and submits nothing. A run locked by another process is skipped with a one-line note.
+    (``OUT/jobs/<date-time>/dry-run.sbatch``, or in ``cluster.jobs_dir``) and submits nothing. A run locked
+    by another process is skipped with a one-line note.
 
     Returns ``{"out", "stages": [{"dataset", "method", "run", "stage", "status", "seconds"}], "table"}``
     (no table for a dry run or an unawaited slurm launch).
