@@ -176,32 +176,34 @@ def train(data: str | os.PathLike | None = None, method: str | None = None, *, p
           config: str | os.PathLike | dict | None = None, set: str | list[str] | Mapping = (), out=None,
           fold: int | None = None, logger: str | list[str] = (), devices: int | str = 1, num_nodes: int = 1,
           accelerator: str = "auto", resume: bool = False, force: bool = False, progress: bool = True,
-          workers: int = 1) -> Path:
+          workers: int = 1, cache: str | os.PathLike | None = None) -> Path:
     """``mddpm train``: train ``method`` on dataset folder ``data``; returns the run folder. ``set``: one
     ``"section.key=value"``, a list of them, or ``{"section.key": value}``; ``workers``: processes preparing
-    the data (1: in this process, so a script needs no ``if __name__ == "__main__":`` guard)."""
+    the data (1: in this process, so a script needs no ``if __name__ == "__main__":`` guard); ``cache``: a
+    folder for the prepared cache instead of ``data/prepared`` (a read-only or shared dataset)."""
     from mddpm.training.train import train as train_run
 
     return train_run(data, method, preset=preset, out=out, fold=fold, overrides=overrides(set), config_file=config,
                      loggers=strings(logger), devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-                     resume=resume, force=force, progress=progress, workers=workers)
+                     resume=resume, force=force, progress=progress, workers=workers, cache=cache)
 
 
 def predict(run: str | os.PathLike, data: str | os.PathLike, split: str, out: str | os.PathLike, *,
             weights: str = "best", precision: str = "32", noise_per: str | None = None, t_fix=None,
             score: str = "l1", samples: int = 8, chunk_size: int | None = None, device: str = "auto",
-            force: bool = False, progress: bool = True, workers: int = 1) -> Path:
+            force: bool = False, progress: bool = True, workers: int = 1,
+            cache: str | os.PathLike | None = None) -> Path:
     """``mddpm predict``: anomaly maps of ``split`` of dataset ``data`` in ``out``; returns ``out``.
-    ``workers``: processes preparing the data, as for :func:`train`."""
+    ``workers`` and ``cache``: as for :func:`train`."""
     from mddpm.inference.predict import predict as predict_split
 
-    _prepare_for(run, data, workers, progress)
+    _prepare_for(run, data, workers, progress, cache)
     return predict_split(run, data, split, out, precision=precision, noise_per=noise_per, t_fix=t_fix, score=score,
                          samples=samples, chunk_size=chunk_size, device=device, force=force, progress=progress,
-                         weights=weights)
+                         weights=weights, cache=cache)
 
 
-def _prepare_for(run, data, workers: int, progress: bool) -> None:
+def _prepare_for(run, data, workers: int, progress: bool, cache=None) -> None:
     """Prepare ``data`` on the grid of ``RUN/config.json`` with ``workers`` processes (predict then finds the
     cache ready); nothing without a readable config.json (predict then prepares the data itself)."""
     from mddpm.data.prepare import get_grid, prepare_dataset
@@ -212,7 +214,7 @@ def _prepare_for(run, data, workers: int, progress: bool) -> None:
         grid = get_grid(read_json(RunFolder(run).config)["data"]["grid"])
     except (MddpmError, KeyError, TypeError):
         return
-    prepare_dataset(data, grid, workers=max(1, workers), progress=progress)
+    prepare_dataset(data, grid, workers=max(1, workers), progress=progress, cache=cache)
 
 
 def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from mddpm.data.prepare import (
     to_original_space,
 )
 from mddpm.errors import MddpmError
-from mddpm.io import read_nifti, write_nifti
+from mddpm.io import read_json, read_nifti, write_nifti
 
 RAW = GridSpec(curvature_flow=False, percentiles=(0.0, 100.0))  # plain min-max: isolates geometry
 
@@ -337,3 +338,48 @@ def test_around_brain_crop_ignores_zero_padding_and_the_default_stays_centred():
     b = prepare_volume(np.pad(image, ((0, 0), (0, 0), (17, 0))), padded, moved, grid, around_brain=True)
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_allclose(a.affine, b.affine)  # the same world positions
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+
+
+def test_read_only_dataset_with_cache_elsewhere(phantom_dataset, tmp_path, capsys):
+    """--cache: prepare, train (a few steps) and predict on a read-only dataset; nothing is written inside it,
+    the CLI and the API find the same cache, and the default location stays DATASET/prepared/<tag>."""
+    import mddpm
+    from mddpm.data.prepare import prepared_path
+
+    assert prepared_path(phantom_dataset, "demo") == phantom_dataset / "prepared" / "48x48x25"
+    cache = tmp_path / "shared-cache"
+    before = _tree(phantom_dataset)
+    modes = {p: p.stat().st_mode for p in [phantom_dataset, *phantom_dataset.rglob("*")]}
+    for p in modes:
+        p.chmod(modes[p] & ~0o222)
+    try:
+        assert main(["prepare", str(phantom_dataset), "--grid", "demo", "--workers", "1", "--no-progress",
+                     "--cache", str(cache)]) == 0
+        printed = Path(capsys.readouterr().out.strip())
+        assert printed == prepared_path(phantom_dataset, "demo", cache) and printed.is_relative_to(cache.resolve())
+        assert printed.parent.name.startswith("phantom-") and printed.name == "48x48x25"
+        assert (printed / "images.npy").is_file()
+        run = tmp_path / "run"
+        assert main(["train", "--data", str(phantom_dataset), "--method", "vae", "--set", "train.max_steps=2",
+                     "--out", str(run), "--workers", "1", "--accelerator", "cpu", "--no-progress",
+                     "--logger", "csv", "--cache", str(cache)]) == 0
+        assert read_json(run / "config.json")["prepared"] == str(printed)
+        assert main(["predict", str(run), "--data", str(phantom_dataset), "--split", "test", "--device", "cpu",
+                     "--out", str(tmp_path / "maps"), "--no-progress", "--cache", str(cache)]) == 0
+        assert read_json(tmp_path / "maps" / "predict.json")["prepared"] == str(printed)
+        api_maps = mddpm.predict(run, phantom_dataset, "val", tmp_path / "api_maps", device="cpu", progress=False,
+                                 cache=cache)
+        assert read_json(api_maps / "predict.json")["prepared"] == str(printed)
+        # without --cache, the read-only dataset is refused with the folder named (the default is unchanged);
+        # root writes through the permissions, so this part is for other users only
+        if os.geteuid() != 0:
+            assert main(["prepare", str(phantom_dataset), "--grid", "demo", "--workers", "1", "--no-progress"]) == 2
+            assert f"{phantom_dataset / 'prepared'}" in capsys.readouterr().err
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert _tree(phantom_dataset) == before

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-size", type=int, help="slices per forward pass (methods that chunk)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
+    p.add_argument("--cache", metavar="DIR",
+                   help="prepared cache under DIR instead of DATASET/prepared/ (a read-only or shared dataset)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -38,5 +40,6 @@ def run(args) -> int:
 
     predict(args.run, args.data, args.split, args.out, precision=args.precision, noise_per=args.noise_per,
             t_fix=args.t_fix, score=args.score, samples=args.samples, chunk_size=args.chunk_size,
-            device=args.device, force=args.force, progress=not args.no_progress, weights=args.weights)
+            device=args.device, force=args.force, progress=not args.no_progress, weights=args.weights,
+            cache=args.cache)
     return 0

@@ -13,6 +13,9 @@ def add_parser(sub) -> None:
                         "(published, the paper preset's); `mddpm train` prepares its preset's grid itself")
     p.add_argument("--no-curvature-flow", action="store_true",
                    help="skip the published curvature-flow smoothing of the images")
+    p.add_argument("--cache", metavar="DIR",
+                   help="write the prepared cache under DIR (for a read-only or shared dataset) instead of "
+                        "DATASET/prepared/; pass the same --cache to `mddpm train` and `mddpm predict`")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date cache exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -24,6 +27,6 @@ def run(args) -> int:
 
     grid = replace_grid(args.grid, curvature_flow=not args.no_curvature_flow)
     out = prepare_dataset(args.dataset, grid, force=args.force, workers=max(1, args.workers),
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, cache=args.cache)
     print(out)
     return 0

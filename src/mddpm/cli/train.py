@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN from RUN/checkpoints/last.ckpt")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     p.add_argument("--workers", type=int, default=2, help="processes preparing the data (default 2)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="prepared cache under DIR instead of DATASET/prepared/ (a read-only or shared dataset)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -63,5 +65,5 @@ def run(args) -> int:
     train(args.data, args.method, preset=args.preset, out=args.out, fold=args.fold, overrides=args.overrides,
           devices=devices, num_nodes=args.num_nodes, accelerator=args.accelerator, resume=args.resume,
           force=args.force, progress=not args.no_progress, config_file=args.config, loggers=args.logger,
-          workers=args.workers)
+          workers=args.workers, cache=args.cache)
     return 0

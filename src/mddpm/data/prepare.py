@@ -254,9 +254,17 @@ def to_original_space(arr: np.ndarray, prepared_affine: np.ndarray, shape: tuple
     return out
 
 
-def prepared_path(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper") -> Path:
-    """Where :func:`prepare_dataset` puts the cache of ``grid``."""
-    return Path(dataset_root) / "prepared" / get_grid(grid).tag
+def prepared_path(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper",
+                  cache: str | os.PathLike | None = None) -> Path:
+    """Where :func:`prepare_dataset` puts the cache of ``grid``: ``<dataset_root>/prepared/<tag>`` by default;
+    with ``cache`` (a folder outside a read-only or shared dataset), ``<cache>/<dataset folder name>-<8 hex
+    digits of the SHA-256 of its absolute path>/<tag>``, so that one cache folder serves several datasets."""
+    tag = get_grid(grid).tag
+    if cache is None:
+        return Path(dataset_root) / "prepared" / tag
+    root = Path(dataset_root).resolve()
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return Path(cache).resolve() / f"{root.name}-{key}" / tag
 
 
 def _prepare_case(image_path: Path, mask_path: Path, label_path: Path | None, grid: GridSpec,
@@ -304,8 +312,9 @@ def _worker_init(threads: int) -> None:
 
 
 def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "paper", force: bool = False,
-                    workers: int = 2, progress: bool = True) -> Path:
-    """Prepare every case of a dataset onto ``grid``; returns ``<dataset_root>/prepared/<tag>/``.
+                    workers: int = 2, progress: bool = True, cache: str | os.PathLike | None = None) -> Path:
+    """Prepare every case of a dataset onto ``grid``; returns ``<dataset_root>/prepared/<tag>/`` (with
+    ``cache``: a folder under ``cache``, see :func:`prepared_path`; nothing is then written in the dataset).
 
     The folder holds ``images.npy`` [N, Z, H, W] float32, ``masks.npy`` and ``labels.npy`` uint8,
     and ``prepared.json`` (grid, case ids, affines, source, dataset.json hash). An existing cache
@@ -329,7 +338,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     if odd:
         raise MddpmError(f"{cases[odd[0]].image}: voxel axes point {axes[odd[0]]}, most images of the dataset "
                          f"{usual} (reorient it like the others; `mddpm preprocess` does)")
-    out = prepared_path(root, grid)
+    out = prepared_path(root, grid, cache)
     known = saved_sources(out)
     fingerprint, sources_record = source_fingerprint(sources, known)
     settings = {"prepare_version": PREPARE_VERSION, "grid": grid.settings(),

@@ -173,9 +173,11 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
 def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str, out: str | os.PathLike,
             precision: str = "32", noise_per: str | None = None, t_fix: list[int] | None = None, score: str = "l1",
             chunk_size: int | None = None, device: str = "auto", force: bool = False, progress: bool = True,
-            weights: str = "best", samples: int = MAHALANOBIS_SAMPLES) -> Path:
+            weights: str = "best", samples: int = MAHALANOBIS_SAMPLES,
+            cache: str | os.PathLike | None = None) -> Path:
     """Write the maps of split ``split`` of ``dataset_root`` with ``RUN/<weights>.pt`` to ``out`` (see
-    module docstring); returns ``out``. Prints seconds per volume."""
+    module docstring); returns ``out``. Prints seconds per volume. ``cache``: folder of the prepared cache
+    instead of ``<dataset>/prepared`` (:func:`~mddpm.data.prepare.prepared_path`)."""
     run = Path(run).resolve()
     dataset_root = Path(dataset_root).resolve()
     if precision not in PRECISIONS:
@@ -205,7 +207,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     resumed, earlier = _resumable(out, request, force)
     if resumed is None:
         earlier = check_output_folder(out, force, _own_files(out, case_ids))
-    prepared = load_prepared(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress))
+    prepared = load_prepared(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), progress=progress,
+                                             cache=cache))
     method.to(device)
 
     clear_outputs(out, earlier)

@@ -69,14 +69,15 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
           out: str | os.PathLike | None = None, fold: int | None = None, overrides=(), devices: int | str = 1,
           num_nodes: int = 1, accelerator: str = "auto", strategy: str = "auto", resume: bool = False,
           force: bool = False, progress: bool = True, config_file: str | os.PathLike | dict | None = None,
-          loggers=(), workers: int = 2) -> Path:
+          loggers=(), workers: int = 2, cache: str | os.PathLike | None = None) -> Path:
     """Train ``method`` (``preset``, default ``mddpm.config.DEFAULT_PRESET``) on ``dataset_root`` into run
     folder ``out``.
 
     ``fold`` takes train/val from the dataset's ``folds[fold]``; ``config_file`` (YAML/JSON path or a
     mapping) and then ``overrides`` (``section.key=value`` strings) change the preset
     (:func:`mddpm.config.resolve_run_config`); ``loggers``: ``--logger`` specs
-    (:mod:`mddpm.training.loggers`); ``workers``: processes preparing the data (:func:`prepare_dataset`).
+    (:mod:`mddpm.training.loggers`); ``workers``: processes preparing the data (:func:`prepare_dataset`);
+    ``cache``: folder of the prepared cache instead of ``<dataset>/prepared`` (:func:`prepared_path`).
     Without ``fold`` and a ``val`` split, validation cases are drawn from ``train`` (:func:`validation_split`,
     with a note). An existing ``out`` is refused unless ``force`` (which deletes the
     earlier run's files) or ``resume`` (which continues from ``out/checkpoints/last.ckpt``; the saved config
@@ -120,7 +121,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
             raise MddpmError(f"{dataset_root / 'dataset.json'}: split {name!r}"
                              f"{'' if fold is None else f' of fold {fold}'} is empty")
     prepared = Path(prepare_dataset(dataset_root, get_grid(cfg["data"]["grid"]), workers=max(1, workers),
-                                    progress=progress)).resolve()
+                                    progress=progress, cache=cache)).resolve()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["train"]["seed"])  # parameter initialisation is reproducible too
