@@ -35,7 +35,11 @@ class Detection:
     [X, Y, Z] bool, the map above ``threshold`` with small components removed; ``lesion_volume_ml``: its
     volume in millilitres. Without a threshold, asking for those two raises :class:`ConfigError`.
     ``unscored_fraction``: the share of the brain the model grid left out (NaN in ``anomaly_map`` there);
-    ``unscored_slices``: the axial slices holding such voxels, as ``[first, last]`` ranges."""
+    ``unscored_slices``: the axial slices holding such voxels, as ``[first, last]`` ranges.
+    ``reconstruction``: [X, Y, Z] float32, the model's reconstruction of the scan (intensities on the prepared
+    data's normalised scale), NaN wherever the model grid does not reach; ``scan_score``: one anomaly score for
+    the whole scan, the mean of the highest 1 % of ``anomaly_map`` over the scored brain voxels (NaN-aware;
+    :func:`mddpm.inference.detect.scan_score_of`)."""
 
     anomaly_map: np.ndarray
     affine: np.ndarray
@@ -43,6 +47,8 @@ class Detection:
     thresholded: np.ndarray | None = None  # the segmentation; None without a threshold
     unscored_fraction: float | None = None
     unscored_slices: list | None = None
+    reconstruction: np.ndarray | None = None
+    scan_score: float | None = None
 
     @property
     def segmentation(self) -> np.ndarray:
@@ -111,8 +117,9 @@ class Detector:
             brain = brain_arr > 0
         if not brain.any():
             raise InputError("mask: the brain mask is empty")
-        amap, seg, coverage = score_scan(self.loaded, image, brain, affine, _name(scan))
-        return Detection(amap, affine, self.loaded.threshold, seg, **coverage)
+        result = score_scan(self.loaded, image, brain, affine, _name(scan))
+        return Detection(result.anomaly_map, affine, self.loaded.threshold, result.segmentation, **result.coverage,
+                         reconstruction=result.reconstruction, scan_score=result.scan_score)
 
 
 def load(run: str | os.PathLike, *, threshold: float | str | os.PathLike | None = None, device: str = "auto",

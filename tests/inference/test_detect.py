@@ -223,6 +223,19 @@ def test_a_zero_padded_field_of_view_gives_the_same_result_cli_and_api(setup, tm
     assert shifted.unscored_fraction == 0.0 and shifted.unscored_slices == []
 
 
+def test_scan_score_is_the_mean_of_the_top_percent_of_the_scored_brain():
+    from mddpm.inference.detect import scan_score_of
+
+    amap = np.arange(1, 301, dtype=np.float32).reshape(10, 10, 3)
+    brain = np.zeros(amap.shape, bool)
+    brain[:, :, :2] = True  # 200 brain voxels; the map's maximum, 300, lies outside the brain
+    amap[brain & (amap == amap[brain].max())] = np.nan  # one unscored voxel: left out, not a NaN result
+    top2 = np.sort(amap[brain][np.isfinite(amap[brain])])[-2:]
+    assert scan_score_of(amap, brain) == pytest.approx(top2.mean())  # 199 voxels: ceil(1.99) = 2
+    assert np.isnan(scan_score_of(np.full(amap.shape, np.nan), brain))
+    assert scan_score_of(amap, brain, top=1.0) == pytest.approx(np.nanmean(amap[brain]))
+
+
 def test_unscored_brain_is_nan_reported_and_warned(setup, tmp_path, capsys):
     """Issue 28 item 2: a brain 128 mm long in a 100 mm grid: the slices left out are NaN, in detect.json, on
     Detection and warned about; a brain that mostly does not fit is refused."""
@@ -246,6 +259,15 @@ def test_unscored_brain_is_nan_reported_and_warned(setup, tmp_path, capsys):
     found = mddpm.load(run, device="cpu").score(scan, mask)
     assert found.unscored_fraction == meta["unscored_fraction"] and "unscored_fraction=0.198" in repr(found)
     np.testing.assert_array_equal(np.isnan(found.anomaly_map), unscored)
+    # issue 28 item 8: the scan-level score (mean of the top 1 % of the scored brain) and the reconstruction
+    scored = amap[brain & ~unscored]
+    k = int(np.ceil(0.01 * scored.size))
+    assert meta["scan_score"] == pytest.approx(np.sort(scored)[-k:].mean(), rel=1e-5)
+    assert found.scan_score == pytest.approx(meta["scan_score"], rel=1e-5) and found.scan_score <= meta["max_score"]
+    recon = found.reconstruction
+    assert recon.shape == amap.shape and recon.dtype == np.float32
+    assert np.isnan(recon[unscored]).all() and np.isfinite(recon[brain & ~unscored]).all()
+    assert np.nanstd(recon[brain]) > 0
     whole = _padded(dataset, tmp_path / "longer", 0, tiles=8)
     with pytest.raises(MddpmError, match=r"brain does not fit the model grid .* 60 % of it would be left") as info:
         detect(*whole[:1], run, tmp_path / "out2", mask=whole[1])

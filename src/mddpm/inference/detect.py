@@ -58,6 +58,7 @@ OUTPUT_FILES = ("anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png", "det
 NO_MASK = "no brain mask given (use --mask; `mddpm preprocess` can make one)"
 WARN_UNSCORED = 0.05  # unscored brain fraction above which detect warns on stderr
 MAX_UNSCORED = 0.5  # ... and above which the scan is refused: the brain does not fit the model grid
+SCAN_SCORE_TOP = 0.01  # scan_score: mean of this top share of the anomaly map's scored brain voxels
 
 
 def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, required: bool = True
@@ -166,6 +167,9 @@ class ScanScore(NamedTuple):
     anomaly_map: np.ndarray  # [X, Y, Z] float32; NaN on brain voxels the model grid leaves out
     segmentation: np.ndarray | None  # [X, Y, Z] bool; None without a threshold
     coverage: dict  # unscored_fraction (of the brain voxels) and unscored_slices ([first, last] axial ranges)
+    reconstruction: np.ndarray  # [X, Y, Z] float32, the model's reconstruction (prepared intensity scale, linear
+    #                             back-resampling); NaN wherever the model grid does not reach
+    scan_score: float  # scan-level anomaly score (:func:`scan_score_of`)
 
 
 def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, where: str = "scan"
@@ -194,16 +198,32 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
     x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
     generator = torch.Generator(device=model.device).manual_seed(derive_seed(cfg["train"]["seed"]))
-    amap, _ = score_volume(model.method, x, m, generator, precision=model.precision)
+    amap, recon = score_volume(model.method, x, m, generator, precision=model.precision)
     scoring = Scoring.from_stored(model.postprocess)
     score = scoring.postprocess(amap[:, 0], m[:, 0])
     map_scan = to_original_space(score.cpu().numpy(), vol.affine, image.shape, affine, order=1)
     map_scan[brain & ~covered] = np.nan
+    recon_scan = to_original_space(recon[:, 0].float().cpu().numpy(), vol.affine, image.shape, affine,
+                                   order=1).astype(np.float32)
+    recon_scan[~covered] = np.nan
+    total = scan_score_of(map_scan, brain)
     if model.threshold is None:
-        return ScanScore(map_scan, None, coverage)
+        return ScanScore(map_scan, None, coverage, recon_scan, total)
     segmentation = scoring.segment(score, model.threshold).cpu().numpy()
     seg_scan = to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5
-    return ScanScore(map_scan, seg_scan & brain, coverage)
+    return ScanScore(map_scan, seg_scan & brain, coverage, recon_scan, total)
+
+
+def scan_score_of(anomaly_map: np.ndarray, brain: np.ndarray, top: float = SCAN_SCORE_TOP) -> float:
+    """Scan-level anomaly score: the mean of the highest ``top`` share (1 %; at least one voxel) of the
+    (post-processed) ``anomaly_map`` over the scored brain voxels (``brain`` and not NaN); NaN when none is
+    scored. Recomputable from ``anomaly_map.nii.gz`` and the brain mask."""
+    values = anomaly_map[brain]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan")
+    k = max(1, int(np.ceil(top * values.size)))
+    return float(np.mean(np.partition(values, values.size - k)[values.size - k:], dtype=np.float64))
 
 
 def coverage_of(brain: np.ndarray, covered: np.ndarray) -> dict:
@@ -310,6 +330,10 @@ def check_geometry(scan: Path, affine: np.ndarray, reference: tuple[np.ndarray, 
                          f"{path}); resample the scan like the training data (`mddpm preprocess` does)")
 
 
+def _json_float(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
 def _mm(sizes: np.ndarray) -> str:
     return "x".join(f"{float(s):.3g}" for s in sizes)
 
@@ -337,7 +361,8 @@ def write_maps(out: Path, image: np.ndarray, brain: np.ndarray, anomaly_map: np.
 def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
     """Score ``scan`` and write the four outputs of the module docstring into ``out``."""
     image, brain, affine = read_scan(scan, mask)
-    map_scan, seg_scan, coverage = score_scan(model, image, brain, affine, str(scan))
+    result = score_scan(model, image, brain, affine, str(scan))
+    map_scan, seg_scan, coverage = result.anomaly_map, result.segmentation, result.coverage
     write_maps(out, image, brain, map_scan, seg_scan, affine, xform_codes(scan), coverage["unscored_fraction"])
     scoring = Scoring.from_stored(model.postprocess)
     write_json(out / "detect.json", {
@@ -347,6 +372,7 @@ def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
         "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
                         "components_removed_if_at_most": scoring.max_component},
         "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": lesion_volume_ml(seg_scan, affine),
-        "max_score": float(np.nanmax(map_scan)), **coverage, "device": str(model.device), "precision": model.precision,
+        "max_score": float(np.nanmax(map_scan)), "scan_score": _json_float(result.scan_score), **coverage,
+        "device": str(model.device), "precision": model.precision,
         "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
     })

@@ -62,7 +62,8 @@ def detect_raw(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
         image, affine = steps.to_nifti_array(volumes["image"])
         brain = steps.to_nifti_array(volumes["mask"])[0] > 0
         step("scoring in template space")
-        amap, seg, coverage = score_scan(model, image, brain, affine, str(scan))
+        result = score_scan(model, image, brain, affine, str(scan))
+        amap, seg, coverage = result.anomaly_map, result.segmentation, result.coverage
         step("back to the scan's geometry, writing")
         raw = steps.read_volume(scan)
         codes = xform_codes(scan) if scan.name.endswith((".nii", ".nii.gz")) else None  # keep e.g. sform code 4
@@ -84,6 +85,7 @@ def detect_raw(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.Pa
             "registration": info.get("registration"), "qc": info.get("qc"), "threshold": model.threshold,
             "threshold_source": model.threshold_source, "lesion_voxels": int(seg_arr.sum()),
             "lesion_volume_ml": lesion_volume_ml(seg_arr, raw_affine), "max_score": float(np.nanmax(map_arr)),
+            "scan_score": result.scan_score if np.isfinite(result.scan_score) else None,
             "space": "the raw scan's own voxel grid",
             "unscored_fraction": coverage["unscored_fraction"],
             "unscored_template_slices": coverage["unscored_slices"], "mddpm_version": __version__,
