@@ -43,8 +43,11 @@ def _agreement(out, paths) -> tuple[float, float]:
     mask = sitk.ReadImage(str(paths["mask"]))
     brain = sitk.GetArrayFromImage(sitk.BinaryErode(mask, [2, 2, 2])).transpose(2, 1, 0) > 0
     values = np.asarray(amap.dataobj)
+    scored = np.isfinite(values)  # NaN: brain the model grid leaves out (reported as unscored)
+    brain &= scored
     correlation = float(np.corrcoef(np.asarray(raw.dataobj)[brain], values[brain])[0, 1])
-    inside = sitk.GetArrayFromImage(mask).transpose(2, 1, 0) > 0
+    values = np.nan_to_num(values)
+    inside = (sitk.GetArrayFromImage(mask).transpose(2, 1, 0) > 0) & scored
     centre = [nib.affines.apply_affine(raw.affine, (np.argwhere(inside) * w[inside][:, None]).sum(0) / w[inside].sum())
               for w in (values, np.asarray(raw.dataobj, dtype=np.float64))]
     return correlation, float(np.linalg.norm(centre[0] - centre[1]))
