@@ -9,6 +9,7 @@ in a fresh folder, calls ``mddpm.cli.main.main`` in-process and returns an :clas
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import shutil
@@ -235,7 +236,9 @@ def _in_process_prepare():
     """Commands that prepare a cache on the way (train, predict, benchmark) do it in-process: a pool of
     spawned workers would cost more than the 10 tiny cases."""
     defaults = prepare_dataset.__defaults__
-    prepare_dataset.__defaults__ = (False, 1, False)  # force, workers, progress
+    names = [p.name for p in inspect.signature(prepare_dataset).parameters.values() if p.default is not p.empty]
+    wanted = {"force": False, "workers": 1, "progress": False}
+    prepare_dataset.__defaults__ = tuple(wanted.get(n, d) for n, d in zip(names, defaults))
     try:
         yield
     finally:
