@@ -26,6 +26,16 @@ def _z_ok(anat: Anatomy) -> np.ndarray:
     return ((world_z >= LESION_Z_MM[0]) & (world_z <= LESION_Z_MM[1]))[None, None, :]
 
 
+def _voxel_mm(anat: Anatomy, voxel: np.ndarray) -> np.ndarray:
+    """World position [3] (mm, float32) of working-grid ``voxel``."""
+    return (anat.affine[:3, :3] @ voxel + anat.affine[:3, 3]).astype(np.float32)
+
+
+def _offset_mm(anat: Anatomy, voxel: np.ndarray) -> np.ndarray:
+    """World offset [3, X, Y, Z] (mm) of every working-grid voxel from ``voxel``."""
+    return world_mm(anat) - _voxel_mm(anat, voxel)[:, None, None, None]
+
+
 def _blend(image: np.ndarray, weight: np.ndarray, level, tissue: dict) -> np.ndarray:
     """``level`` (set for the template's contrast) blended in with ``weight``, through the subject's contrast
     map where it has one (``tissue["remap"]``)."""
@@ -45,7 +55,7 @@ def add_infarct(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.random.G
     grad = np.array([g[tuple(c)] for g in np.gradient(anat.depth_mm)], dtype=np.float64)  # points inward
     axis = grad / max(np.linalg.norm(grad), 1e-6)
     depth, half_width = rng.uniform(15, 30), rng.uniform(8, 16)
-    offset = world_mm(anat) - (anat.affine[:3, :3] @ c + anat.affine[:3, 3]).astype(np.float32)[:, None, None, None]
+    offset = _offset_mm(anat, c)
     along = np.einsum("i,i...->...", axis.astype(np.float32), offset)
     perp = np.sqrt(np.maximum((offset**2).sum(0) - along**2, 0))
     width = half_width * np.clip((depth - along) / depth, 0, 1)
@@ -62,8 +72,7 @@ def add_haemorrhage(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.rand
     candidates = _z_ok(anat) & (anat.depth_mm > radius + rim + 4) & (tissue["gm"] + tissue["wm"] > 0.8) & \
         (anat.ventricle_distance_mm > 4)
     c = pick_voxel(rng, candidates, "haemorrhage")
-    r = np.sqrt(((world_mm(anat) - (anat.affine[:3, :3] @ c + anat.affine[:3, 3]).astype(np.float32)[
-        :, None, None, None]) ** 2).sum(0))
+    r = np.sqrt((_offset_mm(anat, c) ** 2).sum(0))
     r = r + 0.15 * radius * np.clip(smooth_noise(rng, r.shape, 3.0 / sp), -2, 2)
     core, outer = _shell(r, radius, sp), _shell(r, radius + rim, sp)
     image = _blend(image, outer * (1 - tissue["csf"]), rng.uniform(0.7, 0.85), tissue)
@@ -81,7 +90,7 @@ def add_rings(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.random.Gen
     rings = []
     for _ in range(int(rng.integers(2, 6))):
         c = pick_voxel(rng, candidates, "ring lesion")
-        centre = (anat.affine[:3, :3] @ c + anat.affine[:3, 3]).astype(np.float32)
+        centre = _voxel_mm(anat, c)
         half = int(np.ceil(16 / sp)) + 1  # room for radius + wall + oedema (at most 15.5 mm)
         box = tuple(slice(max(0, int(v) - half), int(v) + half + 1) for v in c)
         r = np.sqrt(((world[(slice(None), *box)] - centre[:, None, None, None]) ** 2).sum(0))
@@ -101,8 +110,7 @@ def add_diffuse(anat: Anatomy, image: np.ndarray, tissue: dict, rng: np.random.G
     candidates = _z_ok(anat) & (tissue["wm"] >= 0.7) & (anat.depth_mm > 15)
     c = pick_voxel(rng, candidates, "diffuse white-matter change")
     radius = rng.uniform(15, 30)
-    r = np.sqrt(((world_mm(anat) - (anat.affine[:3, :3] @ c + anat.affine[:3, 3]).astype(np.float32)[
-        :, None, None, None]) ** 2).sum(0))
+    r = np.sqrt((_offset_mm(anat, c) ** 2).sum(0))
     r = r + 0.25 * radius * np.clip(smooth_noise(rng, r.shape, 6.0 / sp), -2, 2)
     weight = np.clip((radius - r) / (0.3 * radius), 0, 1) * tissue["wm"]  # a soft edge over 30 % of r
     delta = rng.uniform(0.05, 0.10)
