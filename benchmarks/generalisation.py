@@ -6,8 +6,8 @@ Three steps, each through the public API or the command line:
 1. the rows: ``mddpm benchmark generalisation --out BASE`` (training variants, e.g. augmentation or a
    larger training set, are the same experiment with other overrides or data: see
    ``benchmarks/experiments/``, run with ``--data template=BASE/data/template ...``);
-2. scoring variants of trained runs (no retraining), e.g. the Mahalanobis score (or ``signed``: the
-   positive part of ``x − x̂`` from the stored reconstructions, which sees only bright lesions)::
+2. scoring variants of trained runs (no retraining), e.g. the Mahalanobis score (or ``--score signed``,
+   the positive part of ``x − x̂``, which sees only bright lesions)::
 
        python benchmarks/generalisation.py score --base BASE --method mddpm-fpmcm \\
            --score mahalanobis --samples 8 --out BASE-mahalanobis
@@ -58,36 +58,6 @@ def score_variant(base: Path, method: str, out: Path, score: str, samples: int, 
                         mddpm.predict(run_dir / "train", data, split, maps, score=score, samples=samples,
                                       force=True, progress=False)
                 if not (cell / "eval" / t.name / "metrics.json").is_file():
-                    mddpm.evaluate(cell / "maps" / t.test, cell / "maps" / t.val, cell / "eval" / t.name,
-                                   threshold=["bisection"], force=True, progress=False)
-
-
-def signed_variant(base: Path, method: str, out: Path) -> None:
-    """The positive part of the signed residual, ``max(x − x̂, 0)`` (hyperintense lesions only), from the
-    reconstructions the base runs stored; then every test set evaluated as in :func:`score_variant`."""
-    from mddpm.data.cache import load_prepared
-    from mddpm.io import read_json, read_nifti, write_json, write_nifti
-
-    experiment = load_experiment(EXPERIMENT)
-    for d in experiment.datasets:
-        for r in experiment.runs:
-            src = base / "runs" / d.name / method / r.tag
-            cell = out / "runs" / d.name / method / r.tag
-            for t in d.test_sets:
-                for split in (t.val, t.test):
-                    maps = cell / "maps" / split
-                    if (maps / "predict.json").is_file() or not (src / "maps" / split / "predict.json").is_file():
-                        continue
-                    meta = read_json(src / "maps" / split / "predict.json")
-                    prepared = load_prepared(meta["prepared"])
-                    for cid in meta["case_ids"]:
-                        recon, affine = read_nifti(src / "maps" / split / "recon" / f"{cid}.nii.gz")
-                        image = np.asarray(prepared.volume(cid)[0], dtype=np.float32).transpose(1, 2, 0)
-                        write_nifti(maps / f"{cid}.nii.gz", np.clip(image - recon, 0, None), affine)
-                    meta["settings"] = {**meta["settings"], "score": "signed: max(x - recon, 0)"}
-                    write_json(maps / "predict.json", meta)
-                done = all((cell / "maps" / s / "predict.json").is_file() for s in (t.val, t.test))
-                if done and not (cell / "eval" / t.name / "metrics.json").is_file():
                     mddpm.evaluate(cell / "maps" / t.test, cell / "maps" / t.val, cell / "eval" / t.name,
                                    threshold=["bisection"], force=True, progress=False)
 
@@ -222,19 +192,12 @@ def main() -> None:
     s.add_argument("--samples", type=int, default=8)
     s.add_argument("--kinds", nargs="+", default=list(KINDS))
     s.add_argument("--out", type=Path, required=True)
-    g = sub.add_parser("signed", help="the signed residual of trained runs, from their stored reconstructions")
-    g.add_argument("--base", type=Path, required=True)
-    g.add_argument("--method", required=True)
-    g.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("table", help="the table and plot from benchmark folders")
     t.add_argument("--variant", action="append", required=True, metavar="NAME=DIR")
     t.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generalisation")
     args = parser.parse_args()
     if args.cmd == "score":
         score_variant(args.base, args.method, args.out, args.score, args.samples, tuple(args.kinds))
-        return
-    if args.cmd == "signed":
-        signed_variant(args.base, args.method, args.out)
         return
     variants = {name: Path(folder) for name, _, folder in (v.partition("=") for v in args.variant)}
     rows = collect(variants)
