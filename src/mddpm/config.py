@@ -72,7 +72,9 @@ def resolve_config(method: str, preset: str, overrides: list[str] | tuple = (), 
         "train": train,
         "data": data,
     }
-    return apply_overrides(apply_settings(cfg, settings or {}, source), overrides)
+    cfg = apply_overrides(apply_settings(cfg, settings or {}, source), overrides)
+    validate_config(cfg)
+    return cfg
 
 
 def _merge(defaults: dict, values: dict, where: str) -> dict:
@@ -208,17 +210,58 @@ def _leaf_keys(cfg: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# The range of every numeric setting, by its name (the last part of its key): (kind, low, high), with
+# kind "int" or "float" and the bounds inclusive; None is allowed where a preset uses it (e.g. patch_size).
+# The upper bounds are far above any published or demo setting, and far below what fails to allocate.
+_INT_RANGES = {
+    **dict.fromkeys(("base_channels", "encoder_base_channels", "model_channels", "head_channels", "groups",
+                     "noise_res", "mask_cells"), (1, 4096)),
+    **dict.fromkeys(("max_channels", "encoder_max_channels", "d_model"), (1, 8192)),
+    **dict.fromkeys(("latent_dim", "ff_dim"), (1, 65536)),
+    **dict.fromkeys(("depth", "num_down", "num_layers", "num_stages", "num_res_blocks"), (1, 64)),
+    "num_heads": (1, 256), "bottleneck_reduction": (1, 1024), "chunk_size": (1, 2**20), "image_size": (8, 4096),
+    "patch_size": (1, 4096), "timesteps": (2, 100_000), "t_fix": (0, 99_999), "n_critic": (1, 1000),
+    "gan_steps": (0, 10**10), "cosine_steps": (0, 10**10),
+    # train
+    "batch_size": (1, 65536), "max_steps": (0, 10**10), "val_every": (1, 10**10), "val_batches": (1, 10**6),
+    "log_every": (1, 10**10), "seed": (0, 2**63 - 1),
+}
+_FLOAT_RANGES = {
+    **dict.fromkeys(("dropout",), (0.0, 0.99)), "lr": (1e-12, 10.0), "simplex_frequency": (1e-3, 1e6),
+    **dict.fromkeys(("noise_std", "beta", "kappa", "gp_weight", "weight_decay"), (0.0, 1e6)),
+}
+
+
+def _check_ranges(tree: dict, prefix: str) -> None:
+    """Refuse a numeric setting of ``tree`` (a config section) outside its range (:data:`_INT_RANGES`)."""
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _check_ranges(value, f"{name}.")
+        elif value is not None and key in _INT_RANGES:
+            low, high = _INT_RANGES[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"{name}={value!r}: must be an integer from {low} to {high}")
+        elif value is not None and key in _FLOAT_RANGES:
+            low, high = _FLOAT_RANGES[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"{name}={value!r}: must be a number from {low:g} to {high:g}")
+    for key in ("mask_ratio", "adam_betas"):
+        pair = tree.get(key)
+        if pair is not None and not (isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in pair)):
+            raise ConfigError(f"{prefix}{key}={pair!r}: must be two numbers from 0 to 1")
+
+
 def validate_config(cfg: dict, given=()) -> None:
-    """Refuse impossible ``train`` values, and any of the ``given`` keys (set by a config file or ``--set``)
-    that the chosen method ignores under its other settings; one :class:`ConfigError` line naming the key."""
-    t = cfg["train"]
-    for key in ("batch_size", "val_every", "val_batches", "log_every"):
-        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
-            raise ConfigError(f"train.{key}={t[key]!r}: must be a positive integer")
-    if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
-        raise ConfigError(f"train.max_steps={t['max_steps']!r}: must be a non-negative integer")
-    if not t["lr"] > 0:
-        raise ConfigError(f"train.lr={t['lr']!r}: must be positive")
+    """Refuse impossible values (types and ranges of every numeric setting, the choices of ``train``), and any
+    of the ``given`` keys (set by a config file or ``--set``) that the chosen method ignores under its other
+    settings; one :class:`ConfigError` line naming the key. Also what a stored weights file's config passes."""
+    for section in ("model", "train"):
+        if not isinstance(cfg.get(section), dict):
+            raise ConfigError(f"{section}: missing, or not a section of settings")
+        _check_ranges(cfg[section], f"{section}.")
+    t = {**TRAIN_DEFAULTS, **cfg["train"]}  # a weights file of an earlier version may lack a later setting
     if t["precision"] not in ("32", "bf16"):
         raise ConfigError(f"train.precision={t['precision']!r}: must be \"32\" or \"bf16\"")
     if t["bank_device"] not in ("auto", "cpu"):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mddpm.data.synth_sizes import DEMO_FAMILY, FAMILY_NAMES
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import writes_folder
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
 
 LESION_SETS = ("tumour", "ms")
@@ -68,6 +69,7 @@ def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str
     }
 
 
+@writes_folder("out")
 def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", seed: int = 0,
              overrides=(), force: bool = False, progress: bool = True, log=print, family: str = DEMO_FAMILY) -> dict:
     """Run the demo into ``out``; returns {"seconds": {step: s}, "evaluations": {lesion set: metrics},

@@ -30,6 +30,15 @@ class ConfigError(MddpmError):
     """A bad setting: an unknown method, preset, config key or logger, a value of the wrong type or range."""
 
 
+class DiskFull(MddpmError):
+    """No space left on the device of an output: ``"no space left on device while writing PATH (needs about
+    N MB)"``."""
+
+    def __init__(self, path, needed_bytes: int | None = None):
+        need = f" (needs about {max(1, round(needed_bytes / 2**20))} MB)" if needed_bytes else ""
+        super().__init__(f"no space left on device while writing {path}{need}")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread (:func:`mddpm.parallel.sigterm_raises`): handled wherever Ctrl-C
     is, so clean-up runs; exit code 143 at the command line."""

@@ -7,6 +7,7 @@ name in the destination folder and renamed into place, so a crash never leaves h
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import hashlib
 import json
@@ -23,7 +24,8 @@ from typing import Iterable, Iterator
 import nibabel as nib
 import numpy as np
 
-from mddpm.errors import MddpmError
+from mddpm.errors import DiskFull, MddpmError
+from mddpm.folder_lock import LOCK_NAME
 
 
 @contextlib.contextmanager
@@ -45,6 +47,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.is_file():  # mkstemp makes 0600 files: give the result the usual permissions
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(path) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -53,7 +59,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 def check_new_output(path: str | os.PathLike, force: bool) -> Path:
     """Refuse to overwrite an existing output unless ``force``; return the path."""
     path = Path(path)
-    if path.exists() and not force and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not force and (not path.is_dir() or _files_under(path)):
         raise MddpmError(f"{path}: already exists (use --force to overwrite)")
     return path
 
@@ -209,13 +215,14 @@ def clear_outputs(out: Path, files: list[Path]) -> None:
 
 
 def _files_under(folder: Path) -> list[str]:
-    """Relative paths of the files (and symlinks, never followed) under ``folder``."""
+    """Relative paths of the files (and symlinks, never followed) under ``folder``; a writer's lock at its top
+    (:mod:`mddpm.folder_lock`) is not an output."""
     found = []
     for top, dirs, files in os.walk(folder):
         rel = Path(top).relative_to(folder)
         found += [(rel / n).as_posix() for n in files]
         found += [(rel / d).as_posix() for d in dirs if (Path(top) / d).is_symlink()]
-    return sorted(found)
+    return sorted(f for f in found if f != LOCK_NAME)
 
 
 def missing_file(path: Path) -> str:

@@ -14,6 +14,7 @@ Lightning's own ``checkpoints/*.ckpt`` (optimiser state, loop progress) exist on
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -22,8 +23,8 @@ from pathlib import Path
 import torch
 
 from mddpm import __version__
-from mddpm.config import build_method
-from mddpm.errors import MddpmError, NotFoundError
+from mddpm.config import build_method, validate_config
+from mddpm.errors import ConfigError, MddpmError, NotFoundError
 from mddpm.io import atomic_write, first_line
 
 FORMAT = "mddpm-weights"
@@ -45,8 +46,10 @@ def save_weights(path: str | os.PathLike, method_name: str, config: dict, state_
         "val_loss": None if val_loss is None else float(val_loss),
     }
     path = Path(path)
+    buffer = io.BytesIO()  # serialised in memory: a full disk is an OSError of the write, not a torch traceback
+    torch.save(payload, buffer)
     with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -94,7 +97,13 @@ def load_weights(path: str | os.PathLike, method: str | None = None) -> dict:
 def build_from_weights(path: str | os.PathLike, method: str | None = None):
     """Build the method of a weights file and load its parameters: ``(module (eval mode), payload)``."""
     payload = load_weights(path, method)
-    module = build_method(payload["config"])
+    try:  # a crafted file is refused as a crafted --set would be
+        if not isinstance(payload["config"], dict) or payload["config"].get("method") != payload["method"]:
+            raise ConfigError(f"its method is not {payload['method']!r}")
+        validate_config(payload["config"])
+        module = build_method(payload["config"])
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
+        raise MddpmError(f"{path}: its stored config is not valid ({first_line(e)})") from None
     try:
         module.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as e:

@@ -16,11 +16,11 @@ from benchmark_fakes import write_experiment
 from mddpm.benchmark.cluster import ClusterOptions, job_threads, make_executor
 from mddpm.benchmark.execute import execute_run, run_job
 from mddpm.benchmark.experiment import load_experiment
-from mddpm.benchmark.lock import RunLock, RunLocked, read_lock
 from mddpm.benchmark.plan import plan
 from mddpm.benchmark.runner import run_benchmark
 from mddpm.cli.main import main
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import LOCK_NAME, FolderLock, FolderLocked, read_lock
 from mddpm.parallel import usable_cpus, usable_threads
 
 
@@ -46,40 +46,40 @@ def test_run_selector_runs_only_the_named_runs(tmp_path, phantom_dataset, fake_s
 def test_lock_refuses_a_second_trainer_and_is_released(tmp_path, phantom_dataset, fake_stages, capsys):
     experiment, out, data = write_experiment(tmp_path), tmp_path / "out", {"phantom": str(phantom_dataset)}
     run_root = out / "runs/phantom/vae/seed1"
-    with RunLock(run_root) as held:
-        holder = read_lock(run_root / "lock")
+    with FolderLock(run_root) as held:
+        holder = read_lock(run_root / LOCK_NAME)
         assert holder == held.holder and holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
         stages = [s for s in plan(load_experiment(experiment), out, ["vae"]) if s.run.tag == "seed1"]
-        with pytest.raises(RunLocked, match=f"locked by {socket.gethostname()} pid {os.getpid()}"):
+        with pytest.raises(FolderLocked, match=f"in use by pid {os.getpid()} on {socket.gethostname()}"):
             execute_run(load_experiment(experiment), stages, phantom_dataset, "cpu", True, False, False, print)
         result, messages = _run(experiment, out, data)
         assert ("vae", "seed1") not in {(m, r) for m, r, _, _ in fake_stages}  # never trained while locked
         locked = [m for m in messages if m.startswith("skipped:")]
-        assert len(locked) == 1 and "\n" not in locked[0] and str(run_root / "lock") in locked[0]
+        assert len(locked) == 1 and "\n" not in locked[0] and str(run_root / LOCK_NAME) in locked[0]
         assert {r["status"] for r in result["stages"] if (r["method"], r["run"]) == ("vae", "seed1")} == {"locked"}
         # the CLI: one line, and the other runs are done already
         assert main(["benchmark", str(experiment), "--out", str(out), "--data", f"phantom={phantom_dataset}",
                      "--no-report", "--device", "cpu", "--no-progress"]) == 0
         assert "skipped: " in capsys.readouterr().err
-    assert not (run_root / "lock").exists()
+    assert not (run_root / LOCK_NAME).exists()
     _run(experiment, out, data)  # released: now it runs
     assert ("vae", "seed1", "train", "todo") in fake_stages
-    assert not list(out.rglob("lock"))
+    assert not list(out.rglob(LOCK_NAME))
 
 
 def test_stale_lock_of_a_dead_process_or_slurm_job_is_taken_over(tmp_path, monkeypatch):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock = tmp_path / "run" / "lock"
+    lock = tmp_path / "run" / LOCK_NAME
     lock.parent.mkdir()
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout), "started": "then"}))
     notes = []
-    with RunLock(lock.parent, notes.append):
+    with FolderLock(lock.parent, notes.append):
         assert read_lock(lock)["pid"] == os.getpid()
     assert "a process or job that is gone" in notes[0] and not lock.exists()
     other = {"host": "another-node", "pid": 1, "started": "then", "job": "123_4"}
     lock.write_text(json.dumps(other))
-    with pytest.raises(RunLocked, match=r"locked by another-node pid 1 since then \(job 123_4\)"):
-        RunLock(lock.parent).__enter__()
+    with pytest.raises(FolderLocked, match=r"in use by pid 1 on another-node \(started at then, job 123_4\)"):
+        FolderLock(lock.parent).__enter__()
     assert read_lock(lock) == other  # never removed from here
     # a SLURM job's lock: stale once squeue no longer lists the job
     fake_bin = tmp_path / "bin"
@@ -89,10 +89,10 @@ def test_stale_lock_of_a_dead_process_or_slurm_job_is_taken_over(tmp_path, monke
     squeue.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     lock.write_text(json.dumps({**other, "slurm_job": "77"}))
-    with pytest.raises(RunLocked, match="job 123_4"):
-        RunLock(lock.parent).__enter__()
+    with pytest.raises(FolderLocked, match="job 123_4"):
+        FolderLock(lock.parent).__enter__()
     lock.write_text(json.dumps({**other, "slurm_job": "78"}))
-    with RunLock(lock.parent):
+    with FolderLock(lock.parent):
         assert read_lock(lock)["pid"] == os.getpid()
 
 

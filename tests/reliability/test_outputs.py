@@ -11,37 +11,8 @@ from pathlib import Path
 import pytest
 
 from mddpm.cli.main import main
-from mddpm.data.phantom import make_phantom_dataset
-from mddpm.data.prepare import prepare_dataset
 
-TINY = ["--method", "mddpm-fpmcm", "--set", "model.net.model_channels=8", "--set", "model.net.head_channels=8",
-        "--set", "train.batch_size=2", "--set", "train.max_steps=2", "--set", "train.val_every=1",
-        "--set", "train.val_batches=1", "--set", "train.log_every=1", "--accelerator", "cpu", "--no-progress"]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _error(capsys, command: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"mddpm {command}: error: ") and "Traceback" not in err[0], err
-    return err[0]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A dataset, a trained run (checkpoints, csv and tensorboard logs) and its maps of lesion_val / lesion_test."""
-    root = tmp_path_factory.mktemp("outputs")
-    dataset = make_phantom_dataset(root / "phantom")
-    prepare_dataset(dataset, "demo", workers=1, progress=False)
-    run = root / "run"
-    assert main(["train", "--data", str(dataset), "--out", str(run), *TINY]) == 0
-    assert {"checkpoints/best.ckpt", "logs/csv/metrics.csv", "logs/tb/hparams.yaml"} <= set(_files(run))
-    for split in ("lesion_val", "lesion_test"):
-        assert main(["predict", str(run), "--data", str(dataset), "--split", split, "--out", str(root / split),
-                     "--device", "cpu", "--no-progress"]) == 0
-    return dataset, run, root / "lesion_val", root / "lesion_test"
+from .helpers import TINY, error_line, files_of
 
 
 def test_train_force_keeps_user_files_below_checkpoints_and_logs(trained, tmp_path, capsys):
@@ -51,12 +22,12 @@ def test_train_force_keeps_user_files_below_checkpoints_and_logs(trained, tmp_pa
     shutil.copy(out / "checkpoints/best.ckpt", out / "checkpoints/best_BACKUP.ckpt")
     (out / "logs/my_analysis").mkdir()
     (out / "logs/my_analysis/notes.txt").write_text("notes\n")
-    before = _files(out)
+    before = files_of(out)
     capsys.readouterr()
     assert main(["train", "--data", str(dataset), "--out", str(out), "--force", *TINY]) == 2
-    line = _error(capsys, "train")
+    line = error_line(capsys, "train")
     assert "holds 2 file(s) mddpm did not write there (e.g. checkpoints/best_BACKUP.ckpt)" in line
-    assert _files(out) == before
+    assert files_of(out) == before
     # without them, --force replaces the earlier run: every file the training wrote is one it owns
     (out / "checkpoints/best_BACKUP.ckpt").unlink()
     shutil.rmtree(out / "logs/my_analysis")
@@ -66,7 +37,7 @@ def test_train_force_keeps_user_files_below_checkpoints_and_logs(trained, tmp_pa
 
 def _names(folder: Path) -> set[str]:
     """The files under ``folder``, tensorboard's events files (named after the time, host and pid) as one."""
-    return {re.sub(r"tfevents\..*", "tfevents.*", name) for name in _files(folder)}
+    return {re.sub(r"tfevents\..*", "tfevents.*", name) for name in files_of(folder)}
 
 
 def test_evaluate_force_keeps_user_files_and_replaces_its_own(trained, tmp_path, capsys):
@@ -75,23 +46,24 @@ def test_evaluate_force_keeps_user_files_and_replaces_its_own(trained, tmp_path,
     argv = ["evaluate", str(test), "--val", str(val), "--out", str(out), "--figures", "1", "--write-segmentations",
             "--no-progress"]
     assert main(argv) == 0
-    ours = _files(out)
+    ours = files_of(out)
     figure = next(name for name in ours if name.startswith("figures/"))
     (out / "figures/case008_edited.png").write_bytes(ours[figure])  # an edited figure, under a name of the user's
     (out / "segmentations/manual").mkdir()
     (out / "segmentations/manual/expert_corrected.nii.gz").write_bytes(ours[next(
         name for name in ours if name.startswith("segmentations/"))])
-    before = _files(out)
+    before = files_of(out)
     capsys.readouterr()
     assert main([*argv, "--force"]) == 2
-    assert "holds 2 file(s) mddpm did not write there (e.g. figures/case008_edited.png)" in _error(capsys, "evaluate")
-    assert _files(out) == before
+    line = error_line(capsys, "evaluate")
+    assert "holds 2 file(s) mddpm did not write there (e.g. figures/case008_edited.png)" in line
+    assert files_of(out) == before
     # a file of ours, edited, is replaced
     (out / "figures/case008_edited.png").unlink()
     shutil.rmtree(out / "segmentations/manual")
     (out / figure).write_bytes(b"edited by hand")
     assert main([*argv, "--force"]) == 0
-    assert _files(out)[figure] == ours[figure] and set(_files(out)) == set(ours)
+    assert files_of(out)[figure] == ours[figure] and set(files_of(out)) == set(ours)
 
 
 @pytest.mark.parametrize("link", ["logs", "logs/csv", "checkpoints/last.ckpt"])
@@ -101,17 +73,17 @@ def test_resume_refuses_a_link_where_training_writes(trained, tmp_path, capsys, 
     shutil.copytree(run, out)
     shutil.move(out / link, elsewhere)
     (out / link).symlink_to(elsewhere)
-    before, outside = _files(out), _files(tmp_path)
+    before, outside = files_of(out), files_of(tmp_path)
     capsys.readouterr()
     assert main(["train", "--out", str(out), "--resume", "--set", "train.max_steps=4", "--accelerator", "cpu",
                  "--no-progress"]) == 2
-    assert f"o/{link}: a symbolic link where mddpm writes" in _error(capsys, "train")
-    assert _files(out) == before and _files(tmp_path) == outside
+    assert f"o/{link}: a symbolic link where mddpm writes" in error_line(capsys, "train")
+    assert files_of(out) == before and files_of(tmp_path) == outside
     # --force refuses a linked folder as foreign; a linked file of its own it unlinks (never writing through it)
     folder = elsewhere.is_dir()
     assert main(["train", "--data", str(dataset), "--out", str(out), "--force", *TINY]) == (2 if folder else 0)
     if folder:
-        assert f"e.g. {link})" in _error(capsys, "train")
+        assert f"e.g. {link})" in error_line(capsys, "train")
     assert not (out / link).is_symlink() or folder
-    assert {k: v for k, v in _files(tmp_path).items() if not k.startswith("o/")} == \
+    assert {k: v for k, v in files_of(tmp_path).items() if not k.startswith("o/")} == \
         {k: v for k, v in outside.items() if not k.startswith("o/")}

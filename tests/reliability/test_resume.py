@@ -1,5 +1,6 @@
-"""Interrupted training: a `mddpm train` subprocess killed (SIGTERM, SIGKILL) after its first
-checkpoint, then `--resume`, ends with bit-for-bit the weights of an uninterrupted run (CPU)."""
+"""Interrupted training: a `mddpm train` subprocess stopped (Ctrl-C to its process group, SIGTERM, SIGKILL)
+after its first checkpoint exits 130 or 143 with one line (SIGKILL: killed), and `--resume` then ends with
+bit-for-bit the weights of an uninterrupted run (CPU)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 def _train(dataset: Path, run: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([EXE, "train", "--data", str(dataset), "--out", str(run), "--accelerator", "cpu",
                              "--no-progress", *TINY, *extra], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _weights(run: Path) -> dict:
@@ -45,7 +46,8 @@ def dataset_and_reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "sigkill"])
 def test_killed_run_resumes_to_the_uninterrupted_weights(dataset_and_reference, tmp_path, sig):
     dataset, reference = dataset_and_reference
     run = tmp_path / "run"
@@ -55,9 +57,16 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(dataset_and_reference, 
     while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be interrupted: raise train.max_steps"
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C does: to the whole process group
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0, f"exit {proc.returncode} after {sig.name}: {err[-2000:]}"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        said = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+        last = err.strip().splitlines()[-1]
+        assert proc.returncode == (130 if sig == signal.SIGINT else 143), err[-2000:]
+        assert last.startswith(f"mddpm train: {said} at step ") and last.endswith(f"{run} continues with --resume")
+        assert "Traceback" not in err
     step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < step < 40
 

@@ -103,7 +103,7 @@ def test_config_file_set_wins_and_print_config_round_trips(tmp_path, capsys):
 @pytest.mark.parametrize("text, message", [
     ("train:\n  lr_typo: 1\n", "train.lr_typo: unknown key"),
     ("model:\n  spectral: centre-square\n", "model.spectral: method mddpm-ipm ignores it (model.masking 'ipm' has no"),
-    ("train:\n  batch_size: 0\n", "train.batch_size=0: must be a positive integer"),
+    ("train:\n  batch_size: 0\n", "train.batch_size=0: must be an integer from 1 to 65536"),
     ("train:\n  lr: fast\n", "train.lr=\"fast\": expected float, got str"),
     ("- a list\n", "expected a mapping of settings"),
 ])

@@ -87,11 +87,9 @@ def test_resume_after_ctrl_c_gives_exactly_the_uninterrupted_weights(dataset, tm
     settings = ["train.max_steps=8", "train.val_every=4"]
     straight = train(dataset, "tiny", out=tmp_path / "straight", overrides=settings, progress=False)
     handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit):  # Lightning saves last.ckpt and exits with status 1
-            train(dataset, "tiny", out=tmp_path / "cut", overrides=settings + ["model.interrupt_at=5"], progress=False)
-    finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    with pytest.raises(KeyboardInterrupt, match="interrupted at step 5; .* continues with --resume"):
+        train(dataset, "tiny", out=tmp_path / "cut", overrides=settings + ["model.interrupt_at=5"], progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # Lightning ignored Ctrl-C while it saved; train restores it
     assert torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
     train(dataset, "tiny", out=tmp_path / "cut", resume=True, overrides=["model.interrupt_at=null"], progress=False)
     a, b = load_weights(straight / "last.pt"), load_weights(tmp_path / "cut" / "last.pt")

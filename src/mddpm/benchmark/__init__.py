@@ -15,7 +15,7 @@ Layout of the output folder (default ``benchmark_out/<experiment name>``)::
     OUT/runs/<dataset>/<method>/<run>/maps/<split>/ anomaly maps (mddpm predict)
     OUT/runs/<dataset>/<method>/<run>/eval/<test>/  metrics (mddpm evaluate)
     OUT/runs/<dataset>/<method>/<run>/stages.json   wall time and inputs of each finished stage
-    OUT/runs/<dataset>/<method>/<run>/lock          only while a process works on the run (:mod:`~mddpm.benchmark.lock`)
+    OUT/runs/<dataset>/<method>/<run>/.mddpm.lock   only while a process works on the run (:mod:`~mddpm.folder_lock`)
     OUT/jobs/<date-time>/                           submitit's scripts and logs (:mod:`~mddpm.benchmark.cluster`)
     OUT/table.md, table.csv, table.json             Table 1 (+ every metric, p-values, wall times)
     OUT/report.html                                 the report (mddpm.report)

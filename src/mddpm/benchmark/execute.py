@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable
 
 from mddpm.benchmark.experiment import Experiment, load_experiment
-from mddpm.benchmark.lock import RunLock
 from mddpm.benchmark.plan import (
     Stage,
     figures_for,
@@ -23,6 +22,7 @@ from mddpm.benchmark.plan import (
     stage_status,
 )
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import FolderLock
 from mddpm.run_folder import RunFolder
 
 
@@ -85,10 +85,10 @@ def execute_run(experiment: Experiment, stages: list[Stage], dataset_root: Path,
     """Run the unfinished ``stages`` of ONE run (same run folder) while holding its lock; their status is
     decided inside the lock, so a run finished meanwhile by another process is skipped. ``first``/``total``
     number the log lines. Returns one row per stage (status "ran" or "skipped"). Raises
-    :class:`~mddpm.benchmark.lock.RunLocked` when another process holds the run."""
+    :class:`~mddpm.folder_lock.FolderLocked` when another process holds the run."""
     total = total or len(stages)
     rows = []
-    with RunLock(stages[0].paths.root, log):
+    with FolderLock(stages[0].paths.root, log):
         will_run: set[str] = set()
         for i, stage in enumerate(stages, first):
             status, why = ("todo", "--no-resume") if not resume else stage_status(stage, experiment, dataset_root,

@@ -13,10 +13,10 @@ from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
 from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs, write_dry_run_script
 from mddpm.benchmark.execute import device_choice, execute_run, stage_row
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
-from mddpm.benchmark.lock import RunLocked
 from mddpm.benchmark.plan import Stage, now_iso, plan, read_records, stage_status
 from mddpm.benchmark.table import build_benchmark_table
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import FolderLocked
 from mddpm.io import check_new_output, write_json
 from mddpm.report.table_files import write_table_files
 
@@ -157,7 +157,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
             try:
                 rows += execute_run(experiment, run_stages, roots[run_stages[0].dataset.name], predict_device, resume,
                                     force, progress, log, first=stages.index(run_stages[0]) + 1, total=len(stages))
-            except RunLocked as e:
+            except FolderLocked as e:
                 log(f"skipped: {e}")
                 rows += [stage_row(s, "locked", None) for s in run_stages]
     elif pending:

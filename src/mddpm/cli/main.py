@@ -4,16 +4,17 @@ Each subcommand lives in ``mddpm/cli/<name>.py`` and defines ``add_parser(subpar
 registers the subcommand with ``func=run`` as its default. Errors of type
 :class:`~mddpm.errors.MddpmError` become one line on stderr and exit code 2; Ctrl-C (at any moment, start-up
 included) one line and exit code 130, SIGTERM one line and 143, both after the clean-up of the step they
-stopped (training excepted: Lightning saves a checkpoint for ``--resume`` and ends the run its own way).
+stopped (a training's line says where ``--resume`` continues from: Lightning saves a checkpoint first).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
 from mddpm import __version__
-from mddpm.errors import MddpmError, Terminated, one_line
+from mddpm.errors import DiskFull, MddpmError, Terminated, one_line
 
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             command = args.command
             return _run(args)
     except KeyboardInterrupt as e:  # Terminated: SIGTERM (mddpm.parallel.sigterm_raises)
-        stopped = "stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted"
+        stopped = str(e) or ("stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted")
         print(f"mddpm{' ' + command if command else ''}: {stopped}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
 
@@ -64,6 +65,8 @@ def _run(args) -> int:
     except MddpmError as e:
         return _fail(args.command, str(e))
     except OSError as e:  # the environment: permissions, a full disk, a dangling or looping link
+        if e.errno == errno.ENOSPC:
+            return _fail(args.command, str(DiskFull(e.filename or "the output folder")))
         return _fail(args.command, f"{e.filename}: {e.strerror}" if e.filename else str(e))
     except RuntimeError as e:
         if not str(e).startswith("Symlink loop"):  # pathlib's way of saying ELOOP

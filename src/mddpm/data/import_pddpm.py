@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from mddpm import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import writes_folder
 from mddpm.io import check_case_id, check_new_output
 
 AVAIL_T2_CSV = "avail_t2"
@@ -192,6 +193,7 @@ def read_pddpm(data_dir: str | os.PathLike, drop_missing: bool = False) -> Pddpm
     return PddpmImport(data_root=data_root, meta=meta, counts=counts, missing=missing, dropped=dropped)
 
 
+@writes_folder("out")
 def write_import(imported: PddpmImport, out: str | os.PathLike, force: bool = False, strict: bool = False) -> Path:
     """Write ``out/dataset.json``; refuse to overwrite it without ``force``, or (``strict``) to
     write when files are missing. Returns the path written."""

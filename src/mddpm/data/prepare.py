@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import math
 import os
@@ -43,7 +44,7 @@ from scipy import ndimage
 from mddpm.data.cache import CACHE_FILES, cache_damage, reuse_problem, saved_sources, source_fingerprint
 from mddpm.data.dataset import load_dataset
 from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
-from mddpm.errors import MddpmError
+from mddpm.errors import DiskFull, MddpmError
 from mddpm.io import build_folder, check_output_folder, missing_file, open_nifti, read_json, read_nifti, write_json
 from mddpm.parallel import parallel_map, sigterm_raises
 
@@ -361,7 +362,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
         raise MddpmError(f"{out.parent}: cannot create the cache folder ({e.strerror})") from None
     # SIGTERM, like Ctrl-C, removes the temporary folder on its way out
     with sigterm_raises(), build_folder(out) as tmp:
-        affines = _build(tmp, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
+        affines = _build(tmp, out, cases, grid, workers, progress, ds.meta.get("label_encoding", "binary"))
         write_json(tmp / "prepared.json", {
             "grid": grid.settings(), "grid_tag": grid.tag,
             "case_ids": [c.id for c in cases], "affines": affines,
@@ -385,12 +386,14 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
     return out
 
 
-def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bool, label_encoding: str) -> list:
-    """Write the three arrays into ``folder``; returns the per-case affines."""
+def _build(folder: Path, dest: Path, cases: list, grid: GridSpec, workers: int, progress: bool,
+           label_encoding: str) -> list:
+    """Write the three arrays into ``folder`` (renamed to ``dest`` afterwards); returns the per-case affines."""
     n, (h, w, z) = len(cases), grid.shape
     images = np.lib.format.open_memmap(folder / "images.npy", mode="w+", dtype=np.float32, shape=(n, z, h, w))
     masks = np.lib.format.open_memmap(folder / "masks.npy", mode="w+", dtype=np.uint8, shape=(n, z, h, w))
     labels = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, z, h, w))
+    _allocate(folder, dest)
     affines = [None] * n
 
     def store(i: int, vol: PreparedVolume) -> None:
@@ -405,3 +408,21 @@ def _build(folder: Path, cases: list, grid: GridSpec, workers: int, progress: bo
         a.flush()
     del images, masks, labels
     return affines
+
+
+def _allocate(folder: Path, dest: Path) -> None:
+    """Give the (sparse) arrays in ``folder`` their disk blocks now: on a full disk, writing a memory map
+    is a SIGBUS; this is a :class:`~mddpm.errors.DiskFull` naming the cache ``dest`` and its size."""
+    paths = sorted(folder.glob("*.npy"))
+    needed = sum(p.stat().st_size for p in paths)
+    for p in paths:
+        fd = os.open(p, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, p.stat().st_size)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DiskFull(dest, needed) from None
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: written as before
+                raise
+        finally:
+            os.close(fd)

@@ -67,6 +67,7 @@ from mddpm.evaluation.threshold import (
     fpr_search,
     pooled_dice,
 )
+from mddpm.folder_lock import writes_folder
 from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
 from mddpm.parallel import threaded_map, usable_threads
 from mddpm.progress import track
@@ -212,6 +213,7 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
     return out
 
 
+@writes_folder("out", inputs=("test_maps", "val_maps", "healthy_val"))
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
              log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True,

@@ -34,6 +34,7 @@ from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.scoring import Scoring
+from mddpm.folder_lock import writes_folder
 from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
 from mddpm.io import (
     check_case_id,
@@ -250,6 +251,7 @@ def lesion_volume_ml(segmentation: np.ndarray, affine: np.ndarray) -> float:
     return float(segmentation.sum()) * float(np.prod(voxel_sizes(affine))) / 1000.0
 
 
+@writes_folder("out", inputs=("scan", "run", "mask"))
 def detect(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike,
            mask: str | os.PathLike | None = None, threshold: float | str | os.PathLike | None = None,
            force: bool = False, device: str = "auto", precision: str = "32", progress: bool = True) -> Path:

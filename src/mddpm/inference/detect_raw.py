@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from mddpm import __version__
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import writes_folder
 from mddpm.inference.detect import OUTPUT_FILES, LoadedRun, lesion_volume_ml, load_run, score_scan, write_maps
 from mddpm.io import check_output_folder, read_json, write_json, xform_codes
 from mddpm.preprocess import steps
@@ -43,6 +44,7 @@ def run_preprocess_settings(model: LoadedRun) -> PreprocessSettings:
     return PreprocessSettings(**saved)
 
 
+@writes_folder("out", inputs=("run",))
 def detect_raw(scan: str | os.PathLike, run: str | os.PathLike, out: str | os.PathLike,
                mask: str | os.PathLike | None = None, threshold=None, force: bool = False, device: str = "auto",
                precision: str = "32", progress: bool = True) -> Path:

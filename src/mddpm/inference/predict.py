@@ -41,6 +41,7 @@ from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
 from mddpm.data.prepare import get_grid, prepare_dataset
 from mddpm.errors import MddpmError
+from mddpm.folder_lock import writes_folder
 from mddpm.inference.scores import (
     MAHALANOBIS_EPS,
     MAHALANOBIS_SAMPLES,
@@ -170,6 +171,7 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
     return total_map / len(steps), total_recon / len(steps)
 
 
+@writes_folder("out", inputs=("run", "dataset_root", "cache"))
 def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str, out: str | os.PathLike,
             precision: str = "32", noise_per: str | None = None, t_fix: list[int] | None = None, score: str = "l1",
             chunk_size: int | None = None, device: str = "auto", force: bool = False, progress: bool = True,

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from mddpm import __version__
 from mddpm.errors import MddpmError, one_line
+from mddpm.folder_lock import LOCK_NAME, writes_folder
 from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti
 from mddpm.parallel import parallel_map
 from mddpm.preprocess import steps
@@ -266,7 +267,7 @@ def _run_job(job: tuple) -> dict:
 def _check_output_folder(out: Path, digest: str, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise MddpmError(f"{out}: exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(p.name != LOCK_NAME for p in out.iterdir()):  # our own lock is no output
         return
     record = out / STATE_DIR / "settings.json"
     if record.is_file():
@@ -282,6 +283,7 @@ def _check_output_folder(out: Path, digest: str, force: bool) -> None:
         raise MddpmError(f"{out}: already holds {what} (use --force to overwrite)")
 
 
+@writes_folder("out", inputs=("input_dir", "masks_dir", "labels_dir"))
 def preprocess_dataset(input_dir: str | Path, out: str | Path, settings: PreprocessSettings = PreprocessSettings(), *,
                        masks_dir: str | Path | None = None, labels_dir: str | Path | None = None,
                        pattern: str | None = None, role: str | None = None, split_name: str | None = None,

@@ -13,14 +13,19 @@ Under DDP (``devices``/``num_nodes`` > 1, launched by Lightning, torchrun or SLU
 this function; only global rank 0 checks and writes the run folder. ``train.batch_size`` is per process.
 
 Resume is exact on the CPU: ``--resume`` after a finished run with a larger ``train.max_steps``, or after
-Ctrl-C (Lightning then saves ``checkpoints/last.ckpt`` and exits with status 1), gives bit-identical
+Ctrl-C or SIGTERM (Lightning then saves ``checkpoints/last.ckpt``; the command line exits 130 or 143 with one
+line), gives bit-identical
 weights to an uninterrupted run (tested), because every random draw is seeded from the step number.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 import warnings
@@ -43,7 +48,8 @@ from mddpm.config import (
 )
 from mddpm.data.dataset import VAL_RULE, load_dataset, validation_split
 from mddpm.data.prepare import get_grid, prepare_dataset
-from mddpm.errors import MddpmError
+from mddpm.errors import DiskFull, MddpmError, Terminated
+from mddpm.folder_lock import FolderLock, refuse_input_as_output
 from mddpm.io import check_output_folder, clear_outputs, read_json, refuse_links, write_json
 from mddpm.parallel import default_sigterm
 from mddpm.progress import shows_progress, training_progress_bar
@@ -91,15 +97,26 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         if out is None:
             raise MddpmError("--resume needs the run folder (--out RUN)")
         run = Path(out).resolve()
-        refuse_links(run, RUN_FILES)  # as --force does: a linked logs/ would take the run's writes elsewhere
         cfg, dataset_root, fold = _resume_config(run, dataset_root, method, preset, fold, overrides, config_file)
     else:
         if dataset_root is None:
             raise MddpmError("train needs a dataset (--data)")
         cfg = resolve_run_config(method, preset, config_file, overrides)
         run = Path(out or default_run_dir(cfg["method"], cfg["preset"], fold)).resolve()
-        if rank_zero:
-            earlier = check_output_folder(run, force, RUN_FILES)
+    refuse_input_as_output(run, {"dataset": dataset_root, "cache folder": cache})
+    with FolderLock(run) if rank_zero else contextlib.nullcontext():  # one writer per run folder
+        return _train_into(run, cfg, dataset_root, fold, resume, force, rank_zero, devices, num_nodes, accelerator,
+                           strategy, progress, loggers, workers, cache)
+
+
+def _train_into(run: Path, cfg: dict, dataset_root, fold: int | None, resume: bool, force: bool, rank_zero: bool,
+                devices, num_nodes: int, accelerator: str, strategy: str, progress: bool, loggers, workers: int,
+                cache) -> Path:
+    """The part of :func:`train` that writes ``run`` (under its lock)."""
+    if resume:
+        refuse_links(run, RUN_FILES)  # as --force does: a linked logs/ would take the run's writes elsewhere
+    elif rank_zero:
+        earlier = check_output_folder(run, force, RUN_FILES)
     for spec in loggers:
         parse_logger(spec)  # a bad --logger is refused before anything is prepared or written
 
@@ -132,7 +149,11 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         trainer, timer = _make_trainer(cfg, run, devices, num_nodes, accelerator, strategy, progress,
                                        make_loggers(loggers, run))
 
+    needed = run_bytes(model) if trainable else 0
     if rank_zero:
+        replaced = earlier if force else [*run.glob("checkpoints/*.ckpt"), *run.glob("*.pt")] if resume else []
+        if needed > shutil.disk_usage(run).free + sum(f.stat().st_size for f in replaced if f.is_file()):
+            raise DiskFull(run, needed)
         if force:
             clear_outputs(run, earlier)
         try:
@@ -156,21 +177,39 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
         # batches are drawn from the step number, not the dummy loader, so mid-epoch resume is exact
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # inside Lightning 2.6
+        sigint = signal.getsignal(signal.SIGINT)
         try:
             with default_sigterm():  # Lightning's SIGTERM handling, not the command line's
                 trainer.fit(module, ckpt_path=str(RunFolder(run).checkpoint("last")) if resume else None)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:  # the disk filled up meanwhile (a checkpoint names a temporary file)
+                raise DiskFull(run, needed) from None
+            raise
         except SIGTERMException:  # a SystemExit with code None (exit 0): last.ckpt is saved by then
-            raise MddpmError(f"{run}: training stopped by SIGTERM at step {trainer.global_step}; "
-                             "continue with --resume") from None
+            raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; {run} continues with --resume"
+                             ) from None
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            # Ctrl-C: Lightning saved checkpoints/last.ckpt (save_on_exception) and exits with status 1
+            raise KeyboardInterrupt(f"interrupted at step {trainer.global_step}; {run} continues with --resume"
+                                    ) from None
+        finally:
+            signal.signal(signal.SIGINT, sigint)  # Lightning ignores a second Ctrl-C while it saves
 
-    # Ctrl-C: Lightning saves checkpoints/last.ckpt (save_on_exception) and exits with status 1;
-    # `--resume` continues from there
     if rank_zero:
         export_weights(run)
         if timer.steps:
             print(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
                   f"({timer.seconds / timer.steps:.4f} s/step); weights in {run / 'best.pt'}")
     return run
+
+
+def run_bytes(model) -> int:
+    """About what a training writes (bytes): two Lightning checkpoints (float32 weights and Adam's two
+    moments) and two weight files, plus 1 MB of config and logs."""
+    params = sum(p.numel() for group in model.param_groups() for p in group)
+    return 2 * 3 * 4 * params + 2 * 4 * params + 2**20
 
 
 def export_weights(run: Path) -> None:
