@@ -18,8 +18,9 @@ from mddpm.benchmark.runner import run_benchmark
 from mddpm.benchmark.statistics import across_runs, paired_wilcoxon
 from mddpm.benchmark.table import Evaluation, build_table, stage_seconds
 from mddpm.cli.main import main
+from mddpm.config import resolve_config
 from mddpm.errors import MddpmError
-from mddpm.io import write_json
+from mddpm.io import read_json, write_json
 from mddpm.report.table_files import table_csv, table_markdown
 
 TABLE1_ROWS = ["vae", "svae", "dae", "fanogan", "ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm"]
@@ -112,12 +113,44 @@ def test_table_files_markdown_and_csv():
 def test_shipped_experiments_have_every_table1_row():
     for name, kind, preset in (("paper", "folds", "paper"), ("synthetic", "seeds", "demo")):
         experiment = load_experiment(name)
-        assert experiment.methods[:9] == TABLE1_ROWS and set(experiment.extra_rows) == {"mddpm-released", "intensity"}
+        assert experiment.methods[:9] == TABLE1_ROWS and {"mddpm-released", "intensity"} <= set(experiment.extra_rows)
+        assert set(experiment.extra_rows) - {"mddpm-released", "intensity"} == set(experiment.variants)
         assert experiment.run_kind == kind and experiment.preset == preset and experiment.reference == "mddpm-fpmcm"
         assert len(experiment.datasets) == 1 and len(experiment.datasets[0].test_sets) == 2
     assert [r.fold for r in load_experiment("paper").runs] == [0, 1, 2, 3, 4]
     assert [t.test for t in load_experiment("paper").datasets[0].test_sets] == ["brats21_test", "mslub_test"]
     assert [t.test for t in load_experiment("synthetic").datasets[0].test_sets] == ["tumour_test", "ms_test"]
+
+
+def test_paper_experiment_holds_the_step_matched_controls():
+    experiment = load_experiment("paper")
+    steps = {row: resolve_config(experiment.method_of(row), "paper", experiment.overrides_of(row))["train"]
+             for row in ("ddpm", "pddpm", "mddpm-fpmcm", "ddpm-115k", "pddpm-115k", "mddpm-fpmcm-19k")}
+    assert {row: (t["max_steps"], t["val_every"], t["val_batches"]) for row, t in steps.items()} == {
+        "ddpm": (19200, 12, 2), "pddpm": (19200, 12, 2), "mddpm-fpmcm": (115200, 72, 8),  # the released code's
+        "ddpm-115k": (115200, 72, 8), "pddpm-115k": (115200, 72, 8), "mddpm-fpmcm-19k": (19200, 12, 2)}
+    assert {"ddpm-115k", "pddpm-115k", "mddpm-fpmcm-19k"} <= set(experiment.extra_rows)
+    assert all("not in the paper" in experiment.label(row) for row in ("ddpm-115k", "pddpm-115k", "mddpm-fpmcm-19k"))
+
+
+def test_a_variant_row_trains_its_method_with_its_settings_on_its_runs(tmp_path, phantom_dataset, fake_stages):
+    path = write_experiment(tmp_path, methods=["intensity", "vae", "vae-short"],
+                            variants={"vae-short": {"method": "vae", "overrides": ["train.max_steps=2"],
+                                                    "runs": {"seeds": [2]}}})
+    experiment = load_experiment(path)
+    assert [(s.method, s.run.tag) for s in plan(experiment, tmp_path / "out") if s.kind == "train"] == [
+        ("intensity", "seed1"), ("intensity", "seed2"), ("vae", "seed1"), ("vae", "seed2"), ("vae-short", "seed2")]
+    run_benchmark(path, out=tmp_path / "out", data={"phantom": str(phantom_dataset)}, report=False, progress=False)
+    config = read_json(tmp_path / "out/runs/phantom/vae-short/seed2/train/config.json")
+    assert (config["method"], config["train"]["max_steps"], config["train"]["seed"]) == ("vae", 2, 2)
+    table = read_json(tmp_path / "out/table.json")
+    assert [row["method"] for row in table["rows"]] == ["intensity", "vae", "vae-short"]
+    assert experiment.to_json()["variants"]["vae-short"]["runs"] == {"seeds": [2]}
+    for bad, message in (({"vae": {"method": "vae"}}, "no method's"), ({"x": {"method": "nope"}}, "needs a known"),
+                         ({"x": {"method": "vae", "runs": {"folds": [0]}}}, "like the experiment's")):
+        rows = ["intensity", *bad]
+        with pytest.raises(MddpmError, match=message):
+            load_experiment(write_experiment(tmp_path, methods=rows, variants=bad))
 
 
 def test_generalisation_experiment_scores_each_family_in_and_out_of_family():
@@ -175,7 +208,7 @@ def test_plan_lists_every_stage_in_order(tmp_path):
     experiment = load_experiment("paper")
     stages = plan(experiment, tmp_path)
     # per run: train, predict 4 splits (2 val + 2 test), evaluate 2 test sets
-    assert len(stages) == 11 * 5 * 7
+    assert len(stages) == 14 * 5 * 7  # 11 rows of Table 1 and the released sampler, 3 step-matched controls
     assert [s.name for s in stages[:7]] == ["train", "predict/brats21_val", "predict/brats21_test", "predict/mslub_val",
                                            "predict/mslub_test", "evaluate/BraTS21", "evaluate/MSLUB"]
     assert {s.method for s in plan(experiment, tmp_path, only=["dae"])} == {"dae"}

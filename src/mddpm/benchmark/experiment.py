@@ -1,10 +1,12 @@
 """An *experiment*: the JSON file that names what a benchmark runs (not the voxel grid of ``prepare``).
 
-It names the datasets with their test sets (a test split and the lesion validation split its
-threshold is chosen on), the methods, the runs (``{"folds": [...]}`` or ``{"seeds": [...]}``), the
-preset, per-method ``--set`` overrides, the post-processing rule of evaluate (``"published"`` or
-``"physical"``), the threshold rules, the reference method of the significance tests and, optionally,
-the published values. Shipped: ``paper`` and ``synthetic`` in ``mddpm/benchmark/experiments/``.
+It names the datasets with their test sets (a test split and the lesion validation split its threshold is
+chosen on), the rows (``methods``: registered methods, or *variants*), the runs (``{"folds": [...]}`` or
+``{"seeds": [...]}``), the preset, per-row ``--set`` overrides, the variants (``{"ROW": {"method": METHOD,
+"overrides": [...], "runs": {"seeds": [...]}}}``: a method under settings of its own, e.g. another step
+budget, as a row beside it; ``runs`` optional, default the experiment's), the post-processing rule of evaluate
+(``"published"`` or ``"physical"``), the threshold rules, the reference method of the significance tests and,
+optionally, the published values. Shipped: ``paper`` and ``synthetic`` in ``mddpm/benchmark/experiments/``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from mddpm.io import case_id_problem, read_json
 EXPERIMENT_DIR = Path(__file__).parent / "experiments"
 RUN_KINDS = ("folds", "seeds")
 _EXPERIMENT_KEYS = {"name", "title", "description", "preset", "datasets", "methods", "extra_rows", "labels", "runs",
-                    "overrides", "reference", "thresholds", "figures", "published", "postprocess"}
+                    "overrides", "variants", "reference", "thresholds", "figures", "published", "postprocess"}
 _DATASET_KEYS = {"name", "path", "synth", "healthy_val", "test_sets"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -57,6 +59,16 @@ class RunSpec:
         return [] if self.seed is None else [f"train.seed={self.seed}"]
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A row that trains ``method`` with ``overrides`` (after the method's own) on ``runs`` (None: the
+    experiment's)."""
+
+    method: str
+    overrides: tuple[str, ...]
+    runs: tuple[RunSpec, ...] | None = None
+
+
 @dataclass
 class Experiment:
     """A parsed and validated experiment file (see the module docstring)."""
@@ -71,6 +83,7 @@ class Experiment:
     extra_rows: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, list[str]] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
     thresholds: list[str] = field(default_factory=lambda: ["bisection"])
     figures: int = 3
     published: dict | None = None
@@ -85,6 +98,21 @@ class Experiment:
     def label(self, method: str) -> str:
         return self.labels.get(method, method)
 
+    def method_of(self, row: str) -> str:
+        """The registered method a row trains (itself, or its variant's)."""
+        return self.variants[row].method if row in self.variants else row
+
+    def overrides_of(self, row: str) -> list[str]:
+        """A row's ``--set`` overrides: its method's, then its variant's, then its own."""
+        method = self.method_of(row)
+        variant = list(self.variants[row].overrides) if row in self.variants else []
+        return [*self.overrides.get(method, []), *variant, *(self.overrides.get(row, []) if row != method else [])]
+
+    def runs_of(self, row: str) -> list[RunSpec]:
+        """The runs of a row (a variant may name fewer)."""
+        variant = self.variants.get(row)
+        return list(variant.runs) if variant is not None and variant.runs is not None else list(self.runs)
+
     def to_json(self) -> dict:
         return {
             "name": self.name, "description": self.description, "preset": self.preset, "source": self.source,
@@ -92,7 +120,11 @@ class Experiment:
                           "test_sets": [vars(t) for t in d.test_sets]} for d in self.datasets],
             "methods": self.methods, "extra_rows": self.extra_rows, "labels": self.labels,
             "runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in self.runs]},
-            "overrides": self.overrides, "reference": self.reference, "thresholds": self.thresholds,
+            "overrides": self.overrides,
+            "variants": {row: {"method": v.method, "overrides": list(v.overrides),
+                               **({"runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in v.runs]}}
+                                  if v.runs is not None else {})} for row, v in self.variants.items()},
+            "reference": self.reference, "thresholds": self.thresholds,
             "figures": self.figures, "published": self.published, "postprocess": self.postprocess,
             "title": self.title,
         }
@@ -151,9 +183,21 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
 
     methods = str_list(raw["methods"], "methods")
     known = all_methods()
+    variants_raw = raw.get("variants", {})
+    check(isinstance(variants_raw, dict) and all(isinstance(v, dict) for v in variants_raw.values()),
+          'variants must map row names to {"method": ..., "overrides": [...], "runs": {...}}')
     for m in methods:
-        check(m in known, f"unknown method {m!r} (known: {', '.join(sorted(known))})")
-        check(raw["preset"] in known[m].presets, f"method {m!r} has no preset {raw['preset']!r}")
+        if m in variants_raw:
+            v = variants_raw[m]
+            check(m not in known and _simple_name(m), f"variant {m!r}: a row name that is no method's (a simple name)")
+            check(set(v) <= {"method", "overrides", "runs"} and v.get("method") in known,
+                  f"variant {m!r}: needs a known \"method\" (and optionally \"overrides\", \"runs\")")
+            method = v["method"]
+        else:
+            check(m in known, f"unknown method {m!r} (known: {', '.join(sorted(known))})")
+            method = m
+        check(raw["preset"] in known[method].presets, f"method {method!r} has no preset {raw['preset']!r}")
+    check(set(variants_raw) <= set(methods), "every variant must be a row of methods")
     extra_rows = str_list(raw.get("extra_rows", []), "extra_rows", allow_empty=True)
     check(set(extra_rows) <= set(methods), "extra_rows must be methods of the experiment")
     labels = raw.get("labels", {})
@@ -170,7 +214,21 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
           and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values),
           f"runs.{kind} must be non-negative integers")
     check(len(set(values)) == len(values), f"runs.{kind} lists a value twice")
-    runs = [RunSpec(f"fold{v}", fold=v) if kind == "folds" else RunSpec(f"seed{v}", seed=v) for v in values]
+    runs = _run_specs(kind, values)
+    variants = {}
+    for row, v in variants_raw.items():
+        items = v.get("overrides", [])
+        check(isinstance(items, list) and all(isinstance(x, str) for x in items),
+              f"variant {row!r}: overrides must be a list of key=value strings")
+        own_runs = None
+        if "runs" in v:
+            r = v["runs"]
+            check(isinstance(r, dict) and list(r) == [kind] and isinstance(r[kind], list) and r[kind]
+                  and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in r[kind])
+                  and len(set(r[kind])) == len(r[kind]), f"variant {row!r}: runs must be {{\"{kind}\": [...]}}, "
+                  "like the experiment's")
+            own_runs = tuple(_run_specs(kind, r[kind]))
+        variants[row] = Variant(v["method"], tuple(items), own_runs)
 
     overrides = raw.get("overrides", {})
     check(isinstance(overrides, dict), "overrides must map method names to lists of key=value strings")
@@ -178,9 +236,11 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
         check(m in methods, f"overrides for {m!r}, which is not one of the experiment's methods")
         check(isinstance(items, list) and all(isinstance(s, str) for s in items),
               f"overrides of {m!r} must be a list of key=value strings")
+    rows = Experiment(name="", description="", preset=raw["preset"], datasets=[], methods=methods, runs=runs,
+                      reference=None, overrides=overrides, variants=variants)
     for m in methods:
         try:
-            resolve_config(m, raw["preset"], overrides.get(m, []) + runs[0].overrides())
+            resolve_config(rows.method_of(m), raw["preset"], rows.overrides_of(m) + rows.runs_of(m)[0].overrides())
         except MddpmError as e:
             raise MddpmError(f"{path}: overrides of {m!r}: {e}") from None
 
@@ -235,9 +295,13 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
 
     return Experiment(name=raw["name"], description=str(raw.get("description", "")), preset=raw["preset"],
                       datasets=datasets, methods=methods, runs=runs, reference=reference, extra_rows=extra_rows,
-                      labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()},
+                      labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()}, variants=variants,
                       thresholds=thresholds, figures=figures, published=published, postprocess=postprocess,
                       title=str(raw.get("title") or f"Benchmark {raw['name']}"), source=str(path.resolve()))
+
+
+def _run_specs(kind: str, values: list[int]) -> list[RunSpec]:
+    return [RunSpec(f"fold{v}", fold=v) if kind == "folds" else RunSpec(f"seed{v}", seed=v) for v in values]
 
 
 def parse_data_args(items: list[str] | None) -> dict[str, str]:

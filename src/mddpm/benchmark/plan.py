@@ -44,7 +44,7 @@ class Stage:
 
     kind: str
     dataset: DatasetSpec
-    method: str
+    method: str  # the row: a method, or a variant of one (Experiment.method_of)
     run: RunSpec
     paths: RunPaths
     split: str | None = None
@@ -70,7 +70,7 @@ def plan(experiment: Experiment, out: Path, only: list[str] | None = None) -> li
         splits = list(dict.fromkeys([s for t in d.test_sets for s in (t.val, t.test)]
                                     + ([d.healthy_val] if d.healthy_val else [])))
         for m in methods:
-            for r in experiment.runs:
+            for r in experiment.runs_of(m):
                 paths = RunPaths(out / "runs" / d.name / m / r.tag)
                 stages.append(Stage("train", d, m, r, paths))
                 stages += [Stage("predict", d, m, r, paths, split=s) for s in splits]
@@ -82,8 +82,8 @@ def expected_run_config(experiment: Experiment, stage: Stage, dataset_root: Path
     """The ``config.json`` a finished training of ``stage`` must have (minus version and cache path)."""
     from mddpm.config import resolve_config
 
-    overrides = experiment.overrides.get(stage.method, []) + stage.run.overrides()
-    cfg = resolve_config(stage.method, experiment.preset, overrides)
+    overrides = experiment.overrides_of(stage.method) + stage.run.overrides()
+    cfg = resolve_config(experiment.method_of(stage.method), experiment.preset, overrides)
     cfg = {k: v for k, v in cfg.items() if k not in _IGNORED_CONFIG_KEYS}
     # as config.json stores it (tuples become lists)
     return json.loads(json.dumps({**cfg, "dataset": str(dataset_root.resolve()), "fold": stage.run.fold}))
@@ -126,8 +126,8 @@ def _stage_key(stage: Stage, experiment: Experiment) -> dict | None:
 
 
 def figures_for(stage: Stage, experiment: Experiment) -> int:
-    """Case figures are drawn for the first run only."""
-    return experiment.figures if stage.run == experiment.runs[0] else 0
+    """Case figures are drawn for a row's first run only."""
+    return experiment.figures if stage.run == experiment.runs_of(stage.method)[0] else 0
 
 
 def read_records(paths: RunPaths) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -63,7 +64,7 @@ def check_dataset(experiment: Experiment, spec: DatasetSpec, root: Path) -> None
     for split in needed:
         if not dataset.split(split):
             raise MddpmError(f"{root / 'dataset.json'}: split {split!r} is empty")
-    for r in experiment.runs:
+    for r in {r for m in experiment.methods for r in experiment.runs_of(m)}:
         for part in ("train", "val"):
             if not dataset.split(part, r.fold):
                 raise MddpmError(f"{root / 'dataset.json'}: split {part!r}"
@@ -97,6 +98,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         if max_runs < 1:
             raise MddpmError(f"--runs {max_runs}: must be at least 1")
         experiment.runs = experiment.runs[:max_runs]
+        experiment.variants = {row: replace(v, runs=v.runs[:max_runs] if v.runs else None)
+                               for row, v in experiment.variants.items()}
     experiment_file = Path(experiment.source)
     out = Path(out).resolve() if out is not None else _default_out(experiment.name, log)
     for m in only or []:
@@ -185,10 +188,10 @@ def select_runs(experiment: Experiment, selectors: list[str] | None) -> set[tupl
         if method not in experiment.methods:
             raise MddpmError(f"--run {text}: {method!r} is not a method of experiment {experiment.name!r} "
                              f"(methods: {', '.join(experiment.methods)})")
-        tags = [r.tag for r in experiment.runs if run in (r.tag, str(r.fold), str(r.seed))]
+        tags = [r.tag for r in experiment.runs_of(method) if run in (r.tag, str(r.fold), str(r.seed))]
         if not tags:
             raise MddpmError(f"--run {text}: expected METHOD/RUN with RUN one of "
-                             f"{', '.join(r.tag for r in experiment.runs)}")
+                             f"{', '.join(r.tag for r in experiment.runs_of(method))}")
         selected.add((method, tags[0]))
     return selected
 

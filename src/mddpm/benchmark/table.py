@@ -113,7 +113,7 @@ def collect_evaluations(experiment: Experiment, out: Path) -> list[Evaluation]:
     for d in experiment.datasets:
         for t in d.test_sets:
             for m in experiment.methods:
-                for r in experiment.runs:
+                for r in experiment.runs_of(m):
                     folder = RunPaths(out / "runs" / d.name / m / r.tag).eval(t)
                     if (folder / "metrics.json").is_file():
                         found.append(Evaluation(d.name, t.name, m, r.tag, read_json(folder / "metrics.json"), folder))
@@ -144,7 +144,7 @@ def stage_seconds(experiment: Experiment, out: Path) -> dict:
     for m in experiment.methods:
         entry = {"runs": 0, "wall": dict.fromkeys(stages, 0.0), "cpu": dict.fromkeys(stages, 0.0)}
         for d in experiment.datasets:
-            for r in experiment.runs:
+            for r in experiment.runs_of(m):
                 records = {name: rec for name, rec in read_records(RunPaths(out / "runs" / d.name / m / r.tag)).items()
                            if "finished" in rec}
                 entry["runs"] += "train" in records
@@ -163,7 +163,7 @@ def build_benchmark_table(experiment: Experiment, out: Path) -> dict:
     experiment and wall times."""
     table = build_table(collect_evaluations(experiment, out), experiment.methods, experiment.reference,
                         experiment.labels, experiment.extra_rows, experiment.published,
-                        [r.tag for r in experiment.runs])
+                        list(dict.fromkeys(r.tag for m in experiment.methods for r in experiment.runs_of(m))))
     table["grid"] = {"name": experiment.name, "description": experiment.description, "preset": experiment.preset,
                      "runs": experiment.to_json()["runs"], "source": experiment.source}
     table["seconds"] = stage_seconds(experiment, out)
