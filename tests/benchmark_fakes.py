@@ -46,7 +46,7 @@ def fake_stages(monkeypatch):
     """Replace the real train/predict/evaluate by stand-ins that write the files the benchmark checks."""
     calls = []
 
-    def fake_run_stage(stage, status, experiment, dataset_root, device, force, progress, log):
+    def fake_run_stage(stage, status, experiment, dataset_root, device, force, progress, log, loggers=()):
         calls.append((stage.method, stage.run.tag, stage.name, status))
         p = stage.paths
         if stage.kind == "train":

@@ -19,7 +19,7 @@ from pathlib import Path
 # those of mddpm.training.loggers (csv, tensorboard; mlflow's default store; wandb's folder, written by wandb)
 RUN_FILES = ("config.json", "best.pt", "last.pt", "threshold.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
              "logs/csv/metrics.csv", "logs/csv/hparams.yaml", "logs/tb/hparams.yaml", "logs/tb/events.out.tfevents.*",
-             "logs/mlflow.db", "logs/mlartifacts/**", "logs/wandb/**")
+             "logs/mlflow.db", "logs/mlartifacts/**", "logs/wandb/**", "logs/tracking.json")
 LOSSES = ("train/loss", "val/loss")
 
 

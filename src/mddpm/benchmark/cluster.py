@@ -33,6 +33,7 @@ class ClusterOptions:
     array_parallelism: int | None = None  # None: 1 locally, SLURM's 256 otherwise
     sbatch: dict[str, str] = field(default_factory=dict)
     jobs_dir: Path | None = None
+    loggers: tuple[str, ...] = ()  # --logger specs of each job's training and evaluation
 
 
 @dataclass
@@ -104,7 +105,7 @@ def write_dry_run_script(runs: list[list[Stage]], experiment_file: str, out: Pat
         root = roots.get(s.dataset.name) or (out / "data" / s.dataset.name)
         kwargs = {"experiment_file": experiment_file, "out": str(out), "dataset": s.dataset.name,
                   "dataset_root": str(root), "method": s.method, "run": s.run.tag, "device": device,
-                  "resume": resume, "force": force, "threads": threads}
+                  "resume": resume, "force": force, "threads": threads, "loggers": list(options.loggers)}
         code = (f"import json; from mddpm.benchmark.execute import run_job; "
                 f"run_job(**json.loads({json.dumps(json.dumps(kwargs))}))")
         cases.append(f"    {i}) # {s.dataset.name}/{s.method}/{s.run.tag}\n"
@@ -150,7 +151,8 @@ def submit_runs(kind: str, runs: list[list[Stage]], experiment_file: str, out: P
         s = stages[0]
         return {"experiment_file": experiment_file, "out": str(out), "dataset": s.dataset.name,
                 "dataset_root": str(roots[s.dataset.name]), "method": s.method, "run": s.run.tag,
-                "device": device, "resume": resume, "force": force, "threads": threads}
+                "device": device, "resume": resume, "force": force, "threads": threads,
+                "loggers": list(options.loggers)}
 
     if kind == "slurm":
         with executor.batch():

@@ -40,32 +40,35 @@ def device_choice(device: str) -> str:
 
 
 def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: Path, device: str, force: bool,
-              progress: bool, log: Callable[[str], None]) -> None:
-    """Run one stage (its output folder is the benchmark's own: an outdated one is replaced)."""
+              progress: bool, log: Callable[[str], None], loggers: tuple[str, ...] = ()) -> None:
+    """Run one stage (its output folder is the benchmark's own: an outdated one is replaced); ``loggers``
+    (``--logger`` specs) track its training and receive its evaluation's metrics."""
     p = stage.paths
     if stage.kind == "train":
         from mddpm.training.train import train
 
         if status == "resume":
-            train(None, None, out=p.train, resume=True, progress=progress,
+            train(None, None, out=p.train, resume=True, progress=progress, loggers=loggers,
                   accelerator="gpu" if device == "cuda" else "cpu")
         else:
             train(dataset_root, experiment.method_of(stage.method), experiment.preset, out=p.train,
                   fold=stage.run.fold, overrides=experiment.overrides_of(stage.method) + stage.run.overrides(),
-                  force=True, progress=progress, accelerator="gpu" if device == "cuda" else "cpu")
+                  force=True, progress=progress, accelerator="gpu" if device == "cuda" else "cpu", loggers=loggers)
     elif stage.kind == "predict":
         from mddpm.inference.predict import predict
 
         predict(p.train, dataset_root, stage.split, p.maps(stage.split), device=device, force=True, progress=progress)
     else:
         from mddpm.evaluation.evaluate import evaluate
+        from mddpm.training.loggers import log_evaluation
         from mddpm.viz.cases import render_case_figure
 
         t = stage.test_set
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
                  figures=figures_for(stage, experiment), draw_case=render_case_figure, device=device, force=True,
-                 log=log, postprocess=experiment.postprocess, progress=progress)
+                 log=log, postprocess=experiment.postprocess, progress=progress,
+                 track=(lambda report, out: log_evaluation(loggers, report, out)) if loggers else None)
 
 
 def cpu_seconds() -> float:
@@ -81,7 +84,7 @@ def stage_row(stage: Stage, status: str, seconds: float | None) -> dict:
 
 def execute_run(experiment: Experiment, stages: list[Stage], dataset_root: Path, device: str, resume: bool,
                 force: bool, progress: bool, log: Callable[[str], None], first: int = 1,
-                total: int | None = None) -> list[dict]:
+                total: int | None = None, loggers: tuple[str, ...] = ()) -> list[dict]:
     """Run the unfinished ``stages`` of ONE run (same run folder) while holding its lock; their status is
     decided inside the lock, so a run finished meanwhile by another process is skipped. ``first``/``total``
     number the log lines. Returns one row per stage (status "ran" or "skipped"). Raises
@@ -103,7 +106,7 @@ def execute_run(experiment: Experiment, stages: list[Stage], dataset_root: Path,
             log(f"[{i}/{total}] {stage.describe()}{f' ({why})' if why else ''}")
             start, cpu_start = time.perf_counter(), cpu_seconds()
             try:
-                run_stage(stage, status, experiment, dataset_root, device, force, progress, log)
+                run_stage(stage, status, experiment, dataset_root, device, force, progress, log, loggers)
             except BaseException:
                 if stage.kind == "train" and RunFolder(stage.paths.train).checkpoint("last").is_file():
                     record_interrupted(stage, time.perf_counter() - start, cpu_seconds() - cpu_start)
@@ -116,7 +119,7 @@ def execute_run(experiment: Experiment, stages: list[Stage], dataset_root: Path,
 
 
 def run_job(experiment_file: str, out: str, dataset: str, dataset_root: str, method: str, run: str, device: str,
-            resume: bool, force: bool, threads: int | None = None) -> list[dict]:
+            resume: bool, force: bool, threads: int | None = None, loggers: tuple[str, ...] = ()) -> list[dict]:
     """What a submitted job runs, in its own process: the stages of one run, through :func:`execute_run`.
     ``threads``: the CPU threads of this job (torch and the evaluation kernels); None leaves the defaults."""
     if threads:
@@ -129,4 +132,4 @@ def run_job(experiment_file: str, out: str, dataset: str, dataset_root: str, met
     if not stages:
         raise MddpmError(f"{experiment_file}: no run {dataset}/{method}/{run}")
     return execute_run(experiment, stages, Path(dataset_root), device_choice(device), resume, force, progress=False,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True), loggers=tuple(loggers))

@@ -20,6 +20,7 @@ from mddpm.errors import MddpmError
 from mddpm.folder_lock import FolderLocked
 from mddpm.io import check_new_output, write_json
 from mddpm.report.table_files import write_table_files
+from mddpm.training.loggers import parse_logger
 
 
 def resolve_datasets(experiment: Experiment, data: dict[str, str], out: Path, experiment_file: Path,
@@ -76,7 +77,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
                   only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True,
                   report: bool = True, table_only: bool = False, max_runs: int | None = None,
                   select: list[str] | None = None, executor: str = "inline", cluster: ClusterOptions | None = None,
-                  wait: bool = False, log: Callable[[str], None] | None = None) -> dict:
+                  wait: bool = False, log: Callable[[str], None] | None = None, loggers: tuple[str, ...] = ()) -> dict:
     """Run (or, with ``dry_run``, only list) the experiment's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
     ``max_runs``: only the experiment's first ``max_runs`` runs (a later call with more resumes them).
@@ -94,6 +95,8 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     if not dry_run:
         check_executor(executor)
     experiment = load_experiment(experiment_spec)
+    for spec in loggers:
+        parse_logger(spec)  # a bad --logger is refused before anything runs
     if max_runs is not None:
         if max_runs < 1:
             raise MddpmError(f"--runs {max_runs}: must be at least 1")
@@ -139,7 +142,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
             pending = [[s for s, _, _ in run] for run in _by_run(statuses) if any(st != "done" for _, st, _ in run)]
             if pending:
                 script = write_dry_run_script(pending, str(experiment_file), out, roots, device, resume, force,
-                                              cluster or ClusterOptions())
+                                              replace(cluster or ClusterOptions(), loggers=tuple(loggers)))
                 print(f"slurm: the job array of {len(pending)} runs that would be submitted (nothing submitted): "
                       f"{script}")
         return {"out": str(out), "stages": [stage_row(s, st, None) for s, st, _ in statuses], "table": None}
@@ -159,13 +162,14 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         for run_stages in pending:
             try:
                 rows += execute_run(experiment, run_stages, roots[run_stages[0].dataset.name], predict_device, resume,
-                                    force, progress, log, first=stages.index(run_stages[0]) + 1, total=len(stages))
+                                    force, progress, log, first=stages.index(run_stages[0]) + 1, total=len(stages),
+                                    loggers=tuple(loggers))
             except FolderLocked as e:
                 log(f"skipped: {e}")
                 rows += [stage_row(s, "locked", None) for s in run_stages]
     elif pending:
         ran = submit_runs(executor, pending, str(experiment_file), out, roots, device, resume, force,
-                          cluster or ClusterOptions(), wait, log)
+                          replace(cluster or ClusterOptions(), loggers=tuple(loggers)), wait, log)
         if ran is None:
             return {"out": str(out), "stages": rows, "table": None}
         rows += ran

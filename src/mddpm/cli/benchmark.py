@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="retrain runs whose saved config differs from the experiment; with --no-resume, overwrite")
     p.add_argument("--no-report", action="store_true", help="write the table files but not report.html")
+    p.add_argument("--logger", action="append", default=[], metavar="NAME[:key=value,...]",
+                   help="experiment tracker of every run (repeatable, as in mddpm train): its training, and its "
+                        "evaluation metrics per test set, e.g. mlflow:tracking_uri=sqlite:////data/mlflow.db")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--run", action="append", dest="select", metavar="METHOD/RUN",
                    help="only this run (repeatable), e.g. mddpm-fpmcm/fold2 or vae/seed3141 (or vae/3141)")
@@ -86,7 +89,7 @@ def run(args) -> int:
                            dry_run=args.dry_run, only=args.only, device=args.device, force=args.force,
                            progress=not args.no_progress, report=not args.no_report, table_only=args.table_only,
                            max_runs=args.runs, select=args.select, executor=args.executor, cluster=cluster,
-                           wait=args.wait)
+                           wait=args.wait, loggers=tuple(args.logger))
     table = result["table"]
     if table is None:
         return 0

@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
                    help="also write DIR/segmentations/<case>.nii.gz: each test case's post-processed, thresholded "
                         "segmentation (default rule) on the voxel grid of its dataset image, to overlay in a viewer")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where post-processing runs")
+    p.add_argument("--logger", action="append", default=[], metavar="NAME[:key=value,...]",
+                   help="also send the metrics to a tracker (repeatable): mlflow (into the training's own MLflow "
+                        "run when it logged to one, else mlflow:tracking_uri=...), tensorboard (DIR/logs/tb)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -41,12 +44,17 @@ def _fmt(stat: dict) -> str:
 
 def run(args) -> int:
     from mddpm.evaluation.evaluate import evaluate
+    from mddpm.training.loggers import log_evaluation, parse_logger
     from mddpm.viz.cases import render_case_figure
+
+    for spec in args.logger:
+        parse_logger(spec)  # a bad --logger is refused before anything is computed
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
                       figures=args.figures, draw_case=render_case_figure, device=args.device, force=args.force,
                       postprocess=args.postprocess, progress=not args.no_progress,
-                      write_segmentations=args.write_segmentations)
+                      write_segmentations=args.write_segmentations,
+                      track=(lambda report, out: log_evaluation(args.logger, report, out)) if args.logger else None)
     agg = report["aggregate"]
     print(f"{report['test']['split']}: {report['test']['cases']} volumes")
     print(f"  AUPRC {_fmt(agg['auprc'])}   AUROC {_fmt(agg['auroc'])}   "

@@ -70,12 +70,13 @@ from mddpm.evaluation.threshold import (
 from mddpm.folder_lock import writes_folder
 from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
 from mddpm.parallel import threaded_map, usable_threads
-from mddpm.progress import track
+from mddpm.progress import track as progress_track
 
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json")  # and one figure, segmentation per case
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json",  # and one figure, segmentation per case
+                "logs/tb/events.out.tfevents.*")  # a tracker's (``track``)
 
 
 def _own_files(out: Path, case_ids: list[str]) -> list[str]:
@@ -146,7 +147,7 @@ def _processed(maps: MapsFolder, device: torch.device, scoring: Scoring, progres
         return cid, scoring.postprocess(score, mask, threads=1), mask, label
 
     threads = usable_threads() if device.type == "cpu" else 1
-    return threaded_map(one, track(maps.case_ids, f"evaluate: {what}", progress), threads)
+    return threaded_map(one, progress_track(maps.case_ids, f"evaluate: {what}", progress), threads)
 
 
 def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], scoring: Scoring,
@@ -217,7 +218,8 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
              healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
              log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True,
-             write_segmentations: bool = False, draw_case: Callable[..., bytes] | None = None) -> dict:
+             write_segmentations: bool = False, draw_case: Callable[..., bytes] | None = None,
+             track: Callable[[dict, Path], list[str]] | None = None) -> dict:
     """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
 
     ``rules``: threshold rules to report besides the default ``"bisection"`` (e.g. ``["exact"]``);
@@ -227,8 +229,9 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     :func:`mddpm.viz.cases.render_case_figure`: evaluation draws nothing itself). ``postprocess``: ``"published"``
     (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
     :func:`~mddpm.evaluation.postprocess.postprocess_constants`). ``progress``: bars on a terminal.
-    ``write_segmentations``: also each test case's default-rule segmentation on its scan's grid. Returns the
-    metrics dict written to ``metrics.json``.
+    ``write_segmentations``: also each test case's default-rule segmentation on its scan's grid. ``track(report,
+    out)``: sends the metrics to experiment trackers (:func:`mddpm.training.loggers.log_evaluation`) and returns
+    where, one line each (logged). Returns the metrics dict written to ``metrics.json``.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     rules = [DEFAULT_RULE] + [r for r in dict.fromkeys(rules or []) if r != DEFAULT_RULE]
@@ -321,6 +324,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     for cid, png in pictures.items():
         with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
             tmp.write_bytes(png)
-    for cid, segmentation in track(list(segmentations.items()), "evaluate: segmentations", progress):
+    for cid, segmentation in progress_track(list(segmentations.items()), "evaluate: segmentations", progress):
         write_native_segmentation(out, scans, test.prepared, cid, segmentation)
+    for line in track(report, out) if track is not None else []:
+        log(f"metrics sent to {line}")
     return report

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from mddpm.errors import ConfigError, MddpmError
+from mddpm.io import read_json, write_json
 
 DEFAULT_LOGGERS = ("csv", "tensorboard")
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 PANEL_SLICES = 4
+TRACKING_FILE = "logs/tracking.json"  # in a run folder: the MLflow run its training logged to
 
 
 def parse_logger(spec: str) -> tuple[str, dict]:
@@ -72,8 +75,86 @@ def _make(name: str, options: dict, run: Path) -> Logger:
         if "tracking_uri" not in options and not os.environ.get("MLFLOW_TRACKING_URI"):
             options = {"tracking_uri": f"sqlite:///{logs / 'mlflow.db'}",
                        "artifact_location": (logs / "mlartifacts").as_uri(), **options}
+        allow_file_store(options.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI", ""))
         return MLFlowLogger(**{"experiment_name": "mddpm", "run_name": run.name, **options})
     return WandbLogger(**{"project": "mddpm", "name": run.name, "save_dir": str(logs), **options})
+
+
+def allow_file_store(uri: str) -> None:
+    """MLflow 3 refuses its file store (``file:/path/mlruns`` or a bare path) unless ``MLFLOW_ALLOW_FILE_STORE``
+    is set: a store the user names is used as named, with a note that SQLite is the supported one."""
+    if uri and "://" not in uri.replace("file://", "") and not uri.startswith(("sqlite:", "http", "databricks")):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true":
+            print(f"note: {uri} is an MLflow file store, which MLflow keeps in maintenance mode; using it as asked "
+                  "(MLFLOW_ALLOW_FILE_STORE=true). sqlite:///PATH/mlflow.db is the store MLflow supports",
+                  file=sys.stderr)
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+
+
+def finish_tracking(loggers: list[Logger], run: Path) -> None:
+    """After training: the weights and config as artifacts of each MLflow run (``model/``), and where that run
+    lives in ``RUN/logs/tracking.json``, so that ``evaluate --logger mlflow`` adds its metrics to it."""
+    runs = {}
+    for logger in loggers:
+        if isinstance(logger, MLFlowLogger):
+            for name in ("best.pt", "config.json"):
+                logger.experiment.log_artifact(logger.run_id, str(run / name), "model")
+            runs["mlflow"] = {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
+                              "experiment_id": logger.experiment_id}
+    if runs:
+        write_json(run / TRACKING_FILE, runs)
+
+
+def log_evaluation(specs, report: dict, out: Path) -> list[str]:
+    """Send an evaluation's means over its test volumes (Dice per threshold rule, AUPRC, AUROC; keys
+    ``eval/<test split>/<metric>``) to the trackers of ``specs`` (``--logger``): MLflow into the training run's
+    own MLflow run when it recorded one (``RUN/logs/tracking.json``) and no store is named, else into a new run
+    of the named store; TensorBoard into ``OUT/logs/tb``. csv needs nothing (``OUT/metrics.csv``). Returns one
+    line per tracker saying where."""
+    split = report["test"]["split"]
+    agg = report["aggregate"]
+    values = {f"eval/{split}/dice_{rule}": v["dice"]["mean"] for rule, v in agg["rules"].items()}
+    values.update({f"eval/{split}/{k}": agg[k]["mean"] for k in ("auprc", "auroc") if k in agg})
+    said = []
+    for name, options in dict(parse_logger(s) for s in specs).items():
+        if name == "mlflow":
+            said.append(_log_mlflow(options, values, report, out))
+        elif name == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            with SummaryWriter(str(out / "logs" / "tb")) as writer:
+                for key, value in values.items():
+                    writer.add_scalar(key, value, 0)
+            said.append(f"tensorboard: {out / 'logs' / 'tb'}")
+        elif name == "wandb":
+            raise ConfigError("--logger wandb: evaluate logs to mlflow and tensorboard (W&B: log metrics.json)")
+    return said
+
+
+def _log_mlflow(options: dict, values: dict, report: dict, out: Path) -> str:
+    if importlib.util.find_spec("mlflow") is None:
+        raise MddpmError("--logger mlflow: the 'mlflow' package is not installed (pip install mlflow)")
+    from mlflow.tracking import MlflowClient
+
+    run_folder = Path(report["test"].get("run") or "")
+    recorded = read_json(run_folder / TRACKING_FILE).get("mlflow") if (run_folder / TRACKING_FILE).is_file() else None
+    uri = options.get("tracking_uri") or (recorded or {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ConfigError("--logger mlflow: the run trained without MLflow; name a store "
+                          "(mlflow:tracking_uri=sqlite:////path/mlflow.db)")
+    allow_file_store(uri)
+    client = MlflowClient(uri)
+    if recorded and recorded["tracking_uri"] == uri:
+        run_id = recorded["run_id"]
+    else:
+        name = options.get("experiment_name", "mddpm")
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        run_id = client.create_run(experiment_id, run_name=out.name).info.run_id
+    for key, value in values.items():
+        client.log_metric(run_id, key, value)
+    client.log_artifact(run_id, str(out / "metrics.json"), f"eval/{report['test']['split']}")
+    return f"mlflow: run {run_id} in {uri}"
 
 
 def flat_hparams(cfg: dict, prefix: str = "") -> dict:

@@ -54,7 +54,7 @@ from mddpm.io import check_output_folder, clear_outputs, read_json, refuse_links
 from mddpm.parallel import default_sigterm
 from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.run_folder import RUN_FILES, RunFolder
-from mddpm.training.loggers import Tracking, make_loggers, parse_logger
+from mddpm.training.loggers import Tracking, finish_tracking, make_loggers, parse_logger
 from mddpm.training.module import AnomalyModule
 from mddpm.weights import read_torch_file, save_weights
 
@@ -199,6 +199,7 @@ def _train_into(run: Path, cfg: dict, dataset_root, fold: int | None, resume: bo
 
     if rank_zero:
         export_weights(run)
+        finish_tracking(trainer.loggers, run)
         if timer.steps:
             print(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
                   f"({timer.seconds / timer.steps:.4f} s/step); weights in {run / 'best.pt'}")
