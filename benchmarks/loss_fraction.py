@@ -14,7 +14,8 @@ import torch
 
 from mddpm.config import build_method, resolve_config
 from mddpm.data.cache import load_prepared
-from mddpm.data.prepare import get_grid, prepare_dataset
+from mddpm.data.grids import get_grid
+from mddpm.data.prepare import prepare_dataset
 
 
 def fractions(method: str, prepared, batches: int, batch_size: int, seed: int = 0) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import time
 import torch
 
 from machine import machine_info
-from mddpm.data.prepare import GRIDS
+from mddpm.data.grids import GRIDS
 from mddpm.data.slicebank import SliceBank
 
 

@@ -153,7 +153,8 @@ def _parity_inputs(settings: BenchSettings, device: torch.device):
     if settings.run is not None:
         from mddpm.data.cache import load_prepared
         from mddpm.data.dataset import load_dataset
-        from mddpm.data.prepare import get_grid, prepare_dataset
+        from mddpm.data.grids import get_grid
+        from mddpm.data.prepare import prepare_dataset
         from mddpm.weights import build_from_weights
 
         if settings.data is None:

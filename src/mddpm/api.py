@@ -213,7 +213,8 @@ def predict(run: str | os.PathLike, data: str | os.PathLike, split: str, out: st
 def _prepare_for(run, data, workers: int, progress: bool, cache=None) -> None:
     """Prepare ``data`` on the grid of ``RUN/config.json`` with ``workers`` processes (predict then finds the
     cache ready); nothing without a readable config.json (predict then prepares the data itself)."""
-    from mddpm.data.prepare import get_grid, prepare_dataset
+    from mddpm.data.grids import get_grid
+    from mddpm.data.prepare import prepare_dataset
     from mddpm.io import read_json
     from mddpm.run_folder import RunFolder
 

@@ -46,7 +46,7 @@ TRAIN_DEFAULTS = {
 
 DEFAULT_PRESET = "demo"  # the preset of `mddpm train` without --preset
 DATA_DEFAULTS = {
-    "grid": "demo",  # a name in mddpm.data.prepare.GRIDS: "paper" = 96x96x50 at 2 mm, "demo" = 48x48x25 at 4 mm
+    "grid": "demo",  # a name in mddpm.data.grids.GRIDS: "paper" = 96x96x50 at 2 mm, "demo" = 48x48x25 at 4 mm
 }
 FILE_KEYS = ("method", "preset", "mddpm_version")  # top-level keys of a config file besides the sections
 

@@ -13,9 +13,8 @@ from scipy import ndimage
 from mddpm.cli.main import main
 from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset, save_dataset_json
+from mddpm.data.grids import GRIDS, GridSpec
 from mddpm.data.prepare import (
-    GRIDS,
-    GridSpec,
     crop_or_pad,
     normalise_percentiles,
     prepare_dataset,

@@ -8,7 +8,8 @@ import torch
 from scipy import stats
 
 from mddpm.data.cache import load_prepared
-from mddpm.data.prepare import GridSpec, prepare_dataset
+from mddpm.data.grids import GridSpec
+from mddpm.data.prepare import prepare_dataset
 from mddpm.data.slicebank import SliceBank
 from mddpm.errors import MddpmError
 

@@ -17,7 +17,8 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from mddpm.cli.main import main
 from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import GridSpec, prepare_dataset
+from mddpm.data.grids import GridSpec
+from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
 from mddpm.evaluation.scoring import pooled_pr_curve

@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mddpm.data.prepare import prepare_dataset, replace_grid
+    from mddpm.data.grids import replace_grid
+    from mddpm.data.prepare import prepare_dataset
 
     grid = replace_grid(args.grid, curvature_flow=not args.no_curvature_flow)
     out = prepare_dataset(args.dataset, grid, force=args.force, workers=max(1, args.workers),

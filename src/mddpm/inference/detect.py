@@ -31,7 +31,8 @@ import torch
 
 from mddpm import __version__
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import get_grid, prepare_volume, to_original_space, voxel_sizes
+from mddpm.data.grids import get_grid
+from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.folder_lock import writes_folder

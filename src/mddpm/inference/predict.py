@@ -39,7 +39,8 @@ import torch
 from mddpm import __version__
 from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
-from mddpm.data.prepare import get_grid, prepare_dataset
+from mddpm.data.grids import get_grid
+from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder
 from mddpm.inference.scores import (

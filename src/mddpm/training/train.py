@@ -47,7 +47,8 @@ from mddpm.config import (
     validate_config,
 )
 from mddpm.data.dataset import VAL_RULE, load_dataset, validation_split
-from mddpm.data.prepare import get_grid, prepare_dataset
+from mddpm.data.grids import get_grid
+from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import DiskFull, MddpmError, Terminated
 from mddpm.folder_lock import FolderLock, refuse_input_as_output
 from mddpm.io import check_output_folder, clear_outputs, read_json, refuse_links, write_json
