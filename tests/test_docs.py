@@ -28,12 +28,16 @@ def test_license_citation_and_version_agree():
     import yaml
 
     root = ROOT
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    from mddpm._version import __version__
+
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    project = pyproject["project"]
     assert project["license"] == "MIT" and (root / "LICENSE").read_text().startswith("MIT License")
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mddpm._version.__version__"}
     citation = yaml.safe_load((root / "CITATION.cff").read_text())
-    assert citation["version"] == project["version"] and citation["license"] == "MIT"
+    assert citation["version"] == __version__ and citation["license"] == "MIT"
     assert citation["preferred-citation"]["authors"][0]["family-names"] == "Iqbal"
-    assert f"## {project['version']}" in (root / "CHANGELOG.md").read_text()
+    assert f"## {__version__}" in (root / "CHANGELOG.md").read_text()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -5,7 +5,7 @@ The Python API (docs/api.md) is imported on first use, so ``import mddpm`` loads
 ``mddpm benchmark`` command; ``mddpm.benchmark`` is the module of that name).
 """
 
-__version__ = "0.1.0"
+from mddpm._version import __version__
 
 _API = {"load": "load", "Detector": "Detector", "Detection": "Detection", "train": "train", "predict": "predict",
         "evaluate": "evaluate", "run_benchmark": "benchmark"}

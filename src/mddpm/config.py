@@ -26,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.data.augment import AUGMENTS
 from mddpm.errors import ConfigError, NotFoundError
 from mddpm.registry import get_method

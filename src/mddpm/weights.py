@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.config import build_method, validate_config
 from mddpm.errors import ConfigError, MddpmError, NotFoundError
 from mddpm.io import atomic_write, first_line

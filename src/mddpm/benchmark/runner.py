@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
 from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs, write_dry_run_script
 from mddpm.benchmark.execute import device_choice, execute_run, stage_row

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.benchmark.experiment import Experiment
 from mddpm.benchmark.plan import RunPaths, now_iso, read_records
 from mddpm.benchmark.statistics import MIN_PAIRS, NO_P, across_runs, paired_wilcoxon

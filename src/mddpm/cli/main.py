@@ -13,7 +13,7 @@ import errno
 import importlib
 import sys
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.errors import DiskFull, MddpmError, Terminated, one_line
 
 COMMANDS = [

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.data.dataset import save_dataset_json
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder

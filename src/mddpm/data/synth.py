@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.data.cache import CACHE_FILES
 from mddpm.data.dataset import save_dataset_json
 from mddpm.data.synth_anatomy import Anatomy, SynthSettings, compose, load_anatomy, warp

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from nibabel.affines import voxel_sizes
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.errors import MddpmError
 from mddpm.evaluation.maps import MapsFolder, open_maps
 from mddpm.evaluation.metrics import (

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.data.dataset import load_dataset
 from mddpm.data.grids import get_grid
 from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes

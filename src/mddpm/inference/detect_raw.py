@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder
 from mddpm.inference.detect import OUTPUT_FILES, LoadedRun, lesion_volume_ml, load_run, score_scan, write_maps

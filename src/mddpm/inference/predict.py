@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
 from mddpm.data.grids import get_grid

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.errors import MddpmError, one_line
 from mddpm.folder_lock import LOCK_NAME, writes_folder
 from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.data.dataset import VAL_RULE, VAL_SEED, save_dataset_json, validation_split
 from mddpm.preprocess.settings import PIPELINE_VERSION, CaseInputs, PreprocessSettings
 

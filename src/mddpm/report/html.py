@@ -28,7 +28,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from mddpm import __version__
+from mddpm._version import __version__
 from mddpm.errors import MddpmError
 from mddpm.evaluation.lesion_scale import lesion_scale
 from mddpm.evaluation.metrics_files import ORACLE_NOTE
