@@ -21,22 +21,10 @@ from mddpm.benchmark.plan import (
     record_interrupted,
     stage_status,
 )
+from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import FolderLock
 from mddpm.run_folder import RunFolder
-
-
-def device_choice(device: str) -> str:
-    """``--device`` (auto, cpu, cuda) -> the device that predict and evaluate use."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise MddpmError(f"--device {device!r}: expected auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MddpmError("--device cuda: no CUDA device is available")
-    return device
 
 
 def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: Path, device: str, force: bool,
@@ -131,5 +119,5 @@ def run_job(experiment_file: str, out: str, dataset: str, dataset_root: str, met
     stages = [s for s in plan(experiment, Path(out), [method]) if s.dataset.name == dataset and s.run.tag == run]
     if not stages:
         raise MddpmError(f"{experiment_file}: no run {dataset}/{method}/{run}")
-    return execute_run(experiment, stages, Path(dataset_root), device_choice(device), resume, force, progress=False,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True), loggers=tuple(loggers))
+    return execute_run(experiment, stages, Path(dataset_root), resolve_device(device).type, resume, force,
+                       progress=False, log=lambda msg: print(msg, file=sys.stderr, flush=True), loggers=tuple(loggers))

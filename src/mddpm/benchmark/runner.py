@@ -12,10 +12,11 @@ from typing import Callable
 from mddpm._version import __version__
 from mddpm.benchmark import DEFAULT_OUT, OLD_DEFAULT_OUT
 from mddpm.benchmark.cluster import ClusterOptions, check_executor, submit_runs, write_dry_run_script
-from mddpm.benchmark.execute import device_choice, execute_run, stage_row
+from mddpm.benchmark.execute import execute_run, stage_row
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, load_experiment
 from mddpm.benchmark.plan import Stage, now_iso, plan, read_records, stage_status
 from mddpm.benchmark.table import build_benchmark_table
+from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import FolderLocked
 from mddpm.io import check_new_output, write_json
@@ -118,7 +119,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     for d in experiment.datasets:
         if roots[d.name] is not None and (not dry_run or (roots[d.name] / "dataset.json").is_file()):
             check_dataset(experiment, d, roots[d.name])
-    predict_device = device_choice(device) if not dry_run else device
+    predict_device = resolve_device(device).type if not dry_run else device
 
     stages = [s for s in plan(experiment, out, only) if selected is None or (s.method, s.run.tag) in selected]
     will_run: set[str] = set()
@@ -230,6 +231,6 @@ def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: 
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
                      experiment.title, table=table, cache_dir=out / "cache",
-                     device=device_choice(device))
+                     device=resolve_device(device).type)
     log(f"table: {out / 'table.md'}" + (f"; report: {out / 'report.html'}" if report else ""))
     return {"out": str(out), "stages": rows, "table": table}

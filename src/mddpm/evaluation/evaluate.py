@@ -36,6 +36,7 @@ import torch
 from nibabel.affines import voxel_sizes
 
 from mddpm._version import __version__
+from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
 from mddpm.evaluation.maps import MapsFolder, open_maps
 from mddpm.evaluation.metrics import (
@@ -242,9 +243,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         raise MddpmError(f"--figures must be >= 0, got {figures}")
     if figures and draw_case is None:
         raise ValueError("figures need a draw_case function")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MddpmError("--device cuda: no CUDA device is available")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     out = Path(out)
     test = open_maps(test_maps, "test")
     earlier = check_output_folder(out, force, _own_files(out, test.case_ids))

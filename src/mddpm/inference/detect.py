@@ -33,10 +33,11 @@ from mddpm._version import __version__
 from mddpm.data.dataset import load_dataset
 from mddpm.data.grids import get_grid
 from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes
+from mddpm.device import resolve_device
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.folder_lock import writes_folder
-from mddpm.inference.predict import PRECISIONS, resolve_device, score_volume
+from mddpm.inference.predict import PRECISIONS, score_volume
 from mddpm.io import (
     check_case_id,
     check_output_folder,

@@ -41,6 +41,7 @@ from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
 from mddpm.data.grids import get_grid
 from mddpm.data.prepare import prepare_dataset
+from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder
 from mddpm.inference.scores import (
@@ -65,19 +66,6 @@ from mddpm.weights import build_from_weights
 PRECISIONS = ("32", "bf16")
 STARTED = "predict.started.json"  # the request of a prediction under way; replaced by predict.json at the end
 NOISE_PER = ("volume", "slice")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA device if there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise MddpmError(f"--device {device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MddpmError(f"--device {device}: no CUDA device available")
-    return device
 
 
 def case_generator(seed: int, case_id: str, device: torch.device) -> torch.Generator:
