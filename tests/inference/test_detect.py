@@ -292,3 +292,17 @@ def test_overlay_letters_follow_the_affine():
     assert orientation_labels(np.eye(4)) == {"left": "L", "right": "R", "bottom": "P", "top": "A"}
     lps = np.diag([-2.0, -2.0, 2.0, 1.0])  # x towards the left, y towards the back (e.g. a DICOM-like grid)
     assert orientation_labels(lps) == {"left": "R", "right": "L", "bottom": "A", "top": "P"}
+
+
+def test_detect_seeds_a_scan_as_predict_seeds_its_case():
+    import torch
+
+    from mddpm.inference.detect import scan_case_id
+    from mddpm.inference.predict import case_generator
+
+    for path, case in (("data/images/case008_0000.nii.gz", "case008"), ("/x/IXI002-Guys-0828.nii", "IXI002-Guys-0828"),
+                       ("scan", "scan")):
+        assert scan_case_id(path) == case
+    a = case_generator(3141, scan_case_id("data/images/case008_0000.nii.gz"), torch.device("cpu"))
+    b = case_generator(3141, "case008", torch.device("cpu"))
+    assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))

@@ -5,10 +5,10 @@ resolution as the dataset it was trained on; ``mddpm preprocess`` does that for 
 orientation or voxel size is refused) and comes with its brain mask. Steps: read and check the scan and
 mask; bring them onto the run's prepared grid centred on the brain mask's bounding box, so that the field of
 view does not matter (:func:`mddpm.data.prepare.prepare_volume`; brain the grid leaves out is NaN in the map,
-reported in ``detect.json`` and warned about above 5 %); score (the run's method and defaults, one generator seeded
-from ``train.seed``); post-process as published (eroded-mask multiply, 3-D median); threshold; remove
-small components; resample map (linear) and segmentation (nearest) back to the scan's own voxel grid
-with its affine.
+reported in ``detect.json`` and warned about above 5 %); score (the run's method and defaults, one generator
+seeded from ``train.seed`` and the scan's case id, as ``predict`` seeds the same case); post-process as
+published (eroded-mask multiply, 3-D median); threshold; remove small components; resample map (linear) and
+segmentation (nearest) back to the scan's own voxel grid with its affine.
 
 A folder of scans (with a folder of masks) is scored with the model loaded once, each scan's outputs in
 ``out/<case id>/``. Outputs in ``out``: ``anomaly_map.nii.gz`` (float32, post-processed score), ``segmentation.nii.gz``
@@ -20,6 +20,7 @@ another ``threshold.json``; that file's ``postprocess`` settings are used too.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from mddpm.device import resolve_device
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.scoring import Scoring
 from mddpm.folder_lock import writes_folder
-from mddpm.inference.predict import PRECISIONS, score_volume
+from mddpm.inference.predict import PRECISIONS, case_generator, score_volume
 from mddpm.io import (
     check_case_id,
     check_output_folder,
@@ -52,7 +53,6 @@ from mddpm.preprocess.layout import CHANNEL_SUFFIX, index_folder
 from mddpm.preprocess.steps import SUPPORTED_SUFFIXES
 from mddpm.progress import progress_bar
 from mddpm.run_folder import RunFolder
-from mddpm.seeds import derive_seed
 from mddpm.viz.overlay import overlay_slices, save_overlay  # noqa: F401  (overlay_slices: moved there)
 from mddpm.weights import build_from_weights
 
@@ -200,7 +200,7 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
               f"scored (axial slices {format_ranges(coverage['unscored_slices'])}; NaN in the map)", file=sys.stderr)
     x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
-    generator = torch.Generator(device=model.device).manual_seed(derive_seed(cfg["train"]["seed"]))
+    generator = case_generator(cfg["train"]["seed"], scan_case_id(where), model.device)  # as predict seeds it
     amap, recon = score_volume(model.method, x, m, generator, precision=model.precision)
     scoring = Scoring.from_stored(model.postprocess)
     score = scoring.postprocess(amap[:, 0], m[:, 0])
@@ -215,6 +215,15 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
     segmentation = scoring.segment(score, model.threshold).cpu().numpy()
     seg_scan = to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5
     return ScanScore(map_scan, seg_scan & brain, coverage, recon_scan, total)
+
+
+def scan_case_id(scan: str) -> str:
+    """The case id of a scan's path, as a dataset names it: the file name without ``.nii[.gz]`` and without a
+    channel suffix (``images/case008_0000.nii.gz`` -> ``case008``); its noise is seeded from it, as predict
+    seeds that case's."""
+    name = re.sub(r"\.nii(\.gz)?$", "", Path(scan).name)
+    channel = CHANNEL_SUFFIX.match(name)
+    return channel["case"] if channel else name
 
 
 def scan_score_of(anomaly_map: np.ndarray, brain: np.ndarray, top: float = SCAN_SCORE_TOP) -> float:
