@@ -10,7 +10,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from mddpm.cli.main import main as mddpm_main  # noqa: E402
 from speed import main, run_bench, to_markdown  # noqa: E402
 from speed_model import BenchSettings, synthetic_maps, time_call  # noqa: E402
 from speed_scoring import bench_bf16_parity  # noqa: E402
@@ -108,11 +107,3 @@ def test_cli_rejects_bad_options(tmp_path, extra, capsys):
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()
 
-
-def test_mddpm_bench_is_a_deprecated_spelling_of_the_script(tmp_path, capsys):
-    out = tmp_path / "speed"
-    assert mddpm_main(["bench", "--out", str(out), "--device", "cpu", "--stages", "threshold", "--repeats", "1",
-                       "--pooled-volumes", "2"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "deprecated" in err and "benchmarks/speed.py" in err
-    assert json.loads((tmp_path / "speed.json").read_text())["stages"]["threshold"]["result"]["volumes"] == 2

@@ -18,7 +18,7 @@ from mddpm.errors import DiskFull, MddpmError, Terminated, one_line
 
 COMMANDS = [
     "demo", "synth", "verify", "import_pddpm", "preprocess", "prepare", "train", "predict",
-    "evaluate", "detect", "benchmark", "bench", "list",
+    "evaluate", "detect", "benchmark", "list",
 ]
 
 

@@ -295,25 +295,37 @@ def _make_trainer(cfg: dict, run: Path, devices, num_nodes: int, accelerator: st
 
 
 class StepTimer(Callback):
-    """Wall-clock seconds spent in training steps (validation excluded) and how many ran."""
+    """Wall-clock seconds spent in training steps (validation excluded) and how many ran. The device is
+    synchronised only where a stretch of steps ends (a validation, the end of training), not per step."""
 
     def __init__(self):
         self.seconds = 0.0
         self.steps = 0
         self.first_step = 0
-        self._start = 0.0
+        self._start = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.first_step = trainer.global_step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        _synchronize(pl_module.device)
-        self._start = time.perf_counter()
+        if self._start is None:
+            _synchronize(pl_module.device)
+            self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        _synchronize(pl_module.device)
-        self.seconds += time.perf_counter() - self._start
         self.steps += 1
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._stop(pl_module)
+
+    def _stop(self, pl_module) -> None:
+        if self._start is not None:
+            _synchronize(pl_module.device)
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
 
 
 def _synchronize(device: torch.device) -> None:
