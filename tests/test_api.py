@@ -82,6 +82,35 @@ def test_bad_inputs_are_one_line_errors(setup):  # noqa: F811
         mddpm.load(dataset)
 
 
+@pytest.mark.parametrize("affine, message", [
+    (np.full((4, 4), np.nan), "the affine holds NaN or Inf"), (np.diag([np.inf, 1, 1, 1]), "NaN or Inf"),
+    (np.zeros((4, 4)), "degenerate affine"), (np.diag([1e-4, 1e-4, 1e-4, 1]), "degenerate affine"),
+    (np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "singular"),
+    ("not a matrix", "not a 4x4 matrix"), (np.eye(3), "must be 4x4"),
+])
+def test_the_api_refuses_bad_affines_as_the_command_line_does(setup, affine, message):  # noqa: F811
+    dataset, run = setup
+    scan, _, _ = _case(dataset)
+    array = np.asarray(nib.load(str(scan)).dataobj)
+    with pytest.raises(InputError, match=message):
+        mddpm.load(run, threshold=0.5).score(array, affine=affine)
+
+
+def test_the_api_refuses_unreal_voxels_and_non_binary_masks(setup):  # noqa: F811
+    dataset, run = setup
+    scan, mask, _ = _case(dataset)
+    detector, image = mddpm.load(run, threshold=0.5), nib.load(str(scan))
+    array, affine = np.asarray(image.dataobj), image.affine
+    for bad, kind in ((array.astype(np.complex64), "complex64"), (array.astype(str), "<U"),
+                      (array.astype(object), "object")):
+        with pytest.raises(InputError, match=f"scan: voxels of type {kind}"):
+            detector.score(bad, affine=affine)
+    brain = np.asarray(nib.load(str(mask)).dataobj)
+    for value in (0.5, -1):
+        with pytest.raises(InputError, match="brain mask is not binary"):
+            detector.score(array, mask=np.where(brain > 0, value, 0), affine=affine)
+
+
 def test_a_run_without_a_threshold_gives_maps_and_refuses_a_segmentation(setup, tmp_path):  # noqa: F811
     dataset, run = setup
     scan, mask, _ = _case(dataset)

@@ -86,7 +86,7 @@ def test_a_header_claiming_more_than_the_file_holds_is_refused_before_reading(tm
 def test_degenerate_affines_are_refused(tmp_path, size):
     path = _lying_nifti(tmp_path / "a.nii.gz", np.ones((4, 4, 4), np.float32), qform_code=0, sform_code=1,
                         srow_x=[size, 0, 0, 0])
-    with pytest.raises(MddpmError, match="degenerate affine: voxel size"):
+    with pytest.raises(MddpmError, match="NaN or Inf entries" if np.isnan(size) else "degenerate affine: voxel size"):
         read_nifti(path)
 
 
@@ -140,3 +140,12 @@ def test_written_niftis_carry_units_and_both_transforms(tmp_path):
     assert header.get_xyzt_units() == ("mm", "sec")
     np.testing.assert_allclose(header.get_qform(), affine, atol=1e-5)
     np.testing.assert_allclose(header.get_sform(), affine, atol=1e-5)
+
+
+def test_a_volume_larger_than_the_free_memory_is_refused_before_allocation():
+    from mddpm.checks import check_memory
+    from mddpm.errors import InputError
+
+    with pytest.raises(InputError, match=r"x.nii.gz: 1000000000000 voxels need about 14901.2 GB to process"):
+        check_memory(10**12, "x.nii.gz")
+    check_memory(1000, "x.nii.gz")  # a brain scan's size passes

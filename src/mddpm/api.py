@@ -105,6 +105,7 @@ class Detector:
     def score(self, scan: Volume, mask: Volume | None = None, affine: np.ndarray | None = None) -> Detection:
         """Score ``scan``; ``mask``: its brain mask (same grid; default: ``scan > 0``, right for the
         skull-stripped output of ``mddpm preprocess``); ``affine``: needed when ``scan`` is an array."""
+        from mddpm.checks import check_binary_mask
         from mddpm.inference.detect import score_scan
 
         image, affine = as_volume(scan, affine, "scan")
@@ -114,7 +115,7 @@ class Detector:
             brain_arr, mask_affine = as_volume(mask, affine, "mask")
             if brain_arr.shape != image.shape or not np.allclose(mask_affine, affine, atol=1e-3):
                 raise InputError(f"mask: shape {brain_arr.shape} or affine differs from the scan's {image.shape}")
-            brain = brain_arr > 0
+            brain = check_binary_mask(brain_arr, "mask")
         if not brain.any():
             raise InputError("mask: the brain mask is empty")
         result = score_scan(self.loaded, image, brain, affine, _name(scan))
@@ -135,6 +136,7 @@ def load(run: str | os.PathLike, *, threshold: float | str | os.PathLike | None 
 def as_volume(value: Volume, affine: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
     """``(array [X, Y, Z] float32, affine [4, 4] float64)`` of a NIfTI path, a nibabel image or an array
     (which needs ``affine``); refused unless 3-D (a trailing axis of 1 is dropped) and finite."""
+    from mddpm.checks import check_affine, check_real
     from mddpm.io import read_nifti
 
     if isinstance(value, (str, os.PathLike)):
@@ -145,16 +147,16 @@ def as_volume(value: Volume, affine: np.ndarray | None, what: str) -> tuple[np.n
         except MddpmError as e:  # not NIfTI, not 3-D, NaN voxels
             raise InputError(str(e)) from None
     if hasattr(value, "dataobj") and hasattr(value, "affine"):  # a nibabel image
-        data, affine = np.asarray(value.dataobj, dtype=np.float32), value.affine
+        data, affine = check_real(value.dataobj, what), value.affine
     else:
         if affine is None:
             raise InputError(f"{what}: an array needs its affine (4x4 voxel-to-world matrix in mm): pass affine=")
-        data = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float32)
-    affine = np.asarray(affine, dtype=np.float64)
+        data = check_real(value.detach().cpu() if hasattr(value, "detach") else value, what)
+    affine = check_affine(affine, what)  # as a NIfTI file's header is checked
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3 or affine.shape != (4, 4):
-        raise InputError(f"{what}: expected a 3-D volume and a 4x4 affine (got shapes {data.shape}, {affine.shape})")
+    if data.ndim != 3:
+        raise InputError(f"{what}: expected a 3-D volume (got shape {data.shape})")
     if not np.isfinite(data).all():
         raise InputError(f"{what}: contains NaN or Inf voxels")
     return data, affine

@@ -146,7 +146,7 @@ def read_config_file(config: str | os.PathLike | dict) -> tuple[dict, dict, str]
         if not path.is_file():
             raise NotFoundError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.load(path.read_text(), Loader=_unique_keys_loader())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid YAML or JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -157,6 +157,25 @@ def read_config_file(config: str | os.PathLike | dict) -> tuple[dict, dict, str]
         if key in chosen and not isinstance(chosen[key], str):
             raise ConfigError(f"{source}{key} must be a name")
     return chosen, _flatten(raw), source
+
+
+def _unique_keys_loader():
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
 
 
 def given_keys(settings: dict, overrides) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 import nibabel as nib
 import numpy as np
 
+from mddpm.checks import check_affine, check_memory
 from mddpm.errors import DiskFull, MddpmError
 from mddpm.folder_lock import LOCK_NAME
 
@@ -294,7 +295,6 @@ def _json_default(o):
 
 MAX_VOXELS = 2**30  # 1024^3: far beyond any brain scan; bounds the memory a header can make us allocate
 GZIP_MAX_RATIO = 1100  # deflate cannot compress better than about 1032:1
-VOXEL_MM_RANGE = (0.05, 100.0)
 
 
 def open_nifti(path: str | os.PathLike):
@@ -324,11 +324,8 @@ def check_nifti_header(img, path: Path) -> None:
     if voxels > MAX_VOXELS or claimed > room:
         raise MddpmError(f"{path}: header claims {voxels} voxels of {dtype} ({claimed / 1e9:.3g} GB) "
                          f"in a {size}-byte file (a corrupt or lying header)")
-    voxel = np.sqrt((np.asarray(img.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-    lo, hi = VOXEL_MM_RANGE
-    if not (np.isfinite(voxel).all() and (voxel >= lo).all() and (voxel <= hi).all()):
-        raise MddpmError(f"{path}: degenerate affine: voxel size {tuple(round(float(v), 6) for v in voxel)} mm "
-                         f"(each must lie in [{lo:g}, {hi:g}] mm)")
+    check_affine(img.affine, str(path))
+    check_memory(voxels, str(path))
 
 
 def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -181,6 +181,7 @@ def test_a_train_setting_added_later_at_its_default_keeps_old_runs(tmp_path):
     ({"overrides": {"vae": ["train.nope=1"]}}, "overrides of 'vae'"),
     ({"thresholds": ["median"]}, "unknown threshold rule"),
     ({"runs": {"folds": [0]}}, "healthy_val needs seed runs"),
+    ({"published": {"values": {"vae": {"blob": {"dice": ["high", 1.0]}}}}}, r"published vae/blob/dice: expected"),
     ({"datasets": [{"name": "s", "path": None, "synth": {"size": "demo", "family": "average"},
                     "test_sets": [{"name": "t", "test": "tumour_test", "val": "tumour_val"}]}]}, "synth must be"),
 ])

@@ -11,6 +11,7 @@ optionally, the published values. Shipped: ``paper`` and ``synthetic`` in ``mddp
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -253,8 +254,15 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     postprocess = raw.get("postprocess", "published")
     check(postprocess in POSTPROCESS_RULES, f"postprocess must be one of {', '.join(POSTPROCESS_RULES)}")
     published = raw.get("published")
-    check(published is None or (isinstance(published, dict) and isinstance(published.get("values"), dict)),
-          'published must be {"source": ..., "values": {method: {test set: {"dice": [mean, std], ...}}}}')
+    shape = 'published must be {"source": ..., "values": {method: {test set: {"dice": [mean, std], ...}}}}'
+    check(published is None or (isinstance(published, dict) and isinstance(published.get("values"), dict)), shape)
+    for m, cells in (published or {}).get("values", {}).items():
+        check(isinstance(cells, dict) and all(isinstance(c, dict) for c in cells.values()), f"{shape} ({m})")
+        for test_set, metrics in cells.items():
+            for metric, pair in metrics.items():
+                check(isinstance(pair, list) and len(pair) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair),
+                    f"published {m}/{test_set}/{metric}: expected [mean, std] as two numbers, got {pair!r}")
 
     check(isinstance(raw["datasets"], list) and raw["datasets"], "datasets must be a non-empty list")
     datasets = []

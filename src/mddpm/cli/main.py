@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with sigterm_raises():
             parser = build_parser()
-            args, rest = parser.parse_known_args(argv)
+            args, rest = parser.parse_known_args(_negative_values(sys.argv[1:] if argv is None else argv))
             if rest and not getattr(args, "pass_through", False):  # only a deprecated alias hands arguments on
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             args.rest = rest
@@ -57,6 +57,30 @@ def main(argv: list[str] | None = None) -> int:
         stopped = str(e) or ("stopped by SIGTERM" if isinstance(e, Terminated) else "interrupted")
         print(f"mddpm{' ' + command if command else ''}: {stopped}", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
+
+
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--option -1e308`` as ``--option=-1e308``: argparse reads a negative number in scientific notation as an
+    option (only ``-5`` and ``-0.5`` count as numbers for it)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and _negative_number(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _negative_number(text: str) -> bool:
+    if not text.startswith("-"):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _run(args) -> int:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from mddpm._version import __version__
+from mddpm.checks import check_binary_mask
 from mddpm.data.dataset import load_dataset
 from mddpm.data.grids import get_grid
 from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes
@@ -123,9 +124,7 @@ def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[
         raise InputError(f"{mask}: shape {brain.shape} differs from the scan {scan} {image.shape}")
     if not np.allclose(mask_affine, affine, atol=1e-3):
         raise InputError(f"{mask}: affine differs from the scan {scan} (mask and scan must share one voxel grid)")
-    if not np.isin(brain, (0, 1)).all():
-        raise InputError(f"{mask}: brain mask is not binary (values {np.unique(brain)[:6].tolist()}); "
-                         "threshold it first (e.g. > 0.5)")
+    check_binary_mask(brain, str(mask))
     brain = brain > 0
     if not brain.any():
         raise InputError(f"{mask}: brain mask is empty")
