@@ -110,8 +110,9 @@ def plot(found: dict, steps: dict, curve: Path | None, path: Path) -> None:
     for row in sorted({r for r, _ in found}):
         stat = summary(found[(row, "tumour")], "dice")
         method = row.rsplit("-", 1)[0] if row[-1].isdigit() else row
+        seeds = f"{stat['n_runs']} seed{'s' * (stat['n_runs'] > 1)}"
         ax.errorbar(steps[row], 100 * stat["mean"], yerr=100 * (stat["std"] or 0), color=colours[method],
-                    marker="o", ms=7, capsize=4, lw=2, label=f"{row} ({stat['n_runs']} seed{'s' * (stat['n_runs'] > 1)}, this benchmark)")
+                    marker="o", ms=7, capsize=4, lw=2, label=f"{row} ({seeds}, this benchmark)")
     head = ("mddpm-fpmcm-9600", "tumour")
     if head in found:
         top = 100 * summary(found[head], "dice")["mean"]
