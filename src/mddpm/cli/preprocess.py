@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split-name", help="put every case in this split (default: healthy -> train, and 20 %% of "
                                         "them, drawn with seed 3141, -> val; anomalous -> test)")
     p.add_argument("--modality", help="modality written to dataset.json (default: the nnU-Net channel name of "
-                                      "dataset.json, else T2); with several nnU-Net channels, the one to keep")
+                                      "dataset.json, else T2); with several nnU-Net channels, the one to keep; "
+                                      "in a BIDS tree, the scans' suffix (default T2w)")
     p.add_argument("--template", metavar="PATH", help="registration template, brain only (e.g. SRI24 T1_brain.nii); "
                                                       "default: MNI152 2009a T1 brain from nilearn")
     p.add_argument("--template-mask", metavar="PATH", help="brain mask of --template (default: template > 0)")

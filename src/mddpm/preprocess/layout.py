@@ -1,4 +1,5 @@
-"""Which files of an input folder are the scans and labels of which case: a plain folder or nnU-Net v2 raw.
+"""Which files of an input folder are the scans and labels of which case: a plain folder, nnU-Net v2 raw, or
+a BIDS tree (:mod:`mddpm.preprocess.bids`).
 
 Plain: the case id is the file name without its extension (``sub-01_T2w.nii.gz`` -> ``sub-01_T2w``), and a
 label is named like its scan's case id.
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from mddpm.errors import MddpmError
 from mddpm.io import read_json
+from mddpm.preprocess.bids import bids_cases, is_bids
 from mddpm.preprocess.steps import SUPPORTED_SUFFIXES, case_id
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -81,6 +83,11 @@ def find_inputs(input_dir: str | Path, labels_dir: str | Path | None = None, pat
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise MddpmError(f"{input_dir}: input folder not found")
+    if is_bids(input_dir):
+        if labels_dir is not None:
+            raise MddpmError(f"{input_dir}: a BIDS tree takes its lesion masks from derivatives/ (no --labels)")
+        scans, labels = bids_cases(input_dir, modality, pattern)
+        return Inputs(scans=scans, labels=labels)
     if is_nnunet_dataset(input_dir):
         if labels_dir is not None:
             raise MddpmError(f"{input_dir}: an nnU-Net dataset folder takes its labels from labelsTr/ and labelsTs/ "
