@@ -39,7 +39,7 @@ def run_golden_benchmark(root: Path) -> Path:
     """Write the phantom dataset and the grid under ``root``, run the benchmark; returns its output folder."""
     from mddpm.benchmark.runner import run_benchmark
     from mddpm.data.phantom import make_phantom_dataset
-    from mddpm.registry import all_methods
+    from mddpm.methods import all_methods
 
     data = make_phantom_dataset(root / "phantom")
     shipped = sorted(m for m, spec in all_methods().items() if spec.build.__module__.startswith("mddpm."))

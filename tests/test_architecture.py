@@ -9,16 +9,33 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # lower numbers are lower layers; a module may import its own layer (within its package) and lower ones
 LAYERS = {
-    "mddpm": 0, "_version": 0, "errors": 0,
+    "_version": 0, "errors": 0,
     "io": 1, "checks": 1, "device": 1, "progress": 1, "registry": 1, "seeds": 1, "parallel": 1, "folder_lock": 1,
-    "config": 2, "data": 2, "nets": 2, "diffusion": 2, "masking": 2,
-    "methods": 3, "preprocess": 3, "evaluation": 3, "viz": 3, "weights": 3, "run_folder": 3,
+    "data": 2, "nets": 2, "diffusion": 2, "masking": 2,
+    "methods": 3, "config": 3, "preprocess": 3, "evaluation": 3, "viz": 3, "weights": 3, "run_folder": 3,
     "training": 4,
     "inference": 5, "report": 5,
     "benchmark": 6,
     "demo": 7, "api": 7,
     "cli": 8,
+    "mddpm": 9,  # the package root: its lazy facade hands out mddpm.api
 }
+
+
+def _imported_by_name(node: ast.AST) -> str | None:
+    """The module an ``import_module(...)`` call names: its literal text, or an f-string's literal head up to
+    its last dot (``f"mddpm.cli.{name}"`` -> ``mddpm.cli``); None for any other node."""
+    if not (isinstance(node, ast.Call) and node.args and getattr(node.func, "attr", getattr(node.func, "id", None))
+            == "import_module"):
+        return None
+    arg = node.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        name = arg.value
+    elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        name = arg.values[0].value.rpartition(".")[0]
+    else:
+        return None
+    return name if name.split(".")[0] == "mddpm" else None
 
 
 def _modules() -> dict[str, Path]:
@@ -44,6 +61,8 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
                 deps |= {known(f"{node.module}.{a.name}") for a in node.names}
             elif isinstance(node, ast.Import):
                 deps |= {known(a.name) for a in node.names if a.name.split(".")[0] == "mddpm"}
+            elif _imported_by_name(node):  # importlib.import_module("mddpm.x") or f"mddpm.x.{name}"
+                deps.add(known(_imported_by_name(node)))
         edges[name] = deps - {name}
     return edges
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from mddpm._version import __version__
 from mddpm.data.augment import AUGMENTS
 from mddpm.errors import ConfigError, NotFoundError
-from mddpm.registry import get_method
+from mddpm.methods import get_method
 
 TRAIN_DEFAULTS = {
     "batch_size": 32,  # slices (or volumes, for volume-wise methods) per optimiser step

@@ -1,28 +1,14 @@
-"""Named registry of anomaly-detection methods, each with a one-line description and presets.
-
-A method module registers itself with :func:`register_method`; :func:`get_method` imports the
-method modules on first use, so ``mddpm list methods`` shows every method that exists. A method's
-presets are data: the package file ``mddpm/presets/<name>.yaml`` (:func:`read_presets`).
+"""Where methods are registered: each with a one-line description and presets. It only stores: a method
+module registers itself with :func:`register_method`, and :mod:`mddpm.methods` (which imports every
+method module, the list of methods) answers :func:`~mddpm.methods.get_method`. A method's presets are
+data: the package file ``mddpm/presets/<name>.yaml`` (:func:`read_presets`).
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
 from dataclasses import dataclass, field
 from typing import Callable
-
-from mddpm.errors import ConfigError
-
-# Modules that define methods; importing them fills METHODS.
-METHOD_MODULES = [
-    "mddpm.methods.diffusion",
-    "mddpm.methods.vae",
-    "mddpm.methods.svae",
-    "mddpm.methods.dae",
-    "mddpm.methods.fanogan",
-    "mddpm.methods.intensity",
-]
 
 
 @dataclass(frozen=True)
@@ -75,20 +61,3 @@ def read_presets(name: str) -> dict:
     if not isinstance(presets, dict) or not all(isinstance(p, dict) for p in presets.values()):
         raise ValueError(f"mddpm/presets/{name}.yaml: expected a mapping of preset names to settings")
     return presets
-
-
-def _load_all() -> None:
-    for mod in METHOD_MODULES:
-        importlib.import_module(mod)
-
-
-def all_methods() -> dict[str, MethodSpec]:
-    _load_all()
-    return dict(METHODS)
-
-
-def get_method(name: str) -> MethodSpec:
-    methods = all_methods()
-    if name not in methods:
-        raise ConfigError(f"unknown method {name!r} (known: {', '.join(sorted(methods))})")
-    return methods[name]

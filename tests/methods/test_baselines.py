@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import mddpm.registry as registry
 from mddpm.config import build_method, resolve_config
 from mddpm.errors import MddpmError
+from mddpm.methods import all_methods
 from mddpm.methods.dae import DAEMethod, coarse_noise, corrupt
 from mddpm.methods.fanogan import CRITIC, ENCODER, GENERATOR, FAnoGANMethod, gradient_penalty
 from mddpm.methods.intensity import IntensityMethod
@@ -20,7 +20,6 @@ from mddpm.methods.vae import VAEMethod, kl_divergence, reconstruction_error
 from mddpm.nets.autoencoders import PlainUNet, WSConv2d, middle_divisor
 
 BASELINES = ["vae", "svae", "dae", "fanogan", "intensity"]
-BASELINE_MODULES = [f"mddpm.methods.{name}" for name in BASELINES]
 
 TINY = {
     "vae": lambda: VAEMethod(image_size=16, latent_dim=8, num_down=2, base_channels=8, max_channels=16,
@@ -31,12 +30,6 @@ TINY = {
     "fanogan": lambda: FAnoGANMethod(image_size=16, latent_dim=8, num_stages=2, base_channels=8, max_channels=16,
                                      encoder_base_channels=8, encoder_max_channels=16, gan_steps=12),
 }
-
-
-@pytest.fixture
-def baseline_registry(monkeypatch):
-    """Resolve methods from the baseline modules only (other method modules may not exist yet)."""
-    monkeypatch.setattr(registry, "METHOD_MODULES", BASELINE_MODULES)
 
 
 def brain_batch(shape, seed=0):
@@ -264,8 +257,8 @@ def test_intensity_map_is_the_image_inside_the_brain_and_has_nothing_to_train():
 # --- registry and presets ---------------------------------------------------------------------------
 
 
-def test_registry_lists_the_baselines_with_descriptions(baseline_registry):
-    methods = registry.all_methods()
+def test_registry_lists_the_baselines_with_descriptions():
+    methods = all_methods()
     for name in BASELINES:
         assert name in methods
         assert methods[name].description and "\n" not in methods[name].description
@@ -273,7 +266,7 @@ def test_registry_lists_the_baselines_with_descriptions(baseline_registry):
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_presets_resolve_and_build(baseline_registry, name):
+def test_presets_resolve_and_build(name):
     for preset, grid, size, slices in (("paper", "paper", 96, 50), ("demo", "demo", 48, 25)):
         cfg = resolve_config(name, preset)
         assert cfg["data"]["grid"] == grid
@@ -289,7 +282,7 @@ def test_presets_resolve_and_build(baseline_registry, name):
         assert cfg["train"]["max_steps"] > cfg["model"]["gan_steps"]
 
 
-def test_overrides_reach_the_builder(baseline_registry):
+def test_overrides_reach_the_builder():
     cfg = resolve_config("vae", "demo", ["model.latent_dim=7", "model.recon_loss=l2"])
     method = build_method(cfg)
     assert method.net.mu.out_features == 7 and method.recon_loss == "l2"

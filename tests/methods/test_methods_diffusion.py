@@ -12,9 +12,9 @@ from mddpm.config import build_method, resolve_config
 from mddpm.diffusion.noise import make_noise
 from mddpm.diffusion.schedule import cosine_alphas_cumprod, from_model_range, to_model_range
 from mddpm.errors import MddpmError
+from mddpm.methods import get_method
 from mddpm.methods.base import InferenceOptions
 from mddpm.methods.diffusion import DiffusionAnomalyMethod
-from mddpm.registry import get_method
 
 DIFFUSION_METHODS = ["ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm", "mddpm-released"]
 TINY_NET = {"model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "head_channels": 8, "groups": 4}

@@ -159,7 +159,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     from mddpm.data.synth_sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
     from mddpm.evaluation.postprocess import POSTPROCESS_RULES
-    from mddpm.registry import all_methods
+    from mddpm.methods import all_methods
 
     path = experiment_path(spec)
     raw = read_json(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mddpm.registry import all_methods
+from mddpm.methods import all_methods
 
 
 def add_parser(sub) -> None:

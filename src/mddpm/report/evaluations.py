@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mddpm.errors import MddpmError
 from mddpm.io import read_json
-from mddpm.registry import all_methods
+from mddpm.methods import all_methods
 
 
 @dataclass
