@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from mddpm.methods import all_methods
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("list", help="list registered methods and their presets")
@@ -12,6 +10,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from mddpm.methods import all_methods  # here: building the parser imports no heavy library
+
     methods = all_methods()
     width = max(len(n) for n in methods)
     for name in sorted(methods):
