@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mddpm.methods.base import AnomalyMethod, InferenceOptions
+from mddpm.errors import MddpmError
+from mddpm.methods.base import AnomalyMethod
 from mddpm.registry import METHODS, register_method
 
 TINY_TRAIN = {"batch_size": 4, "max_steps": 4, "val_every": 2, "val_batches": 2, "log_every": 1, "lr": 1e-2}
@@ -32,11 +33,14 @@ class TinyMethod(AnomalyMethod):
     def validation_loss(self, batch, generator):
         return (self.net(batch["image"]) - batch["image"]).abs().mean()
 
-    def inference_options(self):
-        return InferenceOptions(noise_shared=self.noise_shared, t_fix=self.t_fix, timesteps=1000)
+    def inference_settings(self):
+        return {"noise_shared": self.noise_shared, "t_fix": self.t_fix}
 
-    def set_inference_options(self, options):
-        self.noise_shared, self.t_fix = options.noise_shared, options.t_fix
+    def set_inference(self, **changes):
+        super().set_inference(**changes)
+        if not 0 <= changes.get("t_fix", self.t_fix) < 1000:
+            raise MddpmError(f"--t-fix {changes['t_fix']}: outside [0, 999] (the model has 1000 diffusion steps)")
+        self.noise_shared, self.t_fix = changes.get("noise_shared", self.noise_shared), changes.get("t_fix", self.t_fix)
 
     def reconstruct(self, image, mask, generator):
         shape = (1, *image.shape[1:]) if self.noise_shared else image.shape

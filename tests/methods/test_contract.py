@@ -1,6 +1,7 @@
 """The method contract, for every registered method (no list to edit: a new method is tested once it is
 registered): it builds from its demo preset, takes one optimiser step on real slices, maps a volume
-(``[S, 1, H, W]`` map and reconstruction, finite), and its saved weights load back to the same map."""
+(``[S, 1, H, W]`` map and reconstruction, finite; the residual when it declares ``map_is_residual``), keeps
+its declared inference settings and refuses others, and its saved weights load back to the same map."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mddpm.config import build_method, resolve_config
 from mddpm.data.cache import load_prepared
 from mddpm.data.grids import get_grid
 from mddpm.data.prepare import prepare_dataset
+from mddpm.errors import MddpmError
 from mddpm.inference.predict import case_generator, score_volume
 from mddpm.methods import all_methods
 from mddpm.weights import build_from_weights, save_weights
@@ -65,6 +67,13 @@ def test_every_registered_method_keeps_the_contract(name, volume, tmp_path):
     method.eval()
     amap, recon = score_volume(method, image, mask, case_generator(3141, "case", torch.device("cpu")))
     assert amap.shape == recon.shape == image.shape and torch.isfinite(amap).all() and torch.isfinite(recon).all()
+    if method.map_is_residual:  # what the method declares about its map holds
+        assert torch.allclose(amap, (image - recon).abs())
+    settings = method.inference_settings()  # declared settings take their own values; others are refused
+    method.set_inference(**settings)
+    assert method.inference_settings() == settings
+    with pytest.raises(MddpmError, match="has no inference setting no_such_setting"):
+        method.set_inference(no_such_setting=1)
 
     path = save_weights(tmp_path / "best.pt", name, cfg, method.state_dict(), 1, float(validation))
     again, payload = build_from_weights(path, name)

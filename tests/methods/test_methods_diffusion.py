@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 from torch import nn
@@ -13,7 +11,6 @@ from mddpm.diffusion.noise import make_noise
 from mddpm.diffusion.schedule import cosine_alphas_cumprod, from_model_range, to_model_range
 from mddpm.errors import MddpmError
 from mddpm.methods import get_method
-from mddpm.methods.base import InferenceOptions
 from mddpm.methods.diffusion import DiffusionAnomalyMethod
 
 DIFFUSION_METHODS = ["ddpm", "pddpm", "mddpm-ipm", "mddpm-fpm", "mddpm-fpmcm", "mddpm-released"]
@@ -388,16 +385,17 @@ def test_one_step_reconstruction_arithmetic():
     assert x_hat.max() > 1 or x_hat.min() < 0  # not clipped to [0, 1], as published
 
 
-def test_inference_options_are_the_contract_of_predict():
+def test_each_method_declares_its_inference_settings():
     method = DiffusionAnomalyMethod(net=TINY_NET, chunk_size=5, t_fix=300, timesteps=1000)
-    options = method.inference_options()
-    assert (options.noise_shared, options.chunk_size, options.t_fix, options.timesteps) == (True, 5, 300, 1000)
-    method.set_inference_options(replace(options, noise_shared=False, chunk_size=7, t_fix=10))
+    assert method.inference_settings() == {"noise_shared": True, "chunk_size": 5, "t_fix": 300}
+    method.set_inference(noise_shared=False, chunk_size=7, t_fix=10)
     assert (method.noise_shared, method.chunk_size, method.t_fix) == (False, 7, 10)
-    with pytest.raises(ValueError, match="diffusion steps"):
-        method.set_inference_options(replace(options, timesteps=10))
+    with pytest.raises(MddpmError, match=r"--t-fix 1000: outside \[0, 999\]"):
+        method.set_inference(t_fix=1000)
+    with pytest.raises(MddpmError, match="has no inference setting timesteps"):
+        method.set_inference(timesteps=10)
     vae = build_method(resolve_config("vae", "demo"))
-    assert vae.inference_options() == InferenceOptions() and vae.lr_scale(3) == 1.0
+    assert vae.inference_settings() == {} and vae.lr_scale(3) == 1.0 and vae.map_is_residual
     assert vae.optimizer_options() == [{}] * len(vae.param_groups())
-    with pytest.raises(ValueError, match="no inference settings"):
-        vae.set_inference_options(InferenceOptions(chunk_size=4))
+    with pytest.raises(MddpmError, match=r"VAEMethod has no inference setting chunk_size \(its settings: none\)"):
+        vae.set_inference(chunk_size=4)

@@ -30,7 +30,6 @@ import glob
 import os
 import time
 import zlib
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,47 +73,44 @@ def case_generator(seed: int, case_id: str, device: torch.device) -> torch.Gener
 
 
 def configure_method(method: AnomalyMethod, noise_per: str | None = None, chunk_size: int | None = None) -> str | None:
-    """Apply the inference options ``noise_per`` and ``chunk_size`` (:class:`~mddpm.methods.base.InferenceOptions`);
-    ``None`` keeps the run's setting. An option the method does not have is an error, never ignored.
-    Returns the effective noise sharing (``"volume"``, ``"slice"``, or ``None`` for a method without noise)."""
-    name, options = type(method).__name__, method.inference_options()
+    """Apply the inference options ``noise_per`` and ``chunk_size`` (the method's declared
+    :meth:`~mddpm.methods.base.AnomalyMethod.inference_settings`); ``None`` keeps the run's setting. An option
+    the method does not have is an error, never ignored. Returns the effective noise sharing (``"volume"``,
+    ``"slice"``, or ``None`` for a method without test-time noise)."""
+    name, settings = type(method).__name__, method.inference_settings()
+    changes = {}
     if noise_per is not None:
         if noise_per not in NOISE_PER:
             raise MddpmError(f"--noise-per {noise_per!r}: expected one of {', '.join(NOISE_PER)}")
-        if options.noise_shared is None:
+        if "noise_shared" not in settings:
             raise MddpmError(f"--noise-per {noise_per}: method {name} draws no test-time noise")
-        options = replace(options, noise_shared=noise_per == "volume")
+        changes["noise_shared"] = noise_per == "volume"
     if chunk_size is not None:
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise MddpmError(f"--chunk-size {chunk_size!r}: must be a positive integer")
-        if options.chunk_size is None:
+        if "chunk_size" not in settings:
             raise MddpmError(f"--chunk-size: method {name} has no chunk size")
-        options = replace(options, chunk_size=chunk_size)
-    method.set_inference_options(options)
-    if options.noise_shared is None:
-        return None
-    return "volume" if options.noise_shared else "slice"
+        changes["chunk_size"] = chunk_size
+    method.set_inference(**changes)
+    shared = method.inference_settings().get("noise_shared")
+    return None if shared is None else "volume" if shared else "slice"
 
 
 def check_t_fix(method: AnomalyMethod, t_fix) -> list[int] | None:
-    """Validate a noise-level ensemble: ``None`` or a non-empty list of ints, for methods with ``t_fix``."""
+    """Validate a noise-level ensemble: ``None`` or a non-empty list of ints, each a step the method takes."""
     if t_fix is None:
         return None
-    options = method.inference_options()
-    if options.t_fix is None:
+    settings = method.inference_settings()
+    if "t_fix" not in settings:
         raise MddpmError(f"--t-fix: method {type(method).__name__} has no diffusion step to set")
     if isinstance(t_fix, int):
         t_fix = [t_fix]
     if not t_fix or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in t_fix):
         raise MddpmError(f"--t-fix {t_fix!r}: expected one or more non-negative integers")
-    if options.timesteps is not None and max(t_fix) >= options.timesteps:
-        raise MddpmError(f"--t-fix {max(t_fix)}: outside [0, {options.timesteps - 1}] (the model has "
-                         f"{options.timesteps} diffusion steps)")
+    try:
+        for t in t_fix:
+            method.set_inference(t_fix=t)  # the method checks its range
+    finally:
+        method.set_inference(t_fix=settings["t_fix"])
     return list(t_fix)
-
-
-def _overrides_anomaly_map(method: AnomalyMethod) -> bool:
-    return type(method).anomaly_map is not AnomalyMethod.anomaly_map
 
 
 @torch.no_grad()
@@ -138,17 +134,17 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
             recons = torch.stack([method.reconstruct(image, mask, generator).float() for _ in range(samples)])
         return mahalanobis_score(image, recons, local=score == "mahalanobis-local"), recons.mean(0)
     steps = [None] if t_fix is None else t_fix
-    saved = method.inference_options()
+    saved = method.inference_settings()
     start_state = generator.get_state()
     total_map, total_recon = None, None
     try:
         for t in steps:
             if t is not None:
-                method.set_inference_options(replace(saved, t_fix=t))
+                method.set_inference(t_fix=t)
             generator.set_state(start_state)  # every ensemble member starts from the case's seed
             with autocast:
                 recon = method.reconstruct(image, mask, generator).float()
-                if score == "l1" and _overrides_anomaly_map(method):
+                if score == "l1" and not method.map_is_residual:
                     generator.set_state(start_state)  # the map's reconstruction is the one returned
                     amap = method.anomaly_map(image, mask, generator).float()
                 else:
@@ -156,7 +152,7 @@ def score_volume(method: AnomalyMethod, image: torch.Tensor, mask: torch.Tensor,
             total_map = amap if total_map is None else total_map + amap
             total_recon = recon if total_recon is None else total_recon + recon
     finally:
-        method.set_inference_options(saved)
+        method.set_inference(**saved)
     return total_map / len(steps), total_recon / len(steps)
 
 
@@ -185,7 +181,7 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     cfg = payload["config"]
     noise_per = configure_method(method, noise_per, chunk_size)
     t_values = check_t_fix(method, t_fix)
-    options = method.inference_options()
+    options = method.inference_settings()
     case_ids = [c.id for c in load_dataset(dataset_root).split(split)]
     if not case_ids:
         raise MddpmError(f"{dataset_root / 'dataset.json'}: split {split!r} is empty")
@@ -212,8 +208,8 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
 
     settings = {
         "weights": str(RunFolder(run).weights(weights)), "weights_step": payload["step"], "precision": precision,
-        "noise_per": noise_per, "t_fix": t_values or (None if options.t_fix is None else [options.t_fix]),
-        "score": score, "chunk_size": options.chunk_size,
+        "noise_per": noise_per, "t_fix": t_values or (None if options.get("t_fix") is None else [options["t_fix"]]),
+        "score": score, "chunk_size": options.get("chunk_size"),
         "device": str(device), "seed": cfg["train"]["seed"], "seeding": "per case: (train.seed, crc32(case id))",
         "seconds_per_volume": float(np.mean(seconds)) if seconds else None,
         "seconds_per_volume_first": seconds[0] if seconds else None, "resumed_cases": len(case_ids) - len(todo),

@@ -7,22 +7,10 @@ slice order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """Settings of a trained method that inference may change (``mddpm predict`` options). A field is
-    None when the method has no such setting; :meth:`AnomalyMethod.set_inference_options` refuses to
-    give it one."""
-
-    noise_shared: bool | None = None  # one test-time noise field per volume (True) or per slice (False)
-    chunk_size: int | None = None  # inputs per network call
-    t_fix: int | None = None  # the diffusion step of the one-step reconstruction
-    timesteps: int | None = None  # diffusion steps of the model (t_fix lies in [0, timesteps)); read only
+from mddpm.errors import MddpmError
 
 
 class AnomalyMethod(nn.Module):
@@ -41,11 +29,15 @@ class AnomalyMethod(nn.Module):
 
     Hooks with defaults, for methods that need them: ``optimizer_options()`` -> one dict of extra
     Adam keyword arguments per parameter group (default: none), ``lr_scale(step)`` -> a factor on the
-    learning rate at ``step`` (default 1), and ``inference_options()`` /
-    ``set_inference_options(options)`` (:class:`InferenceOptions`; default: none).
+    learning rate at ``step`` (default 1), and the inference settings a method declares
+    (``inference_settings()``, ``set_inference(**changes)``; default: none).
+
+    ``map_is_residual``: the anomaly map is |x − x̂| of the returned reconstruction (True), or the method's
+    own :meth:`anomaly_map` (False: predict then computes map and reconstruction from one generator state).
     """
 
     sample_unit = "slice"
+    map_is_residual = True
 
     def training_loss(self, batch: dict, generator: torch.Generator, step: int = 0) -> torch.Tensor:
         raise NotImplementedError
@@ -74,12 +66,16 @@ class AnomalyMethod(nn.Module):
         """Factor on the learning rate at optimiser ``step``."""
         return 1.0
 
-    def inference_options(self) -> InferenceOptions:
-        """The settings inference may change, as they are now."""
-        return InferenceOptions()
+    def inference_settings(self) -> dict:
+        """The settings inference may change (``mddpm predict`` options), by name, as they are now. A method
+        declares its own; the default is none."""
+        return {}
 
-    def set_inference_options(self, options: InferenceOptions) -> None:
-        """Apply ``options`` (from :meth:`inference_options`, with fields replaced). A method without
-        inference settings accepts only its own (empty) options."""
-        if options != self.inference_options():
-            raise ValueError(f"{type(self).__name__} has no inference settings to change")
+    def set_inference(self, **changes) -> None:
+        """Change declared inference settings (:meth:`inference_settings`); any other name is refused in one
+        line. A method with settings overrides this to check and apply them."""
+        unknown = sorted(set(changes) - set(self.inference_settings()))
+        if unknown:
+            declared = ", ".join(self.inference_settings()) or "none"
+            raise MddpmError(f"method {type(self).__name__} has no inference setting {', '.join(unknown)} "
+                             f"(its settings: {declared})")

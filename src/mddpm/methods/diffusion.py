@@ -47,7 +47,7 @@ from mddpm.diffusion.noise import make_noise
 from mddpm.diffusion.schedule import GaussianDiffusion, from_model_range, to_model_range
 from mddpm.errors import MddpmError
 from mddpm.masking import MASKINGS, SPECTRAL_MASKS, apply_masking
-from mddpm.methods.base import AnomalyMethod, InferenceOptions
+from mddpm.methods.base import AnomalyMethod
 from mddpm.nets.unet import UNet
 from mddpm.registry import register_method
 
@@ -168,14 +168,21 @@ class DiffusionAnomalyMethod(AnomalyMethod):
 
     # ---- inference ------------------------------------------------------------------------------
 
-    def inference_options(self) -> InferenceOptions:
-        return InferenceOptions(noise_shared=self.noise_shared, chunk_size=self.chunk_size, t_fix=self.t_fix,
-                                timesteps=self.diffusion.timesteps)
+    def inference_settings(self) -> dict:
+        """``noise_shared`` (one test-time noise field per volume, or per slice), ``chunk_size`` (inputs per
+        network call), ``t_fix`` (the step of the one-step reconstruction, in [0, timesteps))."""
+        return {"noise_shared": self.noise_shared, "chunk_size": self.chunk_size, "t_fix": self.t_fix}
 
-    def set_inference_options(self, options: InferenceOptions) -> None:
-        if options.timesteps != self.diffusion.timesteps:
-            raise ValueError("the number of diffusion steps is fixed by training")
-        self.noise_shared, self.chunk_size, self.t_fix = options.noise_shared, options.chunk_size, options.t_fix
+    def set_inference(self, **changes) -> None:
+        super().set_inference(**changes)
+        t_fix, chunk = changes.get("t_fix", self.t_fix), changes.get("chunk_size", self.chunk_size)
+        if not isinstance(t_fix, int) or isinstance(t_fix, bool) or not 0 <= t_fix < self.diffusion.timesteps:
+            raise MddpmError(f"--t-fix {t_fix!r}: outside [0, {self.diffusion.timesteps - 1}] (the model has "
+                             f"{self.diffusion.timesteps} diffusion steps)")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+            raise MddpmError(f"--chunk-size {chunk!r}: must be a positive integer")
+        self.noise_shared = bool(changes.get("noise_shared", self.noise_shared))
+        self.chunk_size, self.t_fix = chunk, t_fix
 
     @torch.no_grad()
     def reconstruct(self, image: Tensor, mask: Tensor, generator: torch.Generator) -> Tensor:

@@ -55,6 +55,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 class FAnoGANMethod(AnomalyMethod):
     """WGAN-GP + izi_f encoder; ``training_loss`` returns the loss of the optimiser :meth:`optimizer_index` names."""
 
+    map_is_residual = False  # the residual plus the critic-feature term (score "image+feature")
+
     def __init__(self, image_size: int = 96, latent_dim: int = 128, num_stages: int = 4, base_channels: int = 64,
                  max_channels: int = 512, encoder_base_channels: int = 32, encoder_max_channels: int = 128,
                  encoder_tanh: bool = True, n_critic: int = 5, gp_weight: float = 10.0, kappa: float = 1.0,

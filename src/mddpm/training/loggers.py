@@ -194,7 +194,7 @@ class Tracking(Callback):
                     logger.experiment._get_file_writer().add_summary(summary)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        picture = getattr(pl_module, "val_panel", None)
+        picture = pl_module.val_panel  # an AnomalyModule's (training/module.py); None before a validation
         if picture is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
         step = trainer.global_step
