@@ -318,7 +318,7 @@ def test_parallel_workers_give_identical_cache(phantom_dataset, tmp_path):
 
 
 def test_around_brain_crop_ignores_zero_padding_and_the_default_stays_centred():
-    """``detect``'s crop (issue 28) follows the brain mask's box; the published (dataset) crop stays centred."""
+    """``detect``'s crop follows the brain mask's box; the published (dataset) crop stays centred."""
     from mddpm.data.prepare import brain_start
 
     mask = np.zeros((10, 12, 30), bool)

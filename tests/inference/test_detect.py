@@ -259,7 +259,7 @@ def test_unscored_brain_is_nan_reported_and_warned(setup, tmp_path, capsys):
     found = mddpm.load(run, device="cpu").score(scan, mask)
     assert found.unscored_fraction == meta["unscored_fraction"] and "unscored_fraction=0.198" in repr(found)
     np.testing.assert_array_equal(np.isnan(found.anomaly_map), unscored)
-    # issue 28 item 8: the scan-level score (mean of the top 1 % of the scored brain) and the reconstruction
+    # the scan-level score (mean of the top 1 % of the scored brain) and the reconstruction
     scored = amap[brain & ~unscored]
     k = int(np.ceil(0.01 * scored.size))
     assert meta["scan_score"] == pytest.approx(np.sort(scored)[-k:].mean(), rel=1e-5)

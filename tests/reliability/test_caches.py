@@ -1,6 +1,6 @@
 """Stale caches and build folders: a scan edited in place, its times restored (``touch -r``), makes the prepared
 cache stale; the cache is not re-read when nothing changed; a build folder left by a killed ``prepare`` is
-removed by the next run; datasets and caches follow the umask (issue 26, items 9, 11 and 16)."""
+removed by the next run; datasets and caches follow the umask."""
 
 from __future__ import annotations
 

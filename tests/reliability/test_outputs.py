@@ -1,5 +1,5 @@
 """``--force`` replaces only what the command wrote, at the depth it wrote it, and ``train --resume`` writes
-nowhere a symbolic link would lead it: the reproductions of issue 26 (items 1-3) on a trained run, with
+nowhere a symbolic link would lead it: reproduced on a trained run, with
 checkpoints and logs (the corpus's ``nested-force`` row has the same for every command, on a run that has none)."""
 
 from __future__ import annotations

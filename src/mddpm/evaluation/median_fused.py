@@ -26,7 +26,7 @@ from mddpm.evaluation.median_networks import axis_plans
 from mddpm.parallel import threaded_map
 
 RUN = 256  # voxels computed together by each op of the interpreted program
-BLOCK_ROWS = 32  # output rows per block (measured best of 4 … 32 on the 2-core EPYC: docs/speed.md)
+BLOCK_ROWS = 32  # output rows per block (the fastest of 4 … 32 where measured: docs/speed.md)
 FUSED_DTYPES = (torch.float32, torch.float64, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 

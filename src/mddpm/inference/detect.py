@@ -316,7 +316,7 @@ def training_reference(run: Path, scan: Path) -> tuple[np.ndarray, Path] | None:
     """``(affine, path)`` of the first training case of the dataset in ``RUN/config.json`` (its header only),
     or None, with a note on stderr, when that cannot be read (a run moved without its data)."""
     try:
-        ds = load_dataset(read_json(run / "config.json")["dataset"])
+        ds = load_dataset(read_json(RunFolder(run).config)["dataset"])
         path = next(iter(ds.cases.values())).image
         return np.asarray(open_nifti(path).affine, dtype=np.float64), path
     except (MddpmError, KeyError, TypeError, StopIteration, OSError):

@@ -27,11 +27,12 @@ from mddpm.preprocess import steps
 from mddpm.preprocess.pipeline import STATE_DIR, CaseInputs, PreprocessSettings, preprocess_case
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
 from mddpm.progress import progress_bar
+from mddpm.run_folder import RunFolder
 
 
 def run_preprocess_settings(model: LoadedRun) -> PreprocessSettings:
     """The preprocessing settings of the dataset the run was trained on (refused when it has none)."""
-    config_path = model.run / "config.json"
+    config_path = RunFolder(model.run).config
     dataset = read_json(config_path).get("dataset") if config_path.is_file() else None
     record = Path(str(dataset)) / STATE_DIR / "settings.json"
     if not dataset or not record.is_file():

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 
 from mddpm.errors import ConfigError, MddpmError
 from mddpm.io import read_json, write_json
+from mddpm.run_folder import RunFolder
 
 DEFAULT_LOGGERS = ("csv", "tensorboard")
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
@@ -97,8 +98,8 @@ def finish_tracking(loggers: list[Logger], run: Path) -> None:
     runs = {}
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
-            for name in ("best.pt", "config.json"):
-                logger.experiment.log_artifact(logger.run_id, str(run / name), "model")
+            for path in (RunFolder(run).weights("best"), RunFolder(run).config):
+                logger.experiment.log_artifact(logger.run_id, str(path), "model")
             runs["mlflow"] = {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
                               "experiment_id": logger.experiment_id}
     if runs:

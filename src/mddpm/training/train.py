@@ -166,8 +166,8 @@ def _train_into(run: Path, cfg: dict, dataset_root, fold: int | None, resume: bo
 
     if not trainable:
         if rank_zero:  # nothing to optimise (e.g. a thresholding baseline): export the built model as is
-            for name in ("best.pt", "last.pt"):
-                save_weights(run / name, cfg["method"], cfg, model.state_dict(), 0, None)
+            for which in ("best", "last"):
+                save_weights(RunFolder(run).weights(which), cfg["method"], cfg, model.state_dict(), 0, None)
         return run
 
     module = AnomalyModule(model, cfg, str(prepared), train_ids, val_ids)
