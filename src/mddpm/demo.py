@@ -75,6 +75,7 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     """Run the demo into ``out``; returns {"seconds": {step: s}, "evaluations": {lesion set: metrics},
     "out", "run"}. ``progress``: bars on a terminal."""
     from mddpm.benchmark.experiment import load_experiment
+    from mddpm.benchmark.plan import RunPaths
     from mddpm.benchmark.runner import resolve_datasets, run_benchmark
     from mddpm.data.synth import OUTPUT_FILES as DATA_FILES
     from mddpm.data.verify import verify_dataset
@@ -106,8 +107,9 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     times["table and report"] = time.perf_counter() - start - sum(times[k] for k in ("train", "predict", "evaluate"))
 
     log("[3/3] the report: report.html; the tumour threshold goes to the run folder for `mddpm detect`")
-    cell = out / "runs" / "synthetic" / method / experiment.runs[0].tag
-    run = RunFolder(cell / "train")
-    shutil.copyfile(cell / "eval" / "tumour" / "threshold.json", run.threshold)
-    evaluations = {t.name: read_json(cell / "eval" / t.name / "metrics.json") for t in experiment.datasets[0].test_sets}
+    cell = RunPaths.of(out, "synthetic", method, experiment.runs[0].tag)
+    run = RunFolder(cell.train)
+    tumour = experiment.datasets[0].test_sets[0]  # LESION_SETS[0]
+    shutil.copyfile(cell.eval(tumour) / "threshold.json", run.threshold)
+    evaluations = {t.name: read_json(cell.eval(t) / "metrics.json") for t in experiment.datasets[0].test_sets}
     return {"seconds": times, "evaluations": evaluations, "out": out, "run": run.root}

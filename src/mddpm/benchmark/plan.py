@@ -19,9 +19,14 @@ _IGNORED_CONFIG_KEYS = ("mddpm_version", "prepared")
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where one dataset × method × run lives under the output folder."""
+    """Where one dataset × row × run lives under a benchmark's output folder: ``OUT/runs/<dataset>/<row>/<run>``
+    (the one place that layout is written)."""
 
     root: Path
+
+    @classmethod
+    def of(cls, out: Path, dataset: str, row: str, run: str) -> "RunPaths":
+        return cls(Path(out) / "runs" / dataset / row / run)
 
     @property
     def train(self) -> Path:
@@ -71,7 +76,7 @@ def plan(experiment: Experiment, out: Path, only: list[str] | None = None) -> li
                                     + ([d.healthy_val] if d.healthy_val else [])))
         for m in methods:
             for r in experiment.runs_of(m):
-                paths = RunPaths(out / "runs" / d.name / m / r.tag)
+                paths = RunPaths.of(out, d.name, m, r.tag)
                 stages.append(Stage("train", d, m, r, paths))
                 stages += [Stage("predict", d, m, r, paths, split=s) for s in splits]
                 stages += [Stage("evaluate", d, m, r, paths, test_set=t) for t in d.test_sets]

@@ -114,7 +114,7 @@ def collect_evaluations(experiment: Experiment, out: Path) -> list[Evaluation]:
         for t in d.test_sets:
             for m in experiment.methods:
                 for r in experiment.runs_of(m):
-                    folder = RunPaths(out / "runs" / d.name / m / r.tag).eval(t)
+                    folder = RunPaths.of(out, d.name, m, r.tag).eval(t)
                     if (folder / "metrics.json").is_file():
                         found.append(Evaluation(d.name, t.name, m, r.tag, read_json(folder / "metrics.json"), folder))
     _check_one_dataset_each(found)
@@ -145,7 +145,7 @@ def stage_seconds(experiment: Experiment, out: Path) -> dict:
         entry = {"runs": 0, "wall": dict.fromkeys(stages, 0.0), "cpu": dict.fromkeys(stages, 0.0)}
         for d in experiment.datasets:
             for r in experiment.runs_of(m):
-                records = {name: rec for name, rec in read_records(RunPaths(out / "runs" / d.name / m / r.tag)).items()
+                records = {name: rec for name, rec in read_records(RunPaths.of(out, d.name, m, r.tag)).items()
                            if "finished" in rec}
                 entry["runs"] += "train" in records
                 for name, rec in records.items():
