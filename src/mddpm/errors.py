@@ -2,6 +2,20 @@
 its subclasses, for callers that branch on the kind of problem), and the interrupt SIGTERM becomes (exit
 code 143)."""
 
+import re
+
+# SimpleITK's messages open with the C++ source line that threw and prefix the reason with the filter's address
+_SITK_LOCATION = re.compile(r"^Exception thrown in SimpleITK \S+: .*:\d+:$")
+_SITK_PREFIX = re.compile(r"^(sitk::ERROR: |ITK ERROR: \w+\(0x[0-9a-fA-F]+\): )")
+
+
+def first_line(e: BaseException) -> str:
+    """``"Type: the message's first meaningful line"`` (at most 160 characters) of a library's exception:
+    SimpleITK's C++ source location and prefixes left out, so that the reason shows."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not _SITK_LOCATION.match(ln.strip())]
+    text = _SITK_PREFIX.sub("", lines[0]) if lines else ""
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
 
 def one_line(message: str) -> str:
     """``message`` with line breaks (inside a path, say) shown as ``\\n`` and ``\\r``: a message stays one line."""

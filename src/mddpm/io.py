@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from mddpm.checks import check_affine, check_memory
-from mddpm.errors import DiskFull, MddpmError
+from mddpm.errors import DiskFull, MddpmError, first_line
 from mddpm.folder_lock import LOCK_NAME
 
 
@@ -215,6 +215,24 @@ def clear_outputs(out: Path, files: list[Path]) -> None:
             folder.rmdir()
 
 
+@contextlib.contextmanager
+def all_or_nothing(out: Path) -> Iterator[None]:
+    """The files the block writes under ``out`` are removed again when it fails (a full disk half-way leaves
+    no half output)."""
+    def folders() -> set[Path]:
+        return {Path(top) for top, _, _ in os.walk(out)} if out.is_dir() else set()
+
+    before, had = set(_files_under(out)) if out.is_dir() else set(), folders()
+    try:
+        yield
+    except BaseException:
+        clear_outputs(out, [out / f for f in (_files_under(out) if out.is_dir() else []) if f not in before])
+        for folder in sorted(folders() - had, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: it holds something else
+                folder.rmdir()
+        raise
+
+
 def _files_under(folder: Path) -> list[str]:
     """Relative paths of the files (and symlinks, never followed) under ``folder``; a writer's lock at its top
     (:mod:`mddpm.folder_lock`) is not an output."""
@@ -350,19 +368,6 @@ def read_nifti(path: str | os.PathLike, *, finite: bool = True) -> tuple[np.ndar
     if finite and not np.isfinite(data).all():
         raise MddpmError(f"{path}: contains NaN or Inf voxels ({int((~np.isfinite(data)).sum())} of {data.size})")
     return data, np.asarray(img.affine, dtype=np.float64)
-
-
-# SimpleITK's messages open with the C++ source line that threw and prefix the reason with the filter's address
-_SITK_LOCATION = re.compile(r"^Exception thrown in SimpleITK \S+: .*:\d+:$")
-_SITK_PREFIX = re.compile(r"^(sitk::ERROR: |ITK ERROR: \w+\(0x[0-9a-fA-F]+\): )")
-
-
-def first_line(e: BaseException) -> str:
-    """``"Type: the message's first meaningful line"`` (at most 160 characters) of a library's exception:
-    SimpleITK's C++ source location and prefixes left out, so that the reason shows."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not _SITK_LOCATION.match(ln.strip())]
-    text = _SITK_PREFIX.sub("", lines[0]) if lines else ""
-    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
 
 
 NIFTI_XFORM_SCANNER = 1  # "scanner-based anatomical coordinates": world positions in mm

@@ -24,8 +24,8 @@ import torch
 
 from mddpm._version import __version__
 from mddpm.config import build_method, validate_config
-from mddpm.errors import ConfigError, MddpmError, NotFoundError
-from mddpm.io import atomic_write, first_line
+from mddpm.errors import ConfigError, MddpmError, NotFoundError, first_line
+from mddpm.io import atomic_write
 
 FORMAT = "mddpm-weights"
 FORMAT_VERSION = 1

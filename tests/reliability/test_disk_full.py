@@ -9,6 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from mddpm.cli.main import main
 
 from .helpers import TINY, error_line, files_of
@@ -63,3 +65,28 @@ def test_a_write_that_fills_the_disk_names_its_file_and_leaves_no_temporary(trai
     assert main(["predict", str(run), "--data", str(dataset), "--split", "lesion_val", "--out", str(out),
                  "--device", "cpu", "--no-progress"]) == 0
     assert (Path(out) / "predict.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "detect"])
+def test_a_disk_that_fills_half_way_leaves_no_half_output(trained, tmp_path, capsys, monkeypatch, command):
+    dataset, run, val, test = trained
+    out = tmp_path / "out"
+    argv = {"evaluate": ["evaluate", str(test), "--val", str(val), "--out", str(out), "--figures", "1",
+                         "--no-progress"],
+            "detect": ["detect", str(dataset / "images/case008_0000.nii.gz"), "--model", str(run), "--mask",
+                       str(dataset / "masks/case008.nii.gz"), "--threshold", "0.5", "--out", str(out), "--device",
+                       "cpu", "--no-progress"]}[command]
+    replace = os.replace
+    late = {"evaluate": ".png", "detect": "detect.json"}[command]  # written after the first outputs
+
+    def full_late(src, dst):
+        if str(dst).endswith(late):
+            _no_space()
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full_late)
+    capsys.readouterr()
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"mddpm {command}: error: ")]
+    assert len(errors) == 1 and f"no space left on device while writing {out}" in errors[0]
+    assert not out.exists()  # what it wrote before the disk filled is gone, and so is the folder it made

@@ -32,8 +32,8 @@ import nibabel as nib
 import numpy as np
 
 from mddpm.data.schema import MAX_LISTED, Entry, Problem, check_structure, listing
-from mddpm.errors import MddpmError
-from mddpm.io import first_line, missing_file, open_nifti
+from mddpm.errors import MddpmError, first_line
+from mddpm.io import missing_file, open_nifti
 
 SEVERITIES = ("error", "warning", "note")
 AFFINE_TOLERANCE_MM = 1e-3

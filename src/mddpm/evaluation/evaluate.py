@@ -69,7 +69,7 @@ from mddpm.evaluation.threshold import (
     pooled_dice,
 )
 from mddpm.folder_lock import writes_folder
-from mddpm.io import atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
+from mddpm.io import all_or_nothing, atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
 from mddpm.parallel import threaded_map, usable_threads
 from mddpm.progress import track as progress_track
 
@@ -313,18 +313,19 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     }
     report = finite_or_none(report)
     clear_outputs(out, earlier)
-    write_json(out / "metrics.json", report)
-    with atomic_write(out / "metrics.csv") as tmp:
-        tmp.write_text(csv_text(rows, rules))
-    with atomic_write(out / "metrics.md") as tmp:
-        tmp.write_text(markdown(report))
-    write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
-                                        "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
-    for cid, png in pictures.items():
-        with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
-            tmp.write_bytes(png)
-    for cid, segmentation in progress_track(list(segmentations.items()), "evaluate: segmentations", progress):
-        write_native_segmentation(out, scans, test.prepared, cid, segmentation)
+    with all_or_nothing(out):  # metrics, figures and segmentations, or none of them
+        write_json(out / "metrics.json", report)
+        with atomic_write(out / "metrics.csv") as tmp:
+            tmp.write_text(csv_text(rows, rules))
+        with atomic_write(out / "metrics.md") as tmp:
+            tmp.write_text(markdown(report))
+        write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
+                                            "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
+        for cid, png in pictures.items():
+            with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
+                tmp.write_bytes(png)
+        for cid, segmentation in progress_track(list(segmentations.items()), "evaluate: segmentations", progress):
+            write_native_segmentation(out, scans, test.prepared, cid, segmentation)
     for line in track(report, out) if track is not None else []:
         log(f"metrics sent to {line}")
     return report

@@ -41,6 +41,7 @@ from mddpm.evaluation.scoring import Scoring
 from mddpm.folder_lock import writes_folder
 from mddpm.inference.predict import PRECISIONS, case_generator, score_volume
 from mddpm.io import (
+    all_or_nothing,
     check_case_id,
     check_output_folder,
     open_nifti,
@@ -375,16 +376,17 @@ def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
     image, brain, affine = read_scan(scan, mask)
     result = score_scan(model, image, brain, affine, str(scan))
     map_scan, seg_scan, coverage = result.anomaly_map, result.segmentation, result.coverage
-    write_maps(out, image, brain, map_scan, seg_scan, affine, xform_codes(scan), coverage["unscored_fraction"])
-    scoring = Scoring.from_stored(model.postprocess)
-    write_json(out / "detect.json", {
-        "scan": str(scan), "mask": str(mask), "run": str(model.run), "method": model.payload["method"],
-        "weights_step": model.payload["step"], "grid": model.config["data"]["grid"],
-        "threshold": model.threshold, "threshold_source": model.threshold_source,
-        "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
-                        "components_removed_if_at_most": scoring.max_component},
-        "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": lesion_volume_ml(seg_scan, affine),
-        "max_score": float(np.nanmax(map_scan)), "scan_score": _json_float(result.scan_score), **coverage,
-        "device": str(model.device), "precision": model.precision,
-        "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
-    })
+    with all_or_nothing(out):  # the four outputs, or none of them
+        write_maps(out, image, brain, map_scan, seg_scan, affine, xform_codes(scan), coverage["unscored_fraction"])
+        scoring = Scoring.from_stored(model.postprocess)
+        write_json(out / "detect.json", {
+            "scan": str(scan), "mask": str(mask), "run": str(model.run), "method": model.payload["method"],
+            "weights_step": model.payload["step"], "grid": model.config["data"]["grid"],
+            "threshold": model.threshold, "threshold_source": model.threshold_source,
+            "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
+                            "components_removed_if_at_most": scoring.max_component},
+            "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": lesion_volume_ml(seg_scan, affine),
+            "max_score": float(np.nanmax(map_scan)), "scan_score": _json_float(result.scan_score), **coverage,
+            "device": str(model.device), "precision": model.precision,
+            "outputs": ["anomaly_map.nii.gz", "segmentation.nii.gz", "overlay.png"], "mddpm_version": __version__,
+        })

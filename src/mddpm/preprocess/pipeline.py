@@ -24,9 +24,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from mddpm._version import __version__
-from mddpm.errors import MddpmError, one_line
+from mddpm.errors import MddpmError, first_line, one_line
 from mddpm.folder_lock import LOCK_NAME, writes_folder
-from mddpm.io import case_id_problem, first_line, read_json, write_json, write_nifti
+from mddpm.io import case_id_problem, read_json, write_json, write_nifti
 from mddpm.parallel import parallel_map
 from mddpm.preprocess import steps
 from mddpm.preprocess.hdbet import HOW_TO_PROVIDE_MASKS, hdbet_command, hdbet_mask

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from mddpm.errors import MddpmError
-from mddpm.io import first_line, read_nifti
+from mddpm.errors import MddpmError, first_line
+from mddpm.io import read_nifti
 
 # ITK's world is LPS, NIfTI's is RAS: the two differ by a flip of x and y
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
