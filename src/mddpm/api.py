@@ -102,9 +102,12 @@ class Detector:
     def __repr__(self) -> str:
         return f"Detector(run={str(self.loaded.run)!r}, method={self.method!r}, threshold={self.threshold})"
 
-    def score(self, scan: Volume, mask: Volume | None = None, affine: np.ndarray | None = None) -> Detection:
+    def score(self, scan: Volume, mask: Volume | None = None, affine: np.ndarray | None = None,
+              case_id: str | None = None) -> Detection:
         """Score ``scan``; ``mask``: its brain mask (same grid; default: ``scan > 0``, right for the
-        skull-stripped output of ``mddpm preprocess``); ``affine``: needed when ``scan`` is an array."""
+        skull-stripped output of ``mddpm preprocess``); ``affine``: needed when ``scan`` is an array;
+        ``case_id``: seeds the test-time noise as ``predict`` seeds that case (default: from the file name of
+        a path or a loaded nibabel image; an array without it is ``"scan"``)."""
         from mddpm.checks import check_binary_mask
         from mddpm.inference.detect import score_scan
 
@@ -118,7 +121,7 @@ class Detector:
             brain = check_binary_mask(brain_arr, "mask")
         if not brain.any():
             raise InputError("mask: the brain mask is empty")
-        result = score_scan(self.loaded, image, brain, affine, _name(scan))
+        result = score_scan(self.loaded, image, brain, affine, _name(scan), case_id)
         return Detection(result.anomaly_map, affine, self.loaded.threshold, result.segmentation, **result.coverage,
                          reconstruction=result.reconstruction, scan_score=result.scan_score)
 
@@ -163,7 +166,11 @@ def as_volume(value: Volume, affine: np.ndarray | None, what: str) -> tuple[np.n
 
 
 def _name(value) -> str:
-    return str(value) if isinstance(value, (str, os.PathLike)) else "scan"
+    """The path of a scan given as a path or a loaded nibabel image (its case id and its messages' name)."""
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    filename = value.get_filename() if hasattr(value, "get_filename") else None
+    return str(filename) if filename else "scan"
 
 
 def strings(value) -> list[str]:

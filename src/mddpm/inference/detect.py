@@ -175,12 +175,13 @@ class ScanScore(NamedTuple):
     scan_score: float  # scan-level anomaly score (:func:`scan_score_of`)
 
 
-def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, where: str = "scan"
-               ) -> ScanScore:
+def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: np.ndarray, where: str = "scan",
+               case_id: str | None = None) -> ScanScore:
     """Score one scan ([X, Y, Z] image, bool brain mask, affine in mm, in the run's template space) on the model
     grid centred on the brain mask's bounding box (the same brain voxels are scored whatever the field of view),
     and return the post-processed score (linear back-resampling; NaN on brain the grid leaves out) and its
     thresholded, cleaned mask (nearest, inside the brain) on the scan's own voxel grid, with the coverage.
+    The noise is seeded from ``case_id``, default :func:`scan_case_id` of ``where`` (the scan's path).
     More than :data:`WARN_UNSCORED` of the brain unscored is warned about, more than :data:`MAX_UNSCORED` refused."""
     cfg = model.config
     grid = get_grid(cfg["data"]["grid"])
@@ -200,7 +201,8 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
               f"scored (axial slices {format_ranges(coverage['unscored_slices'])}; NaN in the map)", file=sys.stderr)
     x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
-    generator = case_generator(cfg["train"]["seed"], scan_case_id(where), model.device)  # as predict seeds it
+    case = case_id or scan_case_id(where)  # the noise is seeded as predict seeds this case
+    generator = case_generator(cfg["train"]["seed"], case, model.device)
     amap, recon = score_volume(model.method, x, m, generator, precision=model.precision)
     scoring = Scoring.from_stored(model.postprocess)
     score = scoring.postprocess(amap[:, 0], m[:, 0])
