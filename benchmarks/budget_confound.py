@@ -20,6 +20,7 @@ from pathlib import Path
 from mddpm.benchmark.experiment import load_experiment
 from mddpm.benchmark.statistics import across_runs, paired_wilcoxon
 from mddpm.benchmark.table import collect_evaluations
+from mddpm.config import resolve_config
 
 EXPERIMENT = Path(__file__).parent / "experiments" / "budget.json"
 # (row, against, reading): the paper's reading trains mDDPM 6x longer; the fair one gives equal steps
@@ -40,12 +41,8 @@ def cells(out: Path) -> tuple[dict, dict]:
     found: dict = {}
     for e in collect_evaluations(experiment, out):
         found.setdefault((e.method, e.test_set), {})[e.run] = e.metrics
-    steps = {}
-    for row in experiment.methods:
-        for item in experiment.overrides_of(row):
-            if item.startswith("train.max_steps="):
-                steps[row] = int(item.split("=")[1])
-        steps.setdefault(row, 1600)
+    steps = {row: resolve_config(experiment.method_of(row), experiment.preset, experiment.overrides_of(row))
+             ["train"]["max_steps"] for row in experiment.methods}
     return found, steps
 
 

@@ -50,15 +50,18 @@ def is_stale(holder: dict) -> bool:
     """A lock whose process (this host) or SLURM job (``squeue``) is gone; see the module docstring."""
     if holder.get("host") != socket.gethostname():
         return bool(holder.get("slurm_job")) and _slurm_job_gone(str(holder["slurm_job"]))
-    if not isinstance(holder.get("pid"), int):
-        return False
+    return isinstance(holder.get("pid"), int) and not process_alive(holder["pid"])
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (another user's counts; so does an unknown answer)."""
     try:
-        os.kill(holder["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):  # alive, another user's
         return False
-    return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def _slurm_job_gone(job_id: str) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 
 from mddpm.checks import check_affine, check_memory
 from mddpm.errors import DiskFull, MddpmError, first_line
-from mddpm.folder_lock import LOCK_NAME
+from mddpm.folder_lock import LOCK_NAME, process_alive
 
 
 @contextlib.contextmanager
@@ -83,7 +83,7 @@ def build_folder(out: Path) -> Iterator[Path]:
     stale = re.compile(re.escape(f".{out.name}.{_HOST}.") + r"(\d+)\.[\w-]+\.tmp")
     for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
         found = stale.fullmatch(entry.name)
-        if found and entry.is_dir() and not entry.is_symlink() and not _alive(int(found.group(1))):
+        if found and entry.is_dir() and not entry.is_symlink() and not process_alive(int(found.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             print(f"{entry}: removed, the temporary folder of a process that ended (pid {found.group(1)})",
                   file=sys.stderr)
@@ -94,17 +94,6 @@ def build_folder(out: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this machine exists (another user's counts; so does an unknown answer)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 MAX_ID_LENGTH = 128

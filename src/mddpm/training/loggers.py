@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def _make(name: str, options: dict, run: Path) -> Logger:
 def allow_file_store(uri: str) -> None:
     """MLflow 3 refuses its file store (``file:/path/mlruns`` or a bare path) unless ``MLFLOW_ALLOW_FILE_STORE``
     is set: a store the user names is used as named, with a note that SQLite is the supported one."""
-    if uri and "://" not in uri.replace("file://", "") and not uri.startswith(("sqlite:", "http", "databricks")):
+    if uri and uri != "databricks" and urllib.parse.urlparse(uri).scheme in ("", "file"):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true":
             print(f"note: {uri} is an MLflow file store, which MLflow keeps in maintenance mode; using it as asked "
                   "(MLFLOW_ALLOW_FILE_STORE=true). sqlite:///PATH/mlflow.db is the store MLflow supports",
