@@ -203,7 +203,7 @@ def phantom_dataset(root: Path, shape=(16, 16, 8)) -> Path:
 
 def stage_lightning(s: dict, device: torch.device, work: Path, log: Path) -> dict:
     """Lightning training on the device (smoke, DDP smoke, the parity model), then fp32/bf16 parity."""
-    from mddpm.data.synth import synthesize
+    from mddpm.data.synth.build import synthesize
     from mddpm.evaluation.evaluate import evaluate
     from mddpm.inference.predict import predict
     from mddpm.training.train import train

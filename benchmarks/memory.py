@@ -54,10 +54,10 @@ METHODS = {
 
 
 def build_dataset(root: Path, n_lesion: int, seed: int = 0) -> dict[str, float]:
-    """Write the phantom dataset (:func:`mddpm.data.phantom.make_phantom_dataset`) of ``N_HEALTHY`` healthy
+    """Write the phantom dataset (:func:`mddpm.data.synth.phantom.make_phantom_dataset`) of ``N_HEALTHY`` healthy
     and ``2 * n_lesion`` lesion volumes to ``root``; returns the seconds spent. The splits
     ``lesion_test_<n>``/``lesion_val_<n>`` are filled in by :func:`write_splits`."""
-    from mddpm.data.phantom import make_phantom_dataset
+    from mddpm.data.synth.phantom import make_phantom_dataset
 
     start = time.perf_counter()
     make_phantom_dataset(root, shape=SHAPE, n_healthy=N_HEALTHY, n_anomalous=2 * n_lesion, seed=seed,

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from mddpm.data.synth import KINDS, case_seed, generate_case, load_anatomy
-from mddpm.data.synth_individual import FAMILIES
+from mddpm.data.synth.build import KINDS, case_seed, generate_case, load_anatomy
+from mddpm.data.synth.individual import FAMILIES
 
 COLUMNS = [("healthy", "train", 0), ("healthy", "train", 1)] + [(k, f"{k}_test", 0) for k in KINDS[1:]]
 

@@ -38,7 +38,7 @@ def golden_grid(methods: list[str]) -> dict:
 def run_golden_benchmark(root: Path) -> Path:
     """Write the phantom dataset and the grid under ``root``, run the benchmark; returns its output folder."""
     from mddpm.benchmark.runner import run_benchmark
-    from mddpm.data.phantom import make_phantom_dataset
+    from mddpm.data.synth.phantom import make_phantom_dataset
     from mddpm.methods import all_methods
 
     data = make_phantom_dataset(root / "phantom")

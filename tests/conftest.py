@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny phantom datasets (:mod:`mddpm.data.phantom`) and the browser."""
+"""Shared fixtures: tiny phantom datasets (:mod:`mddpm.data.synth.phantom`) and the browser."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 
 # The test folders mirror the package; a test module that shares another's fixtures imports it by name
 # (test_api uses test_detect's run), so every test folder is importable from any other.

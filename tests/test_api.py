@@ -197,7 +197,7 @@ def test_errors_are_subclasses_a_caller_can_branch_on(setup, tmp_path):  # noqa:
 
 SCRIPT = """
 import mddpm
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 
 data = make_phantom_dataset("work/phantom")
 run = mddpm.train(data, "intensity", out="work/run", progress=False)

@@ -151,7 +151,7 @@ def test_sigterm_during_synth_leaves_no_temporary_folder_and_no_worker(tmp_path)
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc to list child processes")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_prepare_leaves_no_temporary_folder_and_no_worker(tmp_path, sig):
-    from mddpm.data.phantom import make_phantom_dataset
+    from mddpm.data.synth.phantom import make_phantom_dataset
 
     dataset = make_phantom_dataset(tmp_path / "phantom", shape=(96, 96, 48), n_healthy=24, n_anomalous=2)
     code, err, alive = _interrupt_command(["prepare", str(dataset), "--grid", "paper", "--workers", "2",

@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mddpm.data.synth_sizes import DEMO_FAMILY, FAMILY_NAMES
+from mddpm.data.synth.sizes import DEMO_FAMILY, FAMILY_NAMES
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
@@ -77,7 +77,7 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     from mddpm.benchmark.experiment import load_experiment
     from mddpm.benchmark.plan import RunPaths
     from mddpm.benchmark.runner import resolve_datasets, run_benchmark
-    from mddpm.data.synth import OUTPUT_FILES as DATA_FILES
+    from mddpm.data.synth.build import OUTPUT_FILES as DATA_FILES
     from mddpm.data.verify import verify_dataset
     from mddpm.run_folder import RunFolder
     from mddpm.viz.montage import preview_montage

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mddpm.data import synth
+from mddpm.data.synth import build as synth
 from mddpm.data.dataset import load_dataset
-from mddpm.data.synth_individual import FAMILIES, family_settings, individual_tissue
-from mddpm.data.synth_unseen import UNSEEN_KINDS
+from mddpm.data.synth.individual import FAMILIES, family_settings, individual_tissue
+from mddpm.data.synth.unseen import UNSEEN_KINDS
 from mddpm.errors import MddpmError
 from mddpm.io import read_nifti
 

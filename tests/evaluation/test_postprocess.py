@@ -9,7 +9,8 @@ from scipy import ndimage
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
-from mddpm.evaluation import median, postprocess
+from mddpm.evaluation import postprocess
+from mddpm.kernels import median
 from mddpm.evaluation.postprocess import (
     PostprocessConstants,
     erode_mask_axial,

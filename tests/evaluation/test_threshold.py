@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mddpm.evaluation import score_kernels, threshold
+from mddpm.evaluation import threshold
+from mddpm.kernels import score_passes
 from mddpm.evaluation.metrics import PooledScores, RankedScores
 from mddpm.evaluation.threshold import (
     bisection_search,
@@ -176,7 +177,7 @@ def scan_every_distinct_score(ranked: RankedScores) -> tuple[float, float]:
 @pytest.mark.parametrize("hist_bits", [16, 5])  # 5: coarse bins, many scores per bin scanned
 def test_exact_on_a_pool_equals_a_scan_of_every_distinct_score(kind, hist_bits, monkeypatch):
     """Volumes pooled unsorted (the pruned search) against a full ranking of the same voxels."""
-    monkeypatch.setattr(score_kernels, "HIST_BITS", hist_bits)
+    monkeypatch.setattr(score_passes, "HIST_BITS", hist_bits)
     rng = np.random.default_rng(len(kind))
     parts = []
     for v in range(6):

@@ -10,7 +10,7 @@ import pytest
 from test_predict import make_run
 
 from mddpm.cli.main import main
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError
 from mddpm.inference.detect import NO_MASK, detect, overlay_slices
 from mddpm.io import read_json, write_json, write_nifti

@@ -26,7 +26,7 @@ SHIPPED = sorted(name for name, spec in all_methods().items() if spec.build.__mo
 def volume(tmp_path_factory):
     """Four middle slices of a prepared phantom volume on the demo grid: ``(image [4, 1, H, W], mask)`` float32
     (a slab: enough for every method, a quarter of a volume's cost)."""
-    from mddpm.data.phantom import make_phantom_dataset
+    from mddpm.data.synth.phantom import make_phantom_dataset
 
     dataset = make_phantom_dataset(tmp_path_factory.mktemp("contract") / "phantom")
     prepared = load_prepared(prepare_dataset(dataset, get_grid("demo"), workers=1, progress=False))

@@ -11,7 +11,7 @@ import torch
 
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError
 from mddpm.weights import build_from_weights, load_weights, save_weights
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 
 from . import corpus
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset
 
 EXE = str(Path(sys.executable).parent / "mddpm")

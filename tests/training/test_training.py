@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mddpm.cli.main import main
-from mddpm.data.phantom import make_phantom_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import read_json

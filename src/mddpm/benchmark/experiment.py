@@ -155,8 +155,8 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
     """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError
     naming the file."""
     from mddpm.config import resolve_config
-    from mddpm.data.synth_individual import FAMILIES
-    from mddpm.data.synth_sizes import SIZES
+    from mddpm.data.synth.individual import FAMILIES
+    from mddpm.data.synth.sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
     from mddpm.evaluation.postprocess import POSTPROCESS_RULES
     from mddpm.methods import all_methods

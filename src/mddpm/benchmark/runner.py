@@ -42,8 +42,8 @@ def resolve_datasets(experiment: Experiment, data: dict[str, str], out: Path, ex
         elif d.synth is not None:
             root = (out / "data" / d.name).resolve()
             if create and not (root / "dataset.json").is_file():
-                from mddpm.data.synth import synthesize
-                from mddpm.data.synth_sizes import SIZES
+                from mddpm.data.synth.build import synthesize
+                from mddpm.data.synth.sizes import SIZES
 
                 print(f"generating the {d.synth['size']} synthetic dataset in {root}", file=sys.stderr)
                 synthesize(root, **SIZES[d.synth["size"]], seed=d.synth.get("seed", 0),

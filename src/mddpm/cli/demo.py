@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mddpm.data.synth_sizes import DEMO_FAMILY, FAMILY_NAMES
+from mddpm.data.synth.sizes import DEMO_FAMILY, FAMILY_NAMES
 
 
 def add_parser(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mddpm.data.synth_sizes import COUNT_ARGS, FAMILY_NAMES, SIZES
+from mddpm.data.synth.sizes import COUNT_ARGS, FAMILY_NAMES, SIZES
 
 
 def add_parser(sub) -> None:
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mddpm.data.synth import synthesize
+    from mddpm.data.synth.build import synthesize
     from mddpm.errors import MddpmError
 
     if args.workers < 1:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mddpm.evaluation import score_kernels
+from mddpm.kernels import score_passes
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 RATIO_NAMES = ("dice", "precision", "recall", "specificity", "fpr", "fdr", "accuracy")
@@ -90,9 +90,9 @@ def _split_scores(s: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor
         x, pos = s.numpy(), positive.numpy()
         zero = x.dtype.type(0)
         lowest = x.min() + zero
-        values = np.empty(score_kernels.count_greater(x, lowest) + 1, x.dtype)
+        values = np.empty(score_passes.count_greater(x, lowest) + 1, x.dtype)
         positives = np.empty(np.count_nonzero(pos) + 1, x.dtype)
-        score_kernels.split_into(x, pos, zero, lowest, values, positives)
+        score_passes.split_into(x, pos, zero, lowest, values, positives)
         return torch.from_numpy(values[:-1]), torch.from_numpy(positives[:-1]), lowest.item()
     s = s + 0.0  # turns -0.0 into 0.0, so equal scores count as one value
     lowest = s.min().item()
@@ -120,7 +120,7 @@ def _room(buf: np.ndarray, used: int, extra: int) -> np.ndarray:
 def count_greater(x: torch.Tensor, q: torch.Tensor) -> int:
     """Number of elements of 1-D ``x`` greater than the 1-element ``q``: one pass (compiled on the CPU)."""
     if x.device.type == "cpu":
-        return int(score_kernels.count_greater(x.numpy(), q.numpy()[0]))
+        return int(score_passes.count_greater(x.numpy(), q.numpy()[0]))
     return int(torch.count_nonzero(x > q).item())
 
 
@@ -197,9 +197,9 @@ class PooledScores:
             x, pos = s.numpy(), positive.numpy()
             zero = x.dtype.type(0)
             lowest = x.min() + zero
-            above, lesion = score_kernels.count_greater(x, lowest), np.count_nonzero(pos)
+            above, lesion = score_passes.count_greater(x, lowest), np.count_nonzero(pos)
             values, positives = _room(values, n, above + 1), _room(positives, m, lesion + 1)
-            score_kernels.split_into(x, pos, zero, lowest, values[n:], positives[m:])
+            score_passes.split_into(x, pos, zero, lowest, values[n:], positives[m:])
             n, m = n + above, m + lesion
             parts.append((lowest.item(), x.size - above))
         lowest = min(low for low, _ in parts)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from mddpm.evaluation.median import median_filter_3d
+from mddpm.kernels.median import median_filter_3d
 
 CC_MAX_SIZE = 7  # components with at most this many voxels are removed (published: filled_area <= 7)
 MEDIAN_KERNEL = 5
@@ -106,7 +106,7 @@ def postprocess_map(score: torch.Tensor, brain_mask: torch.Tensor, erosion_itera
     Multiply ``score`` by the brain mask (binarised with > 0) eroded per axial slice
     (``erosion_iterations``; ``None`` = ``W // 25`` as published), then 3-D median filter with
     ``median_kernel`` (``None`` or 1 = no filtering; ``threads``: see
-    :func:`~mddpm.evaluation.median.median_filter_3d`). Float32 out, same device.
+    :func:`~mddpm.kernels.median.median_filter_3d`). Float32 out, same device.
     """
     if score.shape != brain_mask.shape:
         raise ValueError(f"score {tuple(score.shape)} and brain mask {tuple(brain_mask.shape)} differ in shape")

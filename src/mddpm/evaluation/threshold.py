@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mddpm.evaluation.metrics import PooledScores, RankedScores, as_numpy, round_to_dtype, select_between
-from mddpm.evaluation.score_kernels import grid_counts, histogram, key_bins, select_bins
+from mddpm.kernels.score_passes import grid_counts, histogram, key_bins, select_bins
 
 BISECTION_STEPS = 10
 GRID_BITS_MAX = 20  # the one-pass counts of a longer bisection would need more than 2^20 grid points
@@ -184,7 +184,7 @@ def exact_search(pooled: PooledScores) -> ThresholdResult:
     """The threshold with the highest pooled Dice over all candidates, exactly, without sorting the pool.
 
     Every prediction ``A > τ`` equals ``A ≥ v`` for a distinct score ``v`` (or predicts every
-    voxel). One pass bins the voxels and the positives by score (:mod:`score_kernels`: 2¹⁶ bins
+    voxel). One pass bins the voxels and the positives by score (:mod:`mddpm.kernels.score_passes`: 2¹⁶ bins
     in score order); cumulative counts give the Dice of every threshold between bins (achievable)
     and a bound for every threshold inside a bin (its voxels at best all positive). Only the
     voxels of bins that hold a positive and whose bound reaches the best achievable Dice are read

@@ -1,7 +1,7 @@
 """Phantom datasets: ellipsoid "brains" with bright blob "lesions", written in the mddpm dataset format.
 
 The one generator of the tests (``tests/conftest.py``), the identity check and the memory benchmark
-(``benchmarks/memory.py``): seconds to write, no template needed (unlike :mod:`mddpm.data.synth`).
+(``benchmarks/memory.py``): seconds to write, no template needed (unlike :mod:`mddpm.data.synth.build`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mddpm.io import write_nifti
 
 
 def make_phantom_dataset(root: Path, shape=(32, 32, 16), n_healthy=6, n_anomalous=4, seed=0,
-                         tool: str = "mddpm.data.phantom") -> Path:
+                         tool: str = "mddpm.data.synth.phantom") -> Path:
     """Ellipsoid "brains" with a bright blob "lesion" in anomalous cases; 2 mm voxels.
 
     ``shape`` in voxels of 2 mm. Splits: train (all healthy but two), val (1), test (1), lesion_val (half

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mddpm.data.synth_anatomy import Anatomy, SynthSettings
-from mddpm.data.synth_lesions import pick_voxel, smooth_noise, world_mm
+from mddpm.data.synth.anatomy import Anatomy, SynthSettings
+from mddpm.data.synth.lesions import pick_voxel, smooth_noise, world_mm
 
 UNSEEN_KINDS = ("infarct", "haemorrhage", "rings", "diffuse")
 LESION_Z_MM = (-10.0, 45.0)  # centres in the supratentorial range the model grid keeps (as the tumour)

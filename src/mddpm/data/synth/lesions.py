@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from mddpm.data.synth_anatomy import Anatomy, SynthSettings, compose, warp
+from mddpm.data.synth.anatomy import Anatomy, SynthSettings, compose, warp
 from mddpm.errors import MddpmError
 
 
@@ -86,7 +86,7 @@ def add_ms(anat: Anatomy, image: np.ndarray, rng: np.random.Generator, s: SynthS
     """Blend 3-12 ovoid plaques into deep and periventricular white matter.
 
     Periventricular plaques point away from the ventricle (Dawson's fingers); ``remap`` maps a plaque's level
-    to the subject's contrast (:func:`~mddpm.data.synth_individual.lesion_contrast`). Returns (image, label, info).
+    to the subject's contrast (:func:`~mddpm.data.synth.individual.lesion_contrast`). Returns (image, label, info).
     """
     sp = anat.spacing_mm
     world_z = anat.affine[2, 2] * np.arange(anat.mask.shape[2]) + anat.affine[2, 3]

@@ -15,9 +15,9 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from mddpm.data.synth_anatomy import Anatomy, SynthSettings
-from mddpm.data.synth_lesions import smooth_noise
-from mddpm.data.synth_sizes import FAMILY_NAMES
+from mddpm.data.synth.anatomy import Anatomy, SynthSettings
+from mddpm.data.synth.lesions import smooth_noise
+from mddpm.data.synth.sizes import FAMILY_NAMES
 
 FAMILIES: dict[str, SynthSettings] = dict(zip(FAMILY_NAMES, (
     SynthSettings(),

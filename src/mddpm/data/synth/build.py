@@ -26,17 +26,17 @@ import numpy as np
 from mddpm._version import __version__
 from mddpm.data.cache import CACHE_FILES
 from mddpm.data.dataset import save_dataset_json
-from mddpm.data.synth_anatomy import Anatomy, SynthSettings, compose, load_anatomy, warp
-from mddpm.data.synth_individual import (
+from mddpm.data.synth.anatomy import Anatomy, SynthSettings, compose, load_anatomy, warp
+from mddpm.data.synth.individual import (
     FAMILIES,
     acquisition_blur,
     family_settings,
     individual_tissue,
     lesion_contrast,
 )
-from mddpm.data.synth_lesions import add_ms, add_tumour, smooth_noise
-from mddpm.data.synth_sizes import COUNT_ARGS
-from mddpm.data.synth_unseen import ADD_UNSEEN, UNSEEN_KINDS
+from mddpm.data.synth.lesions import add_ms, add_tumour, smooth_noise
+from mddpm.data.synth.sizes import COUNT_ARGS
+from mddpm.data.synth.unseen import ADD_UNSEEN, UNSEEN_KINDS
 from mddpm.errors import MddpmError
 from mddpm.io import build_folder, check_output_folder, clear_outputs, write_nifti
 from mddpm.parallel import parallel_map, sigterm_raises

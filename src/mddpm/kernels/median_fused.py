@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import torch
 
-from mddpm.evaluation.median_networks import axis_plans
+from mddpm.kernels.median_networks import axis_plans
 from mddpm.parallel import threaded_map
 
 RUN = 256  # voxels computed together by each op of the interpreted program
@@ -95,7 +95,7 @@ class _Program:
 
 @functools.lru_cache(maxsize=None)
 def _program(k: int, width: int, block_rows: int) -> _Program:
-    """Lay the plans of :func:`mddpm.evaluation.median_networks.axis_plans` out on the buffer of a
+    """Lay the plans of :func:`mddpm.kernels.median_networks.axis_plans` out on the buffer of a
     block: one output z-plane, ``block_rows`` output rows, rows of padded width ``width``. Row 0
     holds the voxels of the block's k planes; within a plane the even x positions come first, then
     the odd ones (``half_x`` apart), and within each the even rows, then the odd ones (``half_y``

@@ -1,7 +1,7 @@
 """Exact 3-D median filter, ``scipy.ndimage.median_filter(x, size=k, mode="reflect")`` per volume
-(tests), by the separable merging networks of :mod:`mddpm.evaluation.median_networks`.
+(tests), by the separable merging networks of :mod:`mddpm.kernels.median_networks`.
 
-On the CPU the networks run compiled and fused (:mod:`mddpm.evaluation.median_fused`); on any other
+On the CPU the networks run compiled and fused (:mod:`mddpm.kernels.median_fused`); on any other
 device (or with ``use_torch``) every step is a torch minimum/maximum of shifted views of whole
 tensors. Sparse non-negative maps take a gathered-window path (``GATHER_BELOW``).
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mddpm.evaluation.median_fused import FUSED_DTYPES, median_valid_fused
-from mddpm.evaluation.median_networks import AxisPlan, MergeStep, axis_plans
+from mddpm.kernels.median_fused import FUSED_DTYPES, median_valid_fused
+from mddpm.kernels.median_networks import AxisPlan, MergeStep, axis_plans
 from mddpm.parallel import usable_threads
 
 
@@ -126,7 +126,7 @@ def _span(nonzero: torch.Tensor, k: int, n_out: int) -> tuple[int, int]:
 
 def _median_volume(padded: torch.Tensor, k: int, slab_elements: int, use_torch: bool) -> torch.Tensor:
     """Median of every k×k×k window of one padded volume [Z, H, W] lying fully inside it: on the
-    CPU the fused compiled networks (:mod:`mddpm.evaluation.median_fused`) unless ``use_torch``;
+    CPU the fused compiled networks (:mod:`mddpm.kernels.median_fused`) unless ``use_torch``;
     with torch ops in slabs of output z-planes of about ``slab_elements`` voxels (the network's
     arrays then stay in cache), each cropped to the box of windows that hold a non-zero (the rest
     is exactly 0)."""
