@@ -35,8 +35,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_speed import volume  # noqa: E402
 from machine import REPO, machine_info, markdown_header, write_results  # noqa: E402
-from mddpm.kernels.median import median_filter_3d  # noqa: E402
 from mddpm.evaluation.postprocess import erode_mask_axial  # noqa: E402
+from mddpm.kernels.median import median_filter_3d  # noqa: E402
 
 FIRST_CALL = """
 import time

@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from mddpm.cli.main import main
-from mddpm.data.synth import build as synth
 from mddpm.data.dataset import load_dataset
+from mddpm.data.synth import build as synth
 from mddpm.errors import MddpmError
 from mddpm.io import read_nifti
 

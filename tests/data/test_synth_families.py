@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mddpm.data.synth import build as synth
 from mddpm.data.dataset import load_dataset
+from mddpm.data.synth import build as synth
 from mddpm.data.synth.individual import FAMILIES, family_settings, individual_tissue
 from mddpm.data.synth.unseen import UNSEEN_KINDS
 from mddpm.errors import MddpmError

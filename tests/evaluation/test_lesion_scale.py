@@ -7,8 +7,8 @@ import pytest
 
 from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.evaluation.lesion_scale import lesion_scale
 
 

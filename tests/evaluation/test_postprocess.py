@@ -10,7 +10,6 @@ from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
 from mddpm.evaluation import postprocess
-from mddpm.kernels import median
 from mddpm.evaluation.postprocess import (
     PostprocessConstants,
     erode_mask_axial,
@@ -20,6 +19,7 @@ from mddpm.evaluation.postprocess import (
     published_erosion_iterations,
     remove_small_components,
 )
+from mddpm.kernels import median
 
 CROSS = ndimage.generate_binary_structure(2, 1)
 

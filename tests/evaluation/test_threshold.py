@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mddpm.evaluation import threshold
-from mddpm.kernels import score_passes
 from mddpm.evaluation.metrics import PooledScores, RankedScores
 from mddpm.evaluation.threshold import (
     bisection_search,
@@ -19,6 +18,7 @@ from mddpm.evaluation.threshold import (
     fpr_thresholds,
     pooled_dice,
 )
+from mddpm.kernels import score_passes
 
 # 8 voxels, scores in 1/16 steps (exact in float32 and float64); lesion = the scores 9/16, 11/16, 13/16.
 SCORES = np.array([0, 1, 3, 5, 9, 11, 13, 16], dtype=np.float32) / 16

@@ -14,8 +14,8 @@ import toy_methods  # noqa: F401  (registers the "tiny" test method)
 from mddpm.cli.main import main
 from mddpm.config import build_method, resolve_config
 from mddpm.data.cache import load_prepared
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset, prepared_path
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
 from mddpm.inference.scores import anomaly_score, mahalanobis_score, ssim_map

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mddpm.cli.main import main
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 
 from .helpers import TINY, files_of
 

@@ -18,9 +18,9 @@ import pytest
 
 from mddpm.cli.main import main
 from mddpm.data import cache as cache_module
+from mddpm.data.prepare import prepare_dataset, prepared_path
 from mddpm.data.synth import build as synth
 from mddpm.data.synth.phantom import make_phantom_dataset
-from mddpm.data.prepare import prepare_dataset, prepared_path
 
 from .defects import edit_keeping_size
 

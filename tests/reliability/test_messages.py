@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from mddpm.cli.main import main
 from mddpm.data import prepare as prepare_module
 from mddpm.data.cache import cache_damage, load_prepared
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset, prepared_path
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError, first_line
 from mddpm.weights import load_weights
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 
 EXE = str(Path(sys.executable).parent / "mddpm")
 TINY = ["--method", "mddpm-fpmcm", "--set", "model.net.model_channels=8", "--set", "model.net.head_channels=8",

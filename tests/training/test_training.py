@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from mddpm.cli.main import main
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.data.prepare import prepare_dataset
+from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError
 from mddpm.io import read_json
 from mddpm.run_folder import RunFolder
