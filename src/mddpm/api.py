@@ -235,16 +235,16 @@ def _prepare_for(run, data, workers: int, progress: bool, cache=None) -> None:
 
 
 def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,
-             threshold: str | list[str] = (), healthy_val=None, figures: int = 0, postprocess: str = "published",
-             write_segmentations: bool = False, device: str = "cpu", force: bool = False,
-             progress: bool = True) -> dict:
+             threshold: str | list[str] = (), healthy_val=None, figures: int = 0, examples: int = 0,
+             postprocess: str = "published", write_segmentations: bool = False, device: str = "cpu",
+             force: bool = False, progress: bool = True) -> dict:
     """``mddpm evaluate``: metrics of the maps in ``test_maps``, thresholds chosen on ``val``; returns the
     report (what ``out/metrics.json`` holds)."""
     from mddpm.evaluation.evaluate import evaluate as evaluate_maps
     from mddpm.viz.cases import render_case_figure
 
     return evaluate_maps(test_maps, val, out, rules=strings(threshold), healthy_val=healthy_val, figures=figures,
-                         device=device, force=force, postprocess=postprocess, progress=progress,
+                         examples=examples, device=device, force=force, postprocess=postprocess, progress=progress,
                          write_segmentations=write_segmentations, draw_case=render_case_figure)
 
 

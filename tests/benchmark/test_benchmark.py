@@ -364,6 +364,9 @@ def test_intensity_grid_end_to_end_then_resumed(tmp_path, phantom_dataset):
     assert set(cell["dice_by_rule"]) >= {"bisection", "exact", "fpr-0.05"}
     html = (out / "report.html").read_text()
     assert 'alt="precision-recall phantom/blob"' in html and html.count("<img") >= 2  # curve + example cases
-    assert any((out / "cache").rglob("pr.json"))
+    # the report shows what evaluate stored: its pooled curve and its example cases (the first run only)
+    assert json.loads((run / "eval/blob/pr.json").read_text())["volumes"] == len(saved["cases"])
+    listed = json.loads((run / "eval/blob/examples/examples.json").read_text())["examples"]
+    assert listed and all((run / "eval/blob/examples" / e["file"]).is_file() for e in listed)
     second = run_benchmark(experiment, out=out, data=data, device="cpu", progress=False, log=lambda m: None)
     assert [r["status"] for r in second["stages"]] == ["skipped"] * 5

@@ -21,7 +21,6 @@ from mddpm.data.grids import GridSpec
 from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
-from mddpm.evaluation.scoring import pooled_pr_curve
 from mddpm.evaluation.threshold import bisection_threshold
 from mddpm.io import write_json, write_nifti
 from mddpm.viz.cases import render_case_figure
@@ -142,17 +141,17 @@ def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, t
         assert case["rules"]["bisection"]["dice"] == pytest.approx(ref["dice"], abs=1e-12)
         assert case["auprc"] == pytest.approx(ref["auprc"], abs=1e-12)
     assert json.loads((tmp_path / "physical" / "threshold.json").read_text())["postprocess"] == settings
-    # the report's pooled PR curve post-processes as the evaluation did, and its points and AP are scikit-learn's
+    # the pooled PR curve (pr.json) post-processes as the evaluation did, and its points and AP are scikit-learn's
     refs = [reference_case(test, c["case_id"], threshold, kernel=3, max_size=0) for c in physical["cases"]]
     gt, post = np.concatenate([r["gt"].ravel() for r in refs]), np.concatenate([r["post"].ravel() for r in refs])
-    curve = pooled_pr_curve(test, "cpu", settings)
+    curve = json.loads((tmp_path / "physical" / "pr.json").read_text())  # stored by evaluate, read by the report
     assert curve["ap"] == pytest.approx(average_precision_score(gt, post), abs=1e-12)
     assert curve["voxels"] == gt.size and curve["lesion_voxels"] == gt.sum() and curve["volumes"] == len(refs)
     precision, recall, _ = precision_recall_curve(gt, post)
     points = set(zip(np.round(recall, 12), np.round(precision, 12)))
     assert len(curve["recall"]) > 10 and all((round(r, 12), round(p, 12)) in points
                                              for r, p in zip(curve["recall"], curve["precision"]))
-    assert pooled_pr_curve(test, "cpu")["ap"] != pytest.approx(curve["ap"], abs=1e-6)
+    assert json.loads((tmp_path / "published" / "pr.json").read_text())["ap"] != pytest.approx(curve["ap"], abs=1e-6)
     with pytest.raises(MddpmError, match="--postprocess"):
         evaluate(test, val, tmp_path / "bad", log=lambda msg: None, postprocess="metric")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,9 @@ from skimage.measure import regionprops
 
 from mddpm.evaluation import postprocess
 from mddpm.evaluation.postprocess import (
-    PostprocessConstants,
+    PostprocessSettings,
     erode_mask_axial,
     median_filter_3d,
-    postprocess_constants,
     postprocess_map,
     published_erosion_iterations,
     remove_small_components,
@@ -180,12 +181,32 @@ def test_component_removal_hand_cases():
 
 
 def test_physical_constants_equal_the_published_ones_at_2mm():
-    assert postprocess_constants("physical", 2.0) == PostprocessConstants("physical", 5, 7)
-    assert postprocess_constants("physical", 4.0) == PostprocessConstants("physical", 3, 0)  # 10 mm, 56 mm³
-    assert postprocess_constants("physical", 1.0) == PostprocessConstants("physical", 11, 56)
-    assert postprocess_constants("published", 4.0) == PostprocessConstants("published", 5, 7)
+    def constants(rule, spacing):
+        settings = PostprocessSettings.for_grid(rule, spacing)
+        return settings.rule, settings.median_kernel, settings.max_component
+
+    assert constants("physical", 2.0) == ("physical", 5, 7)
+    assert constants("physical", 4.0) == ("physical", 3, 0)  # 10 mm, 56 mm³
+    assert constants("physical", 1.0) == ("physical", 11, 56)
+    assert constants("published", 4.0) == ("published", 5, 7)
     with pytest.raises(ValueError):
-        postprocess_constants("metric", 2.0)
+        PostprocessSettings.for_grid("metric", 2.0)
+    assert PostprocessSettings.for_grid("published", 2.0, width=96).erosion_iterations == 3  # W // 25
+
+
+def test_settings_round_trip_through_json_and_refuse_malformed_fields():
+    settings = PostprocessSettings.for_grid("physical", 4.0, width=16)
+    assert PostprocessSettings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
+    assert PostprocessSettings.from_json(None) == PostprocessSettings()  # published, erosion W // 25
+    for bad, field in (({"median_filter": {"kernel": 4}}, "median_filter.kernel"),
+                       ({"median_filter": {"kernel": True}}, "median_filter.kernel"),
+                       ({"components": {"removed_if_voxels_at_most": -1}}, "components.removed_if_voxels_at_most"),
+                       ({"erosion_iterations": 1.5}, "erosion_iterations"), ({"rule": "metric"}, "rule"),
+                       ({"median_filter": []}, "median_filter"), ({"voxel_mm": 0}, "voxel_mm")):
+        with pytest.raises(ValueError, match=field):
+            PostprocessSettings.from_json(bad)
+    with pytest.raises(ValueError, match="object"):
+        PostprocessSettings.from_json([1])
 
 
 def test_cpu_threads_sets_and_restores_the_torch_thread_count():

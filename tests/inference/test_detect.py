@@ -55,7 +55,8 @@ def test_detect_writes_outputs_in_the_scan_geometry(setup, tmp_path):
     assert hits / seg.sum() > 0.8 and 2 * hits / (seg.sum() + truth.sum()) > 0.5
     meta = read_json(out / "detect.json")
     assert meta["threshold"] == 0.6 and meta["threshold_source"] == str(run.resolve() / "threshold.json")
-    assert meta["postprocess"] == {"erosion_iterations": 1, "median_kernel": 3, "components_removed_if_at_most": 7}
+    assert (meta["postprocess"]["erosion_iterations"], meta["postprocess"]["median_filter"]["kernel"],
+            meta["postprocess"]["components"]["removed_if_voxels_at_most"]) == (1, 3, 7)
     assert meta["lesion_voxels"] == int(seg.sum()) and meta["lesion_volume_ml"] == pytest.approx(seg.sum() * 8 / 1000)
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -69,7 +70,8 @@ def test_threshold_sources(setup, tmp_path):
     write_json(other, {"threshold": 0.3})
     low = detect(scan, run, tmp_path / "low", mask=mask, threshold=str(other))
     meta = read_json(low / "detect.json")
-    assert meta["threshold_source"] == str(other) and meta["postprocess"]["median_kernel"] == 5  # published default
+    assert meta["threshold_source"] == str(other)
+    assert meta["postprocess"]["median_filter"]["kernel"] == 5  # published default
     standard = read_json(detect(scan, run, tmp_path / "std", mask=mask) / "detect.json")
     assert meta["lesion_voxels"] > standard["lesion_voxels"]
     no_threshold_run = make_run(tmp_path / "bare", "intensity")

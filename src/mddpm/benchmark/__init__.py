@@ -13,13 +13,12 @@ Layout of the output folder (default ``benchmark_out/<experiment name>``)::
     OUT/data/<dataset>/                             a dataset the experiment generates ("synth")
     OUT/runs/<dataset>/<method>/<run>/train/        run folder (mddpm train)
     OUT/runs/<dataset>/<method>/<run>/maps/<split>/ anomaly maps (mddpm predict)
-    OUT/runs/<dataset>/<method>/<run>/eval/<test>/  metrics (mddpm evaluate)
+    OUT/runs/<dataset>/<method>/<run>/eval/<test>/  metrics, pr.json, examples/ (mddpm evaluate)
     OUT/runs/<dataset>/<method>/<run>/stages.json   wall time and inputs of each finished stage
     OUT/runs/<dataset>/<method>/<run>/.mddpm.lock   only while a process works on the run (:mod:`~mddpm.folder_lock`)
     OUT/jobs/<date-time>/                           submitit's scripts and logs (:mod:`~mddpm.benchmark.cluster`)
     OUT/table.md, table.csv, table.json             Table 1 (+ every metric, p-values, wall times)
     OUT/report.html                                 the report (mddpm.report)
-    OUT/cache/                                      the report's precision-recall curves and pictures
 
 Resume (the default): a training is skipped when ``train/best.pt`` exists and its ``config.json`` equals
 the experiment's config (an interrupted one continues from its last checkpoint); a prediction or

@@ -14,6 +14,7 @@ from typing import Callable
 from mddpm.benchmark.experiment import Experiment, load_experiment
 from mddpm.benchmark.plan import (
     Stage,
+    examples_for,
     figures_for,
     plan,
     read_records,
@@ -54,7 +55,8 @@ def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: P
         t = stage.test_set
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=figures_for(stage, experiment), draw_case=render_case_figure, device=device, force=True,
+                 figures=figures_for(stage, experiment), examples=examples_for(stage, experiment),
+                 draw_case=render_case_figure, device=device, force=True,
                  log=log, postprocess=experiment.postprocess, progress=progress,
                  track=(lambda report, out: log_evaluation(loggers, report, out)) if loggers else None)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mddpm.benchmark.experiment import DatasetSpec, Experiment, RunSpec, TestSet
 from mddpm.config import TRAIN_DEFAULTS
+from mddpm.evaluation.examples import EXAMPLES
 from mddpm.io import file_sha256, read_json, write_json
 from mddpm.run_folder import RunFolder
 
@@ -126,13 +127,18 @@ def _stage_key(stage: Stage, experiment: Experiment) -> dict | None:
             return None
         key = {name: file_sha256(folder / "predict.json") for name, folder in inputs.items()}
         return {**key, "rules": experiment.thresholds, "figures": figures_for(stage, experiment),
-                "postprocess": experiment.postprocess}
+                "examples": examples_for(stage, experiment), "postprocess": experiment.postprocess}
     raise ValueError(stage.kind)
 
 
 def figures_for(stage: Stage, experiment: Experiment) -> int:
     """Case figures are drawn for a row's first run only."""
     return experiment.figures if stage.run == experiment.runs_of(stage.method)[0] else 0
+
+
+def examples_for(stage: Stage, experiment: Experiment) -> int:
+    """The report's example cases are drawn for a row's first run only (the run the report shows)."""
+    return EXAMPLES if stage.run == experiment.runs_of(stage.method)[0] else 0
 
 
 def read_records(paths: RunPaths) -> dict:

@@ -230,7 +230,6 @@ def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: 
         from mddpm.report.html import write_report
 
         write_report(out / "report.html", [Path(e["path"]) for e in table["evaluations"]],
-                     experiment.title, table=table, cache_dir=out / "cache",
-                     device=resolve_device(device).type)
+                     experiment.title, table=table)
     log(f"table: {out / 'table.md'}" + (f"; report: {out / 'report.html'}" if report else ""))
     return {"out": str(out), "stages": rows, "table": table}

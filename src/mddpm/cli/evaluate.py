@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--healthy-val", metavar="HEALTHY_MAPS",
                    help="maps of healthy validation volumes: also report thresholds at 1/5/10%% in-brain voxel FPR")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="draw the first N test cases (default 0)")
+    p.add_argument("--examples", type=int, default=0, metavar="N",
+                   help="draw the best, median and worst test case into examples/, at most N (default 0)")
     p.add_argument("--postprocess", choices=["published", "physical"], default="published",
                    help="post-processing constants: 'published' (5^3 median, components <= 7 voxels, on any grid; "
                         "default) or 'physical' (the same sizes in mm: equal at 2 mm, 3^3 and none at 4 mm)")
@@ -51,8 +53,8 @@ def run(args) -> int:
         parse_logger(spec)  # a bad --logger is refused before anything is computed
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
-                      figures=args.figures, draw_case=render_case_figure, device=args.device, force=args.force,
-                      postprocess=args.postprocess, progress=not args.no_progress,
+                      figures=args.figures, examples=args.examples, draw_case=render_case_figure,
+                      device=args.device, force=args.force, postprocess=args.postprocess, progress=not args.no_progress,
                       write_segmentations=args.write_segmentations,
                       track=(lambda report, out: log_evaluation(args.logger, report, out)) if args.logger else None)
     agg = report["aggregate"]

@@ -18,8 +18,10 @@ in-brain voxels are reported too. Aggregates are ``nanmean`` ± population ``nan
 volumes, plus pooled (voxel-level) values over the whole split.
 
 Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``threshold.json``,
-``figures/<case>.png`` and (asked for) ``segmentations/<case>.nii.gz`` in each scan's own geometry
-(:mod:`mddpm.evaluation.segmentations`); all are written at the end, each atomically.
+``pr.json`` (the pooled precision-recall curve of the post-processed test maps), ``figures/<case>.png``,
+``examples/`` (best, median and worst case; ``examples.json`` lists them) and (asked for)
+``segmentations/<case>.nii.gz`` in each scan's own geometry (:mod:`mddpm.evaluation.segmentations`);
+all are written at the end, each atomically.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from nibabel.affines import voxel_sizes
 from mddpm._version import __version__
 from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
+from mddpm.evaluation.examples import draw_examples
 from mddpm.evaluation.maps import MapsFolder, open_maps
 from mddpm.evaluation.metrics import (
     COUNT_NAMES,
@@ -51,13 +54,8 @@ from mddpm.evaluation.metrics import (
     ratios,
 )
 from mddpm.evaluation.metrics_files import ORACLE_NOTE, csv_text, finite_or_none, fmt, markdown
-from mddpm.evaluation.postprocess import (
-    PostprocessConstants,
-    cpu_threads,
-    postprocess_constants,
-    published_erosion_iterations,
-)
-from mddpm.evaluation.scoring import Scoring
+from mddpm.evaluation.postprocess import PostprocessSettings, cpu_threads
+from mddpm.evaluation.pr_curve import pooled_pr_curve
 from mddpm.evaluation.segmentations import source_dataset, write_native_segmentation
 from mddpm.evaluation.threshold import (
     BISECTION_STEPS,
@@ -76,7 +74,8 @@ from mddpm.progress import track as progress_track
 RULES = ("bisection", "exact")
 DEFAULT_RULE = "bisection"
 CASE_METRICS = ("auprc", "auroc")
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json",  # and one figure, segmentation per case
+# and one figure, example and segmentation per case
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "metrics.md", "threshold.json", "pr.json",
                 "logs/tb/events.out.tfevents.*")  # a tracker's (``track``)
 
 
@@ -88,7 +87,8 @@ def _own_files(out: Path, case_ids: list[str]) -> list[str]:
         earlier = read_json(out / "metrics.json").get("cases") if (out / "metrics.json").is_file() else []
         ids |= {str(c.get("case_id")) for c in (earlier if isinstance(earlier, list) else []) if isinstance(c, dict)}
     names = [glob.escape(c) for c in sorted(ids)]
-    return [*OUTPUT_FILES, *(f"figures/{c}.png" for c in names), *(f"segmentations/{c}.nii.gz" for c in names)]
+    return [*OUTPUT_FILES, "examples/examples.json", *(f"{folder}/{c}.png" for folder in ("figures", "examples")
+                                                       for c in names), *(f"segmentations/{c}.nii.gz" for c in names)]
 
 
 def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
@@ -105,17 +105,6 @@ def _refuse_test_cases(test: MapsFolder, other: MapsFolder | None) -> None:
 def grid_spacing_mm(maps: MapsFolder) -> float:
     """The model grid's voxel size in mm (geometric mean of the first volume's three edges)."""
     return float(np.prod(voxel_sizes(maps.prepared.affines[0])) ** (1 / 3))
-
-
-def _postprocess_settings(width: int, constants: PostprocessConstants, spacing_mm: float) -> dict:
-    return {
-        "rule": constants.rule, "voxel_mm": round(spacing_mm, 4),
-        "brain_mask": "binarised with > 0, eroded per axial slice with the 3x3 cross, multiplied into the map",
-        "erosion_iterations": published_erosion_iterations(width),
-        "median_filter": {"kernel": constants.median_kernel, "border": "reflect (scipy: half-sample symmetric)"},
-        "order": "mask, then median (published)",
-        "components": {"connectivity": 26, "removed_if_voxels_at_most": constants.max_component},
-    }
 
 
 def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] | None) -> dict:
@@ -138,7 +127,7 @@ def _protocol(postprocess: dict, rules: list[str], fpr_rates: tuple[float, ...] 
     }
 
 
-def _processed(maps: MapsFolder, device: torch.device, scoring: Scoring, progress: bool,
+def _processed(maps: MapsFolder, device: torch.device, scoring: PostprocessSettings, progress: bool,
                what: str) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(case id, post-processed map [Z, H, W], brain mask, label) of every case, in order. On the CPU
     several volumes are read and post-processed at once, one thread each (decompression and the
@@ -151,7 +140,7 @@ def _processed(maps: MapsFolder, device: torch.device, scoring: Scoring, progres
     return threaded_map(one, progress_track(maps.case_ids, f"evaluate: {what}", progress), threads)
 
 
-def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], scoring: Scoring,
+def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None], scoring: PostprocessSettings,
               progress: bool) -> PooledScores:
     """Post-process every lesion validation map and pool all their voxels (unsorted: the bisection
     needs only counts; the exact rule ranks the pool).
@@ -167,7 +156,7 @@ def _pool_val(maps: MapsFolder, device: torch.device, log: Callable[[str], None]
     return pooled
 
 
-def _pool_healthy(maps: MapsFolder, device: torch.device, scoring: Scoring, progress: bool) -> RankedScores:
+def _pool_healthy(maps: MapsFolder, device: torch.device, scoring: PostprocessSettings, progress: bool) -> RankedScores:
     """The in-brain voxels of every post-processed healthy map, ranked together."""
     parts = []
     for _, score, mask, _ in _processed(maps, device, scoring, progress, "healthy maps"):
@@ -180,8 +169,9 @@ def _pool_healthy(maps: MapsFolder, device: torch.device, scoring: Scoring, prog
 
 
 def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str, ThresholdResult],
-                  exact_oracle: bool, scoring: Scoring) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Metrics of one post-processed map; also the filtered predictions per rule."""
+                  exact_oracle: bool, scoring: PostprocessSettings
+                  ) -> tuple[dict, dict[str, torch.Tensor], RankedScores]:
+    """Metrics of one post-processed map; also the filtered predictions per rule and the map's ranking."""
     ranked = RankedScores.from_scores(score, label)
     oracle = bisection_search(ranked)
     row = {"lesion_voxels": ranked.n_positive, "auprc": average_precision(ranked), "auroc": auroc(ranked),
@@ -196,7 +186,7 @@ def _case_metrics(score: torch.Tensor, label: torch.Tensor, thresholds: dict[str
         per_rule[rule] = {**counts, **ratios(**counts)}
         predictions[rule] = pred
     row["rules"] = per_rule
-    return row, predictions
+    return row, predictions, ranked
 
 
 def _aggregate(rows: list[dict], rules: list[str], exact_oracle: bool) -> dict:
@@ -217,9 +207,9 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
 
 @writes_folder("out", inputs=("test_maps", "val_maps", "healthy_val"))
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
-             healthy_val: str | Path | None = None, figures: int = 0, device: str = "cpu", force: bool = False,
-             log: Callable[[str], None] | None = None, postprocess: str = "published", progress: bool = True,
-             write_segmentations: bool = False, draw_case: Callable[..., bytes] | None = None,
+             healthy_val: str | Path | None = None, figures: int = 0, examples: int = 0, device: str = "cpu",
+             force: bool = False, log: Callable[[str], None] | None = None, postprocess: str = "published",
+             progress: bool = True, write_segmentations: bool = False, draw_case: Callable[..., bytes] | None = None,
              track: Callable[[dict, Path], list[str]] | None = None) -> dict:
     """Run the protocol on ``test_maps`` with thresholds from ``val_maps``; write the outputs to ``out``.
 
@@ -227,9 +217,10 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     the default is always computed and listed first. ``healthy_val``: maps of healthy volumes for
     FPR-based thresholds. ``figures``: number of test cases drawn by ``draw_case(image, reconstruction,
     anomaly_map, prediction, label, title=...) -> PNG bytes`` (arrays [Z, H, W]; callers pass
-    :func:`mddpm.viz.cases.render_case_figure`: evaluation draws nothing itself). ``postprocess``: ``"published"``
-    (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
-    :func:`~mddpm.evaluation.postprocess.postprocess_constants`). ``progress``: bars on a terminal.
+    :func:`mddpm.viz.cases.render_case_figure`: evaluation draws nothing itself); ``examples``: at most this
+    many of the best, median and worst cases (:mod:`mddpm.evaluation.examples`), drawn alike. ``postprocess``:
+    ``"published"`` (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
+    :meth:`~mddpm.evaluation.postprocess.PostprocessSettings.for_grid`). ``progress``: bars on a terminal.
     ``write_segmentations``: also each test case's default-rule segmentation on its scan's grid. ``track(report,
     out)``: sends the metrics to experiment trackers (:func:`mddpm.training.loggers.log_evaluation`) and returns
     where, one line each (logged). Returns the metrics dict written to ``metrics.json``.
@@ -241,8 +232,10 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         raise MddpmError(f"unknown threshold rule(s) {unknown} (known: {', '.join(RULES)})")
     if figures < 0:
         raise MddpmError(f"--figures must be >= 0, got {figures}")
-    if figures and draw_case is None:
-        raise ValueError("figures need a draw_case function")
+    if examples < 0:
+        raise MddpmError(f"--examples must be >= 0, got {examples}")
+    if (figures or examples) and draw_case is None:
+        raise ValueError("figures and examples need a draw_case function")
     dev = resolve_device(device)
     out = Path(out)
     test = open_maps(test_maps, "test")
@@ -259,10 +252,9 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
 
     spacing = grid_spacing_mm(test)
     try:
-        constants = postprocess_constants(postprocess, spacing)
+        scoring = PostprocessSettings.for_grid(postprocess, spacing, int(test.prepared.masks.shape[-1]))
     except ValueError as e:
         raise MddpmError(f"--postprocess {postprocess}: {e}") from None
-    scoring = Scoring.from_constants(constants)
 
     if val.meta.get("run") != test.meta.get("run"):
         log(f"warning: test maps come from run {test.meta.get('run')} but the threshold is chosen on maps of run "
@@ -282,10 +274,12 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         for rule in rules:
             log(f"threshold {rule}: {thresholds[rule].threshold:.6g} (val pooled Dice {fmt(thresholds[rule].dice)})")
 
-        rows, pictures, segmentations = [], {}, {}
+        rows, pictures, segmentations, ranked = [], {}, {}, []
         for i, (cid, score, _, label) in enumerate(_processed(test, dev, scoring, progress, "test maps")):
-            row, predictions = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules, scoring)
+            row, predictions, ranking = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules,
+                                                      scoring)
             rows.append({"case_id": cid, **row})
+            ranked.append(ranking)
             if scans is not None:
                 segmentations[cid] = predictions[DEFAULT_RULE].cpu().numpy()  # [Z, H, W] bool, model grid
             if i < figures:
@@ -295,6 +289,10 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
                     image, test.reconstruction(cid), score.cpu().numpy(), predictions[DEFAULT_RULE].cpu().numpy(),
                     label.cpu().numpy(), title=title)
         log(f"test: {len(rows)} volumes of split {test.split!r} scored")
+        curve = pooled_pr_curve(ranked)
+        del ranked
+        examples = draw_examples(test, rows, DEFAULT_RULE, thresholds[DEFAULT_RULE].threshold, scoring, draw_case, dev,
+                                 examples) if examples and draw_case is not None else []
 
     exact_oracle = "exact" in rules
     report = {
@@ -302,8 +300,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mddpm_version": __version__,
         "test": test.describe(), "val": val.describe(), "healthy_val": healthy.describe() if healthy else None,
-        "protocol": _protocol(_postprocess_settings(int(test.prepared.masks.shape[-1]), constants, spacing), rules,
-                              FPR_RATES if healthy else None),
+        "protocol": _protocol(scoring.to_json(), rules, FPR_RATES if healthy else None),
         "default_rule": DEFAULT_RULE,
         "thresholds": {rule: thresholds[rule].to_json() for rule in rules},
         "aggregate": _aggregate(rows, rules, exact_oracle),
@@ -319,8 +316,16 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             tmp.write_text(csv_text(rows, rules))
         with atomic_write(out / "metrics.md") as tmp:
             tmp.write_text(markdown(report))
+        write_json(out / "pr.json", curve)
         write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
                                             "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
+        if examples:
+            write_json(out / "examples" / "examples.json",
+                       {"rule": DEFAULT_RULE, "examples": [{"case_id": cid, "caption": caption, "file": f"{cid}.png"}
+                                                           for cid, caption, _ in examples]})
+        for cid, _, png in examples:
+            with atomic_write(case_file(out, cid, ".png", "examples")) as tmp:
+                tmp.write_bytes(png)
         for cid, png in pictures.items():
             with atomic_write(case_file(out, cid, ".png", "figures")) as tmp:
                 tmp.write_bytes(png)

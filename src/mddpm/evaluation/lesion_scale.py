@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from mddpm.data.cache import load_prepared
 from mddpm.errors import MddpmError
-from mddpm.evaluation.postprocess import CC_MAX_SIZE, MEDIAN_KERNEL
+from mddpm.evaluation.postprocess import PostprocessSettings
 
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)  # 26-connected, as the component removal
 
@@ -75,11 +75,13 @@ def lesion_scale(metrics: dict) -> LesionScale | None:
         sizes += np.bincount(components.ravel(), minlength=count + 1)[1:].tolist()
     if not sizes:
         return None
-    post = (metrics.get("protocol") or {}).get("postprocess") or {}
+    try:
+        post = PostprocessSettings.from_json((metrics.get("protocol") or {}).get("postprocess"))
+    except ValueError:
+        return None
     z, h, w = prepared.labels.shape[1:]
     spacing = np.sqrt((np.asarray(prepared.affines[0])[:3, :3] ** 2).sum(axis=0))
     return LesionScale(
         volumes=sum(1 for c in metrics["cases"] if c.get("lesion_voxels")), lesions=len(sizes),
         median_voxels=float(np.median(sizes)), voxel_mm=tuple(round(float(v), 3) for v in spacing), grid=(h, w, z),
-        median_kernel=int(post.get("median_filter", {}).get("kernel", MEDIAN_KERNEL)),
-        removed_if_voxels_at_most=int(post.get("components", {}).get("removed_if_voxels_at_most", CC_MAX_SIZE)))
+        median_kernel=post.median_kernel, removed_if_voxels_at_most=post.max_component)

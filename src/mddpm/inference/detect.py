@@ -37,7 +37,7 @@ from mddpm.data.grids import get_grid
 from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes
 from mddpm.device import resolve_device
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
-from mddpm.evaluation.scoring import Scoring
+from mddpm.evaluation.postprocess import PostprocessSettings
 from mddpm.folder_lock import writes_folder
 from mddpm.inference.predict import PRECISIONS, case_generator, score_volume
 from mddpm.io import (
@@ -67,10 +67,10 @@ SCAN_SCORE_TOP = 0.01  # scan_score: mean of this top share of the anomaly map's
 
 
 def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, required: bool = True
-                      ) -> tuple[float | None, str | None, dict]:
+                      ) -> tuple[float | None, str | None, PostprocessSettings]:
     """``(threshold, where it came from, postprocess settings)`` from a number, a ``threshold.json``
-    path, or (``None``) ``RUN/threshold.json``; without that file and not ``required``: ``(None, None, {})``
-    (maps only, with the published post-processing)."""
+    path, or (``None``) ``RUN/threshold.json``; without that file and not ``required``: ``(None, None,
+    published settings)`` (maps only, with the published post-processing)."""
     number = threshold if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) else None
     if isinstance(threshold, str):
         try:
@@ -80,11 +80,11 @@ def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, re
     if number is not None:
         if not np.isfinite(number):
             raise ConfigError(f"--threshold {threshold}: must be a finite number")
-        return float(number), "--threshold", {}
+        return float(number), "--threshold", PostprocessSettings()
     path = Path(threshold) if threshold is not None else RunFolder(run).threshold
     if threshold is None and not path.is_file():
         if not required:
-            return None, None, {}
+            return None, None, PostprocessSettings()
         raise NotFoundError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
                          "there, or pass --threshold VALUE or --threshold PATH/threshold.json)")
     if not path.is_file():
@@ -93,26 +93,12 @@ def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, re
     value = meta.get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
         raise InputError(f"{path}: no finite numeric \"threshold\"")
-    postprocess = meta.get("postprocess") or {}
-    if not _valid_postprocess(postprocess):
-        raise InputError(f"{path}: malformed \"postprocess\" settings (expected the object `mddpm evaluate` writes)")
+    try:
+        postprocess = PostprocessSettings.from_json(meta.get("postprocess"))
+    except ValueError as e:
+        raise InputError(f"{path}: malformed \"postprocess\" settings ({e}; expected the object `mddpm evaluate` "
+                         "writes)") from None
     return float(value), str(path), postprocess
-
-
-def _valid_postprocess(settings) -> bool:
-    """The post-processing part of a threshold.json: objects where objects go, counts as integers >= 0."""
-    if not isinstance(settings, dict):
-        return False
-    median, components = settings.get("median_filter", {}), settings.get("components", {})
-    if not isinstance(median, dict) or not isinstance(components, dict):
-        return False
-
-    def count(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    erosion = settings.get("erosion_iterations")  # None: the published width-derived default
-    return (erosion is None or count(erosion)) and count(median.get("kernel", 0)) and \
-        count(components.get("removed_if_voxels_at_most", 0))
 
 
 def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,7 +129,7 @@ class LoadedRun:
     payload: dict
     threshold: float | None
     threshold_source: str | None
-    postprocess: dict
+    postprocess: PostprocessSettings
     device: torch.device
     precision: str
 
@@ -204,8 +190,7 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
     case = case_id or scan_case_id(where)  # the noise is seeded as predict seeds this case
     generator = case_generator(cfg["train"]["seed"], case, model.device)
     amap, recon = score_volume(model.method, x, m, generator, precision=model.precision)
-    scoring = Scoring.from_stored(model.postprocess)
-    score = scoring.postprocess(amap[:, 0], m[:, 0])
+    score = model.postprocess.postprocess(amap[:, 0], m[:, 0])
     map_scan = to_original_space(score.cpu().numpy(), vol.affine, image.shape, affine, order=1)
     map_scan[brain & ~covered] = np.nan
     recon_scan = to_original_space(recon[:, 0].float().cpu().numpy(), vol.affine, image.shape, affine,
@@ -214,7 +199,7 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
     total = scan_score_of(map_scan, brain)
     if model.threshold is None:
         return ScanScore(map_scan, None, coverage, recon_scan, total)
-    segmentation = scoring.segment(score, model.threshold).cpu().numpy()
+    segmentation = model.postprocess.segment(score, model.threshold).cpu().numpy()
     seg_scan = to_original_space(segmentation.astype(np.float32), vol.affine, image.shape, affine, order=0) > 0.5
     return ScanScore(map_scan, seg_scan & brain, coverage, recon_scan, total)
 
@@ -380,13 +365,11 @@ def detect_one(model: LoadedRun, scan: Path, mask: Path, out: Path) -> None:
     map_scan, seg_scan, coverage = result.anomaly_map, result.segmentation, result.coverage
     with all_or_nothing(out):  # the four outputs, or none of them
         write_maps(out, image, brain, map_scan, seg_scan, affine, xform_codes(scan), coverage["unscored_fraction"])
-        scoring = Scoring.from_stored(model.postprocess)
         write_json(out / "detect.json", {
             "scan": str(scan), "mask": str(mask), "run": str(model.run), "method": model.payload["method"],
             "weights_step": model.payload["step"], "grid": model.config["data"]["grid"],
             "threshold": model.threshold, "threshold_source": model.threshold_source,
-            "postprocess": {"erosion_iterations": scoring.erosion_iterations, "median_kernel": scoring.median_kernel,
-                            "components_removed_if_at_most": scoring.max_component},
+            "postprocess": model.postprocess.to_json(),
             "lesion_voxels": int(seg_scan.sum()), "lesion_volume_ml": lesion_volume_ml(seg_scan, affine),
             "max_score": float(np.nanmax(map_scan)), "scan_score": _json_float(result.scan_score), **coverage,
             "device": str(model.device), "precision": model.precision,

@@ -64,23 +64,6 @@ def load_evaluations(folders: list, table: dict | None, labels: dict[str, str]) 
     return out
 
 
-def example_cases(ev: ReportEvaluation, n: int) -> list[tuple[str, str]]:
-    """(case id, caption): best, median and worst per-volume Dice at the default rule (lesion cases)."""
-    rule = ev.default_rule
-    scored = [(c["rules"][rule]["dice"], c["case_id"]) for c in ev.metrics.get("cases", [])
-              if c.get("lesion_voxels") and c["rules"].get(rule, {}).get("dice") is not None]
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    if not scored:
-        return []
-    picks = {"best Dice": 0, "median Dice": len(scored) // 2, "worst Dice": len(scored) - 1}
-    chosen, seen = [], set()
-    for caption, i in picks.items():
-        if scored[i][1] not in seen and len(chosen) < n:
-            seen.add(scored[i][1])
-            chosen.append((scored[i][1], f"{caption}: {scored[i][0]:.3f}"))
-    return chosen
-
-
 def run_config(ev: ReportEvaluation) -> dict:
     """What the report shows as a run's configuration."""
     m = ev.metrics

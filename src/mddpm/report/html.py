@@ -1,20 +1,20 @@
 """One self-contained HTML report of evaluations (``mddpm demo``, ``mddpm benchmark``).
 
-:func:`write_report` reads evaluation folders (``metrics.json`` and ``figures/`` written by
-``mddpm evaluate``) and, where they still exist, the maps folders, prepared caches and run logs that
-``metrics.json`` names, and renders ``templates/report.html.j2`` (jinja2). The HTML has inline CSS and
+:func:`write_report` reads evaluation folders (``metrics.json``, ``pr.json``, ``examples/`` and
+``figures/`` written by ``mddpm evaluate``) and, where they still exist, the prepared caches and run logs
+that ``metrics.json`` names, and renders ``templates/report.html.j2`` (jinja2). The HTML has inline CSS and
 base64 PNG images only: no script, no external fetch. It shows
 
 - a summary table: per method × test set DICE for every threshold rule side by side (the default
   rule first), AUPRC, AUROC and the ORACLE bisection Dice (labelled: it looks at the test labels). Given a
   benchmark ``table`` (:func:`mddpm.benchmark.table.build_table`) the values are mean ± std across
   runs, with p-values; otherwise mean ± std over the volumes of each evaluation;
-- precision-recall curves pooled over all voxels of the post-processed test maps
-  (:func:`mddpm.evaluation.scoring.pooled_pr_curve`); without the maps folder, no curve;
+- precision-recall curves pooled over all voxels of the post-processed test maps, as evaluate stored
+  them (:func:`mddpm.evaluation.pr_curve.pooled_pr_curve`); an evaluation without ``pr.json``, no curve;
 - per test set, one line on its lesion sizes against the post-processing's
   (:mod:`mddpm.evaluation.lesion_scale`; needs the prepared cache);
 - per method, the training curve of every run and example cases (best, median and worst Dice at the
-  default rule), rendered from the maps, else the evaluation's own figures;
+  default rule) as evaluate drew them, else the evaluation's own figures;
 - per run, the configuration as collapsible JSON; the protocol settings at the end.
 """
 
@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from mddpm._version import __version__
 from mddpm.errors import MddpmError
+from mddpm.evaluation.examples import EXAMPLES
 from mddpm.evaluation.lesion_scale import lesion_scale
 from mddpm.evaluation.metrics_files import ORACLE_NOTE
 from mddpm.io import atomic_write
@@ -44,7 +45,6 @@ from mddpm.report.evaluations import (
 from mddpm.report.formatting import format_p, format_seconds, percent_parts, published_values, rule_name, table1_notes
 from mddpm.viz.pr_curves import pr_figure
 
-EXAMPLES = 3
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -63,7 +63,7 @@ def _anchor(text: str) -> str:
 
 
 def _method_section(m: str, label: str, evs: list[ReportEvaluation], columns: list[str],
-                    first: dict, curves: dict, n_methods: int, examples: int, cache: Path | None, device: str) -> dict:
+                    first: dict, curves: dict, n_methods: int, examples: int) -> dict:
     """What the report shows for one method (see ``report.html.j2``)."""
     method_curves = [(column.split("/", 1)[1], curves.get((m, column))) for column in columns if (m, column) in first]
     method_curves = [(n, c) for n, c in method_curves if c and c["recall"]]
@@ -72,7 +72,7 @@ def _method_section(m: str, label: str, evs: list[ReportEvaluation], columns: li
         ev = first.get((m, column))
         if ev is not None:
             test_sets.append({"name": column.split("/", 1)[1], "run_label": ev.run_label, "rule": ev.default_rule,
-                              "pictures": figures.examples(ev, examples, cache, device)})
+                              "pictures": figures.examples(ev, examples)})
     runs: dict[str, list[ReportEvaluation]] = {}
     for ev in evs:
         runs.setdefault(ev.run, []).append(ev)
@@ -87,21 +87,20 @@ def _method_section(m: str, label: str, evs: list[ReportEvaluation], columns: li
 
 
 def write_report(out_html: str | os.PathLike, evaluations: list, title: str, table: dict | None = None, *,
-                 examples: int = EXAMPLES, cache_dir: str | os.PathLike | None = None, device: str = "cpu",
+                 examples: int = EXAMPLES,
                  labels: dict[str, str] | None = None) -> Path:
     """Write the HTML report of ``evaluations`` (folders with ``metrics.json``) to ``out_html``.
 
     ``table``: a benchmark table (:func:`mddpm.benchmark.table.build_table`) to show as Table 1 with
     p-values and across-run statistics; its ``evaluations`` entries name the runs. Examples and
     precision-recall curves are drawn for the first evaluation of each method × test set;
-    ``examples`` pictures each. ``device``: where maps are post-processed. Returns the path.
+    ``examples`` pictures each, as evaluate stored them. Returns the path.
     """
     if not evaluations:
         raise MddpmError(f"{out_html}: no evaluations to report")
     labels = dict(labels or {})
     if table:
         labels.update({r["method"]: r["label"] for r in table["rows"]})
-    cache = Path(cache_dir) if cache_dir is not None else None
     evals = load_evaluations(evaluations, table, labels)
     methods = list(dict.fromkeys(ev.method for ev in evals))
     if table:
@@ -110,7 +109,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
     first: dict[tuple[str, str], ReportEvaluation] = {}
     for ev in evals:
         first.setdefault((ev.method, ev.column), ev)
-    curves = {key: figures.pr_curve(ev, cache, device) for key, ev in first.items()}
+    curves = {key: figures.pr_curve(ev) for key, ev in first.items()}
 
     dashed = {labels.get(r["method"], r["method"]) for r in (table or {}).get("rows", []) if r["extra"]}
     pr_figures = []
@@ -129,7 +128,7 @@ def write_report(out_html: str | os.PathLike, evaluations: list, title: str, tab
         "title": title, "version": __version__, "created": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "table": table, "evals": evals, "n_first": len(first), "columns": columns,
         "methods": [_method_section(m, labels.get(m, m), [ev for ev in evals if ev.method == m], columns, first,
-                                    curves, len(methods), examples, cache, device) for m in methods],
+                                    curves, len(methods), examples) for m in methods],
         "summary": _summary(evals), "table1": _table1(table) if table else None,
         "rules": _table_rules(table) if table else [], "published": published_values(table) if table else None,
         "lesion_scales": [(column, scale.sentence()) for column, scale in scales.items() if scale],

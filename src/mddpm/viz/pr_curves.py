@@ -1,4 +1,5 @@
-"""The picture of pooled precision-recall curves (curves from :func:`mddpm.evaluation.scoring.pooled_pr_curve`)."""
+"""The picture of pooled precision-recall curves (each the ``pr.json`` of
+:func:`mddpm.evaluation.pr_curve.pooled_pr_curve`)."""
 
 from __future__ import annotations
 
