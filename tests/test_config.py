@@ -111,8 +111,11 @@ def test_unknown_key_lists_the_settable_keys(vae):
 
 
 def test_given_keys_are_those_of_the_file_and_of_set():
-    assert given_keys({"train.lr": 1.0}, ["model.depth=3", "malformed", " train.seed = 4"]) == [
+    assert given_keys({"train.lr": 1.0}, ["model.depth=3", " train.seed = 4"]) == [
         "train.lr", "model.depth", "train.seed"]
+    assert given_keys({}, {"model.depth": 3}) == ["model.depth"]  # overrides as data
+    with pytest.raises(ConfigError, match="--set 'malformed': expected key=value"):
+        given_keys({}, ["malformed"])
 
 
 # --- presets and validation ----------------------------------------------------------------------------------

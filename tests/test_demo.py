@@ -17,7 +17,7 @@ def test_the_demo_is_an_experiment_of_one_method_and_one_run(tmp_path):
     path.write_text(json.dumps(demo_experiment("vae", "small", 4, ["train.max_steps=3", "train.seed=9"])))
     experiment = load_experiment(path)
     assert experiment.methods == ["vae"] and [r.seed for r in experiment.runs] == [9]
-    assert experiment.overrides == {"vae": ["train.max_steps=3"]} and experiment.figures == 4
+    assert experiment.overrides == {"vae": {"train.max_steps": 3}} and experiment.figures == 4
     # in family: tumour and MS-like lesions of the family it trains on; out of family: the other's tumours
     assert [(t.name, t.test, t.val) for t in experiment.datasets[0].test_sets] == [
         ("tumour", "tumour_test", "tumour_val"), ("ms", "ms_test", "ms_val"),

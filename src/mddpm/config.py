@@ -51,10 +51,10 @@ DATA_DEFAULTS = {
 FILE_KEYS = ("method", "preset", "mddpm_version")  # top-level keys of a config file besides the sections
 
 
-def resolve_config(method: str, preset: str, overrides: list[str] | tuple = (), settings: dict | None = None,
+def resolve_config(method: str, preset: str, overrides: dict | list[str] | tuple = (), settings: dict | None = None,
                    source: str = "--config: ") -> dict:
     """Resolve ``method`` + ``preset`` + ``settings`` (``{"section.key": value}``, e.g. from a config file
-    named by ``source``) + ``overrides`` (``--set`` strings) into a full config (see module docstring)."""
+    named by ``source``) + ``overrides`` (:func:`as_overrides`) into a full config (see module docstring)."""
     spec = get_method(method)
     if preset not in spec.presets:
         raise ConfigError(f"method {method!r} has no preset {preset!r} (known: {', '.join(sorted(spec.presets))})")
@@ -86,22 +86,36 @@ def _merge(defaults: dict, values: dict, where: str) -> dict:
     return out
 
 
+def parse_assignments(items, option: str, example: str, typed: bool = True, form: str = "KEY=VALUE") -> dict:
+    """``["KEY=VALUE", ...]`` -> ``{KEY: VALUE}``, the one parser of every key=value option (``--set``,
+    ``--logger`` options, ``--data``, ``--sbatch``). ``typed``: values parse as JSON, else stay strings;
+    otherwise they stay strings. A later key wins. Raises ConfigError naming ``option``, ``form`` and ``example``."""
+    out = {}
+    for item in items:
+        key, eq, raw = str(item).partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{option} {item!r}: expected {form}, e.g. {example}")
+        try:
+            out[key.strip()] = json.loads(raw) if typed else raw
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def as_overrides(overrides) -> dict:
+    """Overrides as data: a ``{"section.key": value}`` dict as is, ``--set`` strings parsed."""
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    return parse_assignments(overrides, "--set", "train.lr=1e-4", form="key=value")
+
+
 def apply_overrides(cfg: dict, overrides) -> dict:
-    """Apply ``section.key=value`` overrides; values parse as JSON, else stay strings.
+    """Apply overrides (:func:`as_overrides`: a dict or ``section.key=value`` strings).
 
     Unknown keys are rejected, and a value must keep the type of the value it replaces
     (an int may replace a float, and ``null`` may replace anything).
     """
-    settings = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-4")
-        key, raw = item.split("=", 1)
-        try:
-            settings[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            settings[key.strip()] = raw
-    return apply_settings(cfg, settings, "--set ")
+    return apply_settings(cfg, as_overrides(overrides), "--set ")
 
 
 def apply_settings(cfg: dict, settings: dict, source: str) -> dict:
@@ -179,8 +193,8 @@ def _unique_keys_loader():
 
 
 def given_keys(settings: dict, overrides) -> list[str]:
-    """The keys a user set: those of a config file's ``settings`` and of ``--set`` strings."""
-    return [*settings, *(item.split("=", 1)[0].strip() for item in overrides if "=" in item)]
+    """The keys a user set: those of a config file's ``settings`` and of the overrides."""
+    return [*settings, *as_overrides(overrides)]
 
 
 def resolve_run_config(method: str | None, preset: str | None, config=None, overrides=()) -> dict:

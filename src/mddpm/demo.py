@@ -17,10 +17,10 @@ resumes it) and then the benchmark's folder layout::
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
+from mddpm.config import as_overrides
 from mddpm.data.synth.sizes import DEMO_FAMILY, FAMILY_NAMES
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder
@@ -43,12 +43,10 @@ def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str
     (synthesis ``seed``, generator ``family``), one training run (seed 3141, or the ``train.seed`` of
     ``overrides``); test sets: tumour and MS-like lesions of ``family``, and tumours of the other family
     (out of family: anatomy and contrast that training never saw)."""
-    overrides = list(overrides)
-    seeds = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == "train.seed"]
-    try:
-        train_seed = int(seeds[-1]) if seeds else TRAIN_SEED
-    except ValueError:
-        raise MddpmError(f"--set train.seed={seeds[-1]}: expected an integer") from None
+    settings = as_overrides(overrides)
+    train_seed = settings.pop("train.seed", TRAIN_SEED)
+    if isinstance(train_seed, bool) or not isinstance(train_seed, int):
+        raise MddpmError(f"--set train.seed={train_seed}: expected an integer")
     other = other_family(family)
     return {
         "name": "demo", "title": f"mddpm demo: {method} on synthetic brains", "preset": "demo",
@@ -64,7 +62,7 @@ def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str
                       "test_sets": [{"name": s, "test": f"{s}_test", "val": f"{s}_val"} for s in LESION_SETS]
                       + [{"name": f"{other}-tumour", "test": f"{other}_tumour_test", "val": f"{other}_tumour_val"}]}],
         "methods": [method], "runs": {"seeds": [train_seed]},
-        "overrides": {method: [o for o in overrides if o.split("=", 1)[0].strip() != "train.seed"]},
+        "overrides": {method: settings},
         "thresholds": ["bisection", "exact"], "figures": FIGURES,
     }
 
@@ -79,6 +77,7 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     from mddpm.benchmark.runner import resolve_datasets, run_benchmark
     from mddpm.data.synth.build import OUTPUT_FILES as DATA_FILES
     from mddpm.data.verify import verify_dataset
+    from mddpm.evaluation.threshold_file import publish_threshold
     from mddpm.run_folder import RunFolder
     from mddpm.viz.montage import preview_montage
 
@@ -110,6 +109,6 @@ def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", s
     cell = RunPaths.of(out, "synthetic", method, experiment.runs[0].tag)
     run = RunFolder(cell.train)
     tumour = experiment.datasets[0].test_sets[0]  # LESION_SETS[0]
-    shutil.copyfile(cell.eval(tumour) / "threshold.json", run.threshold)
+    publish_threshold(cell.eval(tumour), run.root)
     evaluations = {t.name: read_json(cell.eval(t) / "metrics.json") for t in experiment.datasets[0].test_sets}
     return {"seconds": times, "evaluations": evaluations, "out": out, "run": run.root}

@@ -12,8 +12,9 @@ from test_predict import make_run
 from mddpm.cli.main import main
 from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError
-from mddpm.inference.detect import NO_MASK, detect, overlay_slices
+from mddpm.inference.detect import NO_MASK, detect
 from mddpm.io import read_json, write_json, write_nifti
+from mddpm.viz.overlay import overlay_slices
 
 
 @pytest.fixture(scope="module")

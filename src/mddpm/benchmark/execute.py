@@ -41,7 +41,7 @@ def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: P
                   accelerator="gpu" if device == "cuda" else "cpu")
         else:
             train(dataset_root, experiment.method_of(stage.method), experiment.preset, out=p.train,
-                  fold=stage.run.fold, overrides=experiment.overrides_of(stage.method) + stage.run.overrides(),
+                  fold=stage.run.fold, overrides={**experiment.overrides_of(stage.method), **stage.run.overrides()},
                   force=True, progress=progress, accelerator="gpu" if device == "cuda" else "cpu", loggers=loggers)
     elif stage.kind == "predict":
         from mddpm.inference.predict import predict

@@ -2,8 +2,9 @@
 
 It names the datasets with their test sets (a test split and the lesion validation split its threshold is
 chosen on), the rows (``methods``: registered methods, or *variants*), the runs (``{"folds": [...]}`` or
-``{"seeds": [...]}``), the preset, per-row ``--set`` overrides, the variants (``{"ROW": {"method": METHOD,
-"overrides": [...], "runs": {"seeds": [...]}}}``: a method under settings of its own, e.g. another step
+``{"seeds": [...]}``), the preset, per-row overrides (``["section.key=value", ...]`` as on the command line, or
+``{"section.key": value}``; held as dicts), the variants (``{"ROW": {"method": METHOD, "overrides": ...,
+"runs": {"seeds": [...]}}}``: a method under settings of its own, e.g. another step
 budget, as a row beside it; ``runs`` optional, default the experiment's), the post-processing rule of evaluate
 (``"published"`` or ``"physical"``), the threshold rules, the reference method of the significance tests and,
 optionally, the published values. Shipped: ``paper`` and ``synthetic`` in ``mddpm/benchmark/experiments/``.
@@ -56,8 +57,8 @@ class RunSpec:
     fold: int | None = None
     seed: int | None = None
 
-    def overrides(self) -> list[str]:
-        return [] if self.seed is None else [f"train.seed={self.seed}"]
+    def overrides(self) -> dict:
+        return {} if self.seed is None else {"train.seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class Variant:
     experiment's)."""
 
     method: str
-    overrides: tuple[str, ...]
+    overrides: dict  # {"section.key": value}
     runs: tuple[RunSpec, ...] | None = None
 
 
@@ -83,7 +84,7 @@ class Experiment:
     reference: str | None
     extra_rows: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
-    overrides: dict[str, list[str]] = field(default_factory=dict)
+    overrides: dict[str, dict] = field(default_factory=dict)  # row -> {"section.key": value}
     variants: dict[str, Variant] = field(default_factory=dict)
     thresholds: list[str] = field(default_factory=lambda: ["bisection"])
     figures: int = 3
@@ -103,11 +104,12 @@ class Experiment:
         """The registered method a row trains (itself, or its variant's)."""
         return self.variants[row].method if row in self.variants else row
 
-    def overrides_of(self, row: str) -> list[str]:
-        """A row's ``--set`` overrides: its method's, then its variant's, then its own."""
+    def overrides_of(self, row: str) -> dict:
+        """A row's overrides ``{"section.key": value}``: its method's, then its variant's, then its own (later
+        wins)."""
         method = self.method_of(row)
-        variant = list(self.variants[row].overrides) if row in self.variants else []
-        return [*self.overrides.get(method, []), *variant, *(self.overrides.get(row, []) if row != method else [])]
+        variant = self.variants[row].overrides if row in self.variants else {}
+        return {**self.overrides.get(method, {}), **variant, **(self.overrides.get(row, {}) if row != method else {})}
 
     def runs_of(self, row: str) -> list[RunSpec]:
         """The runs of a row (a variant may name fewer)."""
@@ -122,7 +124,7 @@ class Experiment:
             "methods": self.methods, "extra_rows": self.extra_rows, "labels": self.labels,
             "runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in self.runs]},
             "overrides": self.overrides,
-            "variants": {row: {"method": v.method, "overrides": list(v.overrides),
+            "variants": {row: {"method": v.method, "overrides": v.overrides,
                                **({"runs": {self.run_kind: [r.fold if r.fold is not None else r.seed for r in v.runs]}}
                                   if v.runs is not None else {})} for row, v in self.variants.items()},
             "reference": self.reference, "thresholds": self.thresholds,
@@ -154,7 +156,7 @@ def _simple_name(name) -> bool:
 def load_experiment(spec: str | os.PathLike) -> Experiment:
     """Read and validate an experiment (path or shipped name); every problem is a one-line MddpmError
     naming the file."""
-    from mddpm.config import resolve_config
+    from mddpm.config import as_overrides, resolve_config
     from mddpm.data.synth.individual import FAMILIES
     from mddpm.data.synth.sizes import SIZES
     from mddpm.evaluation.evaluate import RULES
@@ -216,11 +218,18 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
           f"runs.{kind} must be non-negative integers")
     check(len(set(values)) == len(values), f"runs.{kind} lists a value twice")
     runs = _run_specs(kind, values)
+    def settings(items, where: str) -> dict:
+        check(isinstance(items, dict) and all(isinstance(k, str) for k in items)
+              or isinstance(items, list) and all(isinstance(x, str) for x in items),
+              f"{where} must be a list of key=value strings or an object of settings")
+        try:
+            return as_overrides(items)
+        except MddpmError as e:
+            raise MddpmError(f"{path}: {where}: {e}") from None
+
     variants = {}
     for row, v in variants_raw.items():
-        items = v.get("overrides", [])
-        check(isinstance(items, list) and all(isinstance(x, str) for x in items),
-              f"variant {row!r}: overrides must be a list of key=value strings")
+        items = settings(v.get("overrides", []), f"variant {row!r}: overrides")
         own_runs = None
         if "runs" in v:
             r = v["runs"]
@@ -229,19 +238,18 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
                   and len(set(r[kind])) == len(r[kind]), f"variant {row!r}: runs must be {{\"{kind}\": [...]}}, "
                   "like the experiment's")
             own_runs = tuple(_run_specs(kind, r[kind]))
-        variants[row] = Variant(v["method"], tuple(items), own_runs)
+        variants[row] = Variant(v["method"], items, own_runs)
 
     overrides = raw.get("overrides", {})
     check(isinstance(overrides, dict), "overrides must map method names to lists of key=value strings")
-    for m, items in overrides.items():
+    for m in overrides:
         check(m in methods, f"overrides for {m!r}, which is not one of the experiment's methods")
-        check(isinstance(items, list) and all(isinstance(s, str) for s in items),
-              f"overrides of {m!r} must be a list of key=value strings")
+    overrides = {m: settings(items, f"overrides of {m!r}") for m, items in overrides.items()}
     rows = Experiment(name="", description="", preset=raw["preset"], datasets=[], methods=methods, runs=runs,
                       reference=None, overrides=overrides, variants=variants)
     for m in methods:
         try:
-            resolve_config(rows.method_of(m), raw["preset"], rows.overrides_of(m) + rows.runs_of(m)[0].overrides())
+            resolve_config(rows.method_of(m), raw["preset"], {**rows.overrides_of(m), **rows.runs_of(m)[0].overrides()})
         except MddpmError as e:
             raise MddpmError(f"{path}: overrides of {m!r}: {e}") from None
 
@@ -303,7 +311,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
 
     return Experiment(name=raw["name"], description=str(raw.get("description", "")), preset=raw["preset"],
                       datasets=datasets, methods=methods, runs=runs, reference=reference, extra_rows=extra_rows,
-                      labels=dict(labels), overrides={m: list(v) for m, v in overrides.items()}, variants=variants,
+                      labels=dict(labels), overrides=overrides, variants=variants,
                       thresholds=thresholds, figures=figures, published=published, postprocess=postprocess,
                       title=str(raw.get("title") or f"Benchmark {raw['name']}"), source=str(path.resolve()))
 
@@ -314,11 +322,11 @@ def _run_specs(kind: str, values: list[int]) -> list[RunSpec]:
 
 def parse_data_args(items: list[str] | None) -> dict[str, str]:
     """``["NAME=PATH", ...]`` (``--data``) -> ``{NAME: PATH}``."""
-    out = {}
-    for item in items or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise MddpmError(f"--data {item!r}: expected NAME=PATH, e.g. --data ixi=data/pddpm")
-        out[name] = path
+    from mddpm.config import parse_assignments
+
+    out = parse_assignments(items or [], "--data", "--data ixi=data/pddpm", typed=False, form="NAME=PATH")
+    empty = next((name for name, path in out.items() if not path), None)
+    if empty is not None:
+        raise MddpmError(f"--data {empty}=: expected NAME=PATH, e.g. --data ixi=data/pddpm")
     return out
 

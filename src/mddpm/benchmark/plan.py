@@ -88,7 +88,7 @@ def expected_run_config(experiment: Experiment, stage: Stage, dataset_root: Path
     """The ``config.json`` a finished training of ``stage`` must have (minus version and cache path)."""
     from mddpm.config import resolve_config
 
-    overrides = experiment.overrides_of(stage.method) + stage.run.overrides()
+    overrides = {**experiment.overrides_of(stage.method), **stage.run.overrides()}
     cfg = resolve_config(experiment.method_of(stage.method), experiment.preset, overrides)
     cfg = {k: v for k, v in cfg.items() if k not in _IGNORED_CONFIG_KEYS}
     # as config.json stores it (tuples become lists)

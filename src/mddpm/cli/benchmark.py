@@ -73,15 +73,11 @@ def run(args) -> int:
     from mddpm.benchmark.cluster import ClusterOptions
     from mddpm.benchmark.experiment import parse_data_args
     from mddpm.benchmark.runner import run_benchmark
-    from mddpm.errors import MddpmError
+    from mddpm.config import parse_assignments
     from mddpm.report.formatting import format_p
 
-    sbatch = {}
-    for item in args.sbatch:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise MddpmError(f"--sbatch {item!r}: expected KEY=VALUE, e.g. account=proj")
-        sbatch[key.lstrip("-")] = value
+    sbatch = {key.lstrip("-"): value for key, value in
+              parse_assignments(args.sbatch, "--sbatch", "account=proj", typed=False).items()}
     cluster = ClusterOptions(partition=args.partition, time_min=args.time_min, gpus_per_job=args.gpus_per_job,
                              cpus_per_job=args.cpus_per_job, mem=args.mem, array_parallelism=args.array_parallelism,
                              sbatch=sbatch, jobs_dir=args.jobs_dir)

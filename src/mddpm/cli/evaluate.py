@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--logger", action="append", default=[], metavar="NAME[:key=value,...]",
                    help="also send the metrics to a tracker (repeatable): mlflow (into the training's own MLflow "
                         "run when it logged to one, else mlflow:tracking_uri=...), tensorboard (DIR/logs/tb)")
+    p.add_argument("--publish", action="store_true",
+                   help="also write the default rule's threshold.json into the run folder that made the test maps, "
+                        "where `mddpm detect RUN` finds it")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -46,6 +49,7 @@ def _fmt(stat: dict) -> str:
 
 def run(args) -> int:
     from mddpm.evaluation.evaluate import evaluate
+    from mddpm.evaluation.threshold_file import publish_threshold
     from mddpm.training.loggers import log_evaluation, parse_logger
     from mddpm.viz.cases import render_case_figure
 
@@ -66,4 +70,6 @@ def run(args) -> int:
         print(f"  Dice ({rule}, threshold {report['thresholds'][rule]['threshold']:.6g}): {_fmt(stats['dice'])}"
               f"   pooled {'n/a' if pooled is None else f'{pooled:.4f}'}")
     print(f"written to {args.out}")
+    if args.publish:
+        print(f"threshold published to {publish_threshold(args.out, report['run'])}")
     return 0

@@ -97,7 +97,9 @@ def _n4_settings(args):
 
 
 def run(args) -> int:
-    from mddpm.preprocess.pipeline import PreprocessSettings, preprocess_dataset, print_report
+    from mddpm.preprocess.pipeline import preprocess_dataset
+    from mddpm.preprocess.report import print_report
+    from mddpm.preprocess.settings import PreprocessSettings
 
     settings = PreprocessSettings(
         orientation=args.orientation.upper(), spacing_mm=args.spacing, mask_source=mask_source(args),

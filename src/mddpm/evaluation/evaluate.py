@@ -66,6 +66,7 @@ from mddpm.evaluation.threshold import (
     fpr_search,
     pooled_dice,
 )
+from mddpm.evaluation.threshold_file import threshold_record
 from mddpm.folder_lock import writes_folder
 from mddpm.io import all_or_nothing, atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
 from mddpm.parallel import threaded_map, usable_threads
@@ -317,8 +318,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
         with atomic_write(out / "metrics.md") as tmp:
             tmp.write_text(markdown(report))
         write_json(out / "pr.json", curve)
-        write_json(out / "threshold.json", {"threshold": thresholds[DEFAULT_RULE].threshold, "rule": DEFAULT_RULE,
-                                            "val_split": val.split, "postprocess": report["protocol"]["postprocess"]})
+        write_json(out / "threshold.json",
+                   threshold_record(thresholds[DEFAULT_RULE].threshold, DEFAULT_RULE, val.split, scoring))
         if examples:
             write_json(out / "examples" / "examples.json",
                        {"rule": DEFAULT_RULE, "examples": [{"case_id": cid, "caption": caption, "file": f"{cid}.png"}

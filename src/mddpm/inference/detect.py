@@ -38,6 +38,7 @@ from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes
 from mddpm.device import resolve_device
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.postprocess import PostprocessSettings
+from mddpm.evaluation.threshold_file import read_threshold_file
 from mddpm.folder_lock import writes_folder
 from mddpm.inference.predict import PRECISIONS, case_generator, score_volume
 from mddpm.io import (
@@ -55,7 +56,7 @@ from mddpm.preprocess.layout import CHANNEL_SUFFIX, index_folder
 from mddpm.preprocess.steps import SUPPORTED_SUFFIXES
 from mddpm.progress import progress_bar
 from mddpm.run_folder import RunFolder
-from mddpm.viz.overlay import overlay_slices, save_overlay  # noqa: F401  (overlay_slices: moved there)
+from mddpm.viz.overlay import save_overlay
 from mddpm.weights import build_from_weights
 
 SPACING_TOLERANCE = 0.2  # relative difference of a voxel size from the training scans' that is refused
@@ -85,20 +86,10 @@ def resolve_threshold(run: Path, threshold: float | str | os.PathLike | None, re
     if threshold is None and not path.is_file():
         if not required:
             return None, None, PostprocessSettings()
-        raise NotFoundError(f"{path}: no threshold for this run (run `mddpm evaluate` and copy its threshold.json "
-                         "there, or pass --threshold VALUE or --threshold PATH/threshold.json)")
-    if not path.is_file():
-        raise NotFoundError(f"{path}: threshold file not found")
-    meta = read_json(path)
-    value = meta.get("threshold")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise InputError(f"{path}: no finite numeric \"threshold\"")
-    try:
-        postprocess = PostprocessSettings.from_json(meta.get("postprocess"))
-    except ValueError as e:
-        raise InputError(f"{path}: malformed \"postprocess\" settings ({e}; expected the object `mddpm evaluate` "
-                         "writes)") from None
-    return float(value), str(path), postprocess
+        raise NotFoundError(f"{path}: no threshold for this run (run `mddpm evaluate --publish` on its maps, or "
+                            "pass --threshold VALUE or --threshold PATH/threshold.json)")
+    value, postprocess = read_threshold_file(path)
+    return value, str(path), postprocess
 
 
 def read_scan(scan: str | os.PathLike, mask: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 The run's training dataset must have been written by ``mddpm preprocess``: its recorded settings
 (``DATASET/.preprocess/settings.json``: template, voxel size, orientation, N4) preprocess the raw scan
-exactly as the training scans were (:func:`mddpm.preprocess.pipeline.preprocess_case`). The scan is scored
+exactly as the training scans were (:func:`mddpm.preprocess.case.preprocess_case`). The scan is scored
 in template space (:func:`mddpm.inference.detect.score_scan`), and the map (linear) and segmentation
 (nearest) are resampled onto the raw scan's own voxel grid through the inverse of the recorded
 registration (an affine: template point -> scan point, LPS mm). Outputs as for ``detect``, in the raw
@@ -24,7 +24,8 @@ from mddpm.folder_lock import writes_folder
 from mddpm.inference.detect import OUTPUT_FILES, LoadedRun, lesion_volume_ml, load_run, score_scan, write_maps
 from mddpm.io import check_output_folder, read_json, write_json, xform_codes
 from mddpm.preprocess import steps
-from mddpm.preprocess.pipeline import STATE_DIR, CaseInputs, PreprocessSettings, preprocess_case
+from mddpm.preprocess.case import STATE_DIR, preprocess_case
+from mddpm.preprocess.settings import CaseInputs, PreprocessSettings
 from mddpm.preprocess.steps import N4Settings, RegistrationSettings
 from mddpm.progress import progress_bar
 from mddpm.run_folder import RunFolder

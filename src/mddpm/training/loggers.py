@@ -22,6 +22,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
+from mddpm.config import parse_assignments
 from mddpm.errors import ConfigError, MddpmError
 from mddpm.io import read_json, write_json
 from mddpm.run_folder import RunFolder
@@ -36,15 +37,11 @@ def parse_logger(spec: str) -> tuple[str, dict]:
     """``"mlflow:experiment_name=x,tracking_uri=file:/tmp/m"`` -> ``("mlflow", {"experiment_name": "x", ...})``."""
     name, _, rest = spec.partition(":")
     name = {"tb": "tensorboard"}.get(name.strip().lower(), name.strip().lower())
-    options = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(f"--logger {spec}: expected NAME[:key=value,...], e.g. mlflow:experiment_name=brats")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.strip()] = raw
+    usage = "expected NAME[:key=value,...], e.g. mlflow:experiment_name=brats"
+    try:
+        options = parse_assignments(filter(None, (part.strip() for part in rest.split(","))), "--logger", usage)
+    except ConfigError:
+        raise ConfigError(f"--logger {spec}: {usage}") from None
     if name not in ("csv", "tensorboard", "mlflow", "wandb"):
         raise ConfigError(f"--logger {spec}: unknown logger {name!r} (known: csv, tensorboard, mlflow, wandb)")
     return name, options

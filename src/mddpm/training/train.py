@@ -81,7 +81,7 @@ def train(dataset_root: str | os.PathLike | None, method: str | None, preset: st
     folder ``out``.
 
     ``fold`` takes train/val from the dataset's ``folds[fold]``; ``config_file`` (YAML/JSON path or a
-    mapping) and then ``overrides`` (``section.key=value`` strings) change the preset
+    mapping) and then ``overrides`` (``{"section.key": value}`` or ``section.key=value`` strings) change the preset
     (:func:`mddpm.config.resolve_run_config`); ``loggers``: ``--logger`` specs
     (:mod:`mddpm.training.loggers`); ``workers``: processes preparing the data (:func:`prepare_dataset`);
     ``cache``: folder of the prepared cache instead of ``<dataset>/prepared`` (:func:`prepared_path`).
