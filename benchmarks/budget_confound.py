@@ -7,8 +7,8 @@ pDDPM, as the released code trains them) against the one it should have made (eq
 
 OUT is the benchmark's output folder. Every comparison is the paired Wilcoxon signed-rank test of the
 benchmark's table (per-volume scores, pairs by run and case, pooled over the runs both rows have). With
-``--curve``, the lines of the earlier single-seed budget curve (``calibration.py``) are drawn beside this
-benchmark's means.
+``--curve``, the lines of the earlier single-seed budget curve (``budget_curve.jsonl``) are drawn beside
+this benchmark's means.
 """
 
 from __future__ import annotations

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import REPO, machine_info, markdown_header, write_results  # noqa: E402
-from mddpm.evaluation.metrics import PooledScores, RankedScores, average_precision  # noqa: E402
-from mddpm.evaluation.postprocess import cpu_threads, erode_mask_axial, median_filter_3d, remove_small_components  # noqa: E402
-from mddpm.evaluation.threshold import bisection_search, exact_search  # noqa: E402
-from mddpm.io import write_json, write_nifti  # noqa: E402
-from mddpm.parallel import usable_threads  # noqa: E402
+from machine import REPO, machine_info, markdown_header, write_results
+from mddpm.evaluation.metrics import PooledScores, RankedScores, average_precision
+from mddpm.evaluation.postprocess import cpu_threads, erode_mask_axial, remove_small_components
+from mddpm.evaluation.threshold import bisection_search, exact_search
+from mddpm.io import write_json, write_nifti
+from mddpm.kernels.median import median_filter_3d
+from mddpm.parallel import usable_threads
 
 SHAPE = (50, 96, 96)  # Z, H, W: the paper grid
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])

@@ -24,16 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 import mddpm
+from machine import machine_info
 from mddpm.benchmark.experiment import load_experiment
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
 
 KINDS = ("tumour", "infarct", "haemorrhage", "rings", "diffuse")
 UNSEEN = KINDS[1:]

@@ -32,11 +32,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_speed import volume  # noqa: E402
-from machine import REPO, machine_info, markdown_header, write_results  # noqa: E402
-from mddpm.evaluation.postprocess import erode_mask_axial  # noqa: E402
-from mddpm.kernels.median import median_filter_3d  # noqa: E402
+from eval_speed import volume
+from machine import REPO, machine_info, markdown_header, write_results
+from mddpm.evaluation.postprocess import erode_mask_axial
+from mddpm.kernels.median import median_filter_3d
 
 FIRST_CALL = """
 import time

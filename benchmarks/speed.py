@@ -20,16 +20,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-
-from machine import machine_info  # noqa: E402
-from mddpm.device import resolve_device  # noqa: E402
-from mddpm.errors import MddpmError  # noqa: E402
-from mddpm.io import atomic_write, check_new_output, write_json  # noqa: E402
-from speed_model import BenchSettings, bench_noise_masking, bench_predict, bench_train  # noqa: E402
-from speed_scoring import bench_bf16_parity, bench_postprocess, bench_threshold  # noqa: E402
+from machine import machine_info
+from mddpm.device import resolve_device
+from mddpm.errors import MddpmError
+from mddpm.io import atomic_write, check_new_output, write_json
+from speed_model import BenchSettings, bench_noise_masking, bench_predict, bench_train
+from speed_scoring import bench_bf16_parity, bench_postprocess, bench_threshold
 
 STAGES = ("noise_masking", "train", "predict", "postprocess", "threshold", "bf16_parity")
 

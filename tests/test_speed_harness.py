@@ -2,17 +2,13 @@
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from speed import main, run_bench, to_markdown  # noqa: E402
-from speed_model import BenchSettings, synthetic_maps, time_call  # noqa: E402
-from speed_scoring import bench_bf16_parity  # noqa: E402
+from speed import main, run_bench, to_markdown  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+from speed_model import BenchSettings, synthetic_maps, time_call
+from speed_scoring import bench_bf16_parity
 
 TINY_NET = ("model.net.model_channels=8", "model.net.head_channels=8", "model.net.groups=4")
 
