@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flops import unet_flops
 from machine import BF16_PEAK_TFLOPS, REPO, machine_info, markdown_header
 from mddpm.config import build_method, resolve_config
 from mddpm.evaluation.metrics import PooledScores
 from mddpm.evaluation.postprocess import postprocess_map, remove_small_components
 from mddpm.evaluation.threshold import bisection_search, exact_search
 from mddpm.inference.predict import score_volume
-from mddpm.nets.unet import unet_flops
 
 FULL = {"overrides": [], "preset": "paper", "batch": 32, "size": 96, "depth": 50, "repeats": 5, "maps": 100,
         "parity_steps": 1500,
