@@ -9,7 +9,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 # lower numbers are lower layers; a module may import its own layer (within its package) and lower ones
 LAYERS = {
-    "_version": 0, "errors": 0,
+    "_version": 0, "errors": 0, "messages": 0,
     "io": 1, "checks": 1, "kernels": 1, "device": 1, "progress": 1, "registry": 1, "seeds": 1, "parallel": 1,
     "folder_lock": 1,
     "data": 2, "nets": 2, "diffusion": 2, "masking": 2,

@@ -235,7 +235,7 @@ def _prepare_for(run, data, workers: int, progress: bool, cache=None) -> None:
 
 
 def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,
-             threshold: str | list[str] = (), healthy_val=None, figures: int = 0, examples: int = 0,
+             rule: str | list[str] = (), healthy_val=None, figures: int = 0, examples: int = 0,
              postprocess: str = "published", write_segmentations: bool = False, device: str = "cpu",
              force: bool = False, progress: bool = True) -> dict:
     """``mddpm evaluate``: metrics of the maps in ``test_maps``, thresholds chosen on ``val``; returns the
@@ -243,7 +243,7 @@ def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os
     from mddpm.evaluation.evaluate import evaluate as evaluate_maps
     from mddpm.viz.cases import render_case_figure
 
-    return evaluate_maps(test_maps, val, out, rules=strings(threshold), healthy_val=healthy_val, figures=figures,
+    return evaluate_maps(test_maps, val, out, rules=strings(rule), healthy_val=healthy_val, figures=figures,
                          examples=examples, device=device, force=force, postprocess=postprocess, progress=progress,
                          write_segmentations=write_segmentations, draw_case=render_case_figure)
 
@@ -262,5 +262,5 @@ def benchmark(experiment: str | os.PathLike, *, out=None, data: dict | list[str]
     data = dict(data) if isinstance(data, Mapping) else parse_data_args(strings(data))
     return run_benchmark(experiment, out=out, data=data, resume=resume, dry_run=dry_run, device=device,
                          only=None if only is None else strings(only), force=force, progress=progress, report=report,
-                         table_only=table_only, max_runs=runs, select=None if run is None else strings(run),
+                         table_only=table_only, runs=runs, select=None if run is None else strings(run),
                          executor=executor, cluster=cluster, wait=wait)

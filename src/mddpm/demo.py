@@ -25,6 +25,7 @@ from mddpm.data.synth.sizes import DEMO_FAMILY, FAMILY_NAMES
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import writes_folder
 from mddpm.io import check_output_folder, clear_outputs, read_json, write_json
+from mddpm.messages import say
 
 LESION_SETS = ("tumour", "ms")
 TRAIN_SEED = 3141  # the published seed (the config's default)
@@ -69,7 +70,7 @@ def demo_experiment(method: str, size: str, seed: int, overrides=(), family: str
 
 @writes_folder("out")
 def run_demo(out: str | Path, method: str = "mddpm-fpmcm", size: str = "demo", seed: int = 0,
-             overrides=(), force: bool = False, progress: bool = True, log=print, family: str = DEMO_FAMILY) -> dict:
+             overrides=(), force: bool = False, progress: bool = True, log=say, family: str = DEMO_FAMILY) -> dict:
     """Run the demo into ``out``; returns {"seconds": {step: s}, "evaluations": {lesion set: metrics},
     "out", "run"}. ``progress``: bars on a terminal."""
     from mddpm.benchmark.experiment import load_experiment

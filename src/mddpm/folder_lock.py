@@ -23,11 +23,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
 from mddpm.errors import MddpmError
+from mddpm.messages import note
 
 LOCK_NAME = ".mddpm.lock"
 
@@ -90,7 +90,7 @@ class FolderLock:
 
     def __init__(self, folder: str | os.PathLike, log: Callable[[str], None] | None = None):
         self.path = Path(folder).absolute() / LOCK_NAME
-        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.log = log or note
         self.holder = {"host": socket.gethostname(), "pid": os.getpid(),
                        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),

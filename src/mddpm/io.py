@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from mddpm.checks import check_affine, check_memory
 from mddpm.errors import DiskFull, MddpmError, first_line
 from mddpm.folder_lock import LOCK_NAME, process_alive
+from mddpm.messages import note
 
 
 @contextlib.contextmanager
@@ -85,8 +85,7 @@ def build_folder(out: Path) -> Iterator[Path]:
         found = stale.fullmatch(entry.name)
         if found and entry.is_dir() and not entry.is_symlink() and not process_alive(int(found.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
-            print(f"{entry}: removed, the temporary folder of a process that ended (pid {found.group(1)})",
-                  file=sys.stderr)
+            note(f"{entry}: removed, the temporary folder of a process that ended (pid {found.group(1)})")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from mddpm.errors import MddpmError, Terminated
+from mddpm.messages import note
 from mddpm.progress import progress_bar
 
 PARENT_CHECK_SECONDS = 1.0  # how often a worker checks that its parent is still alive
@@ -170,8 +171,8 @@ def parallel_map(fn: Callable[[Any], Any], jobs: Sequence, done: Callable[[int, 
     workers = max(1, min(workers, len(jobs)))
     script = unguarded_script() if workers > 1 else None
     if script is not None:  # each spawned worker would run the script again (and start workers of its own)
-        print(f"{description}: note: running in this process, not in {workers} workers: {script} has no "
-              "`if __name__ == \"__main__\":` block, which worker processes need", file=sys.stderr)
+        note(f"{description}: note: running in this process, not in {workers} workers: {script} has no "
+             "`if __name__ == \"__main__\":` block, which worker processes need")
         workers = 1
     with sigterm_raises(), progress_bar(description, len(jobs), progress and bool(jobs)) as advance:
         if workers == 1:

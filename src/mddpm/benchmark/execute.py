@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from mddpm.benchmark.plan import (
 from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import FolderLock
+from mddpm.messages import note
 from mddpm.run_folder import RunFolder
 
 
@@ -122,4 +122,4 @@ def run_job(experiment_file: str, out: str, dataset: str, dataset_root: str, met
     if not stages:
         raise MddpmError(f"{experiment_file}: no run {dataset}/{method}/{run}")
     return execute_run(experiment, stages, Path(dataset_root), resolve_device(device).type, resume, force,
-                       progress=False, log=lambda msg: print(msg, file=sys.stderr, flush=True), loggers=tuple(loggers))
+                       progress=False, log=note, loggers=tuple(loggers))

@@ -4,7 +4,6 @@ files and the report written from every finished evaluation."""
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from mddpm.device import resolve_device
 from mddpm.errors import MddpmError
 from mddpm.folder_lock import FolderLocked
 from mddpm.io import check_new_output, write_json
+from mddpm.messages import note, say
 from mddpm.report.table_files import write_table_files
 from mddpm.training.loggers import parse_logger
 
@@ -45,7 +45,7 @@ def resolve_datasets(experiment: Experiment, data: dict[str, str], out: Path, ex
                 from mddpm.data.synth.build import synthesize
                 from mddpm.data.synth.sizes import SIZES
 
-                print(f"generating the {d.synth['size']} synthetic dataset in {root}", file=sys.stderr)
+                note(f"generating the {d.synth['size']} synthetic dataset in {root}")
                 synthesize(root, **SIZES[d.synth["size"]], seed=d.synth.get("seed", 0),
                            family=d.synth.get("family", "template"),
                            test_families=tuple(d.synth.get("test_families", ())), progress=progress)
@@ -76,12 +76,12 @@ def check_dataset(experiment: Experiment, spec: DatasetSpec, root: Path) -> None
 def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | None = None,
                   data: dict[str, str] | None = None, resume: bool = True, dry_run: bool = False,
                   only: list[str] | None = None, device: str = "auto", force: bool = False, progress: bool = True,
-                  report: bool = True, table_only: bool = False, max_runs: int | None = None,
+                  report: bool = True, table_only: bool = False, runs: int | None = None,
                   select: list[str] | None = None, executor: str = "inline", cluster: ClusterOptions | None = None,
                   wait: bool = False, log: Callable[[str], None] | None = None, loggers: tuple[str, ...] = ()) -> dict:
     """Run (or, with ``dry_run``, only list) the experiment's stages and build the table; see the module docstring.
     ``table_only``: run nothing, rebuild the table files and the report from the finished evaluations.
-    ``max_runs``: only the experiment's first ``max_runs`` runs (a later call with more resumes them).
+    ``runs``: only the experiment's first ``runs`` runs (a later call with more resumes them).
     ``select``: only these runs, each "METHOD/RUN" (RUN: a run tag such as fold0 or seed3141, or its number).
     ``executor``: "inline" (this process, one run after another), "local" or "slurm" (one submitit job per
     pending run, see :mod:`~mddpm.benchmark.cluster`, with ``cluster`` resources); a slurm launch returns at
@@ -92,17 +92,17 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
     Returns ``{"out", "stages": [{"dataset", "method", "run", "stage", "status", "seconds"}], "table"}``
     (no table for a dry run or an unawaited slurm launch).
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or note
     if not dry_run:
         check_executor(executor)
     experiment = load_experiment(experiment_spec)
     for spec in loggers:
         parse_logger(spec)  # a bad --logger is refused before anything runs
-    if max_runs is not None:
-        if max_runs < 1:
-            raise MddpmError(f"--runs {max_runs}: must be at least 1")
-        experiment.runs = experiment.runs[:max_runs]
-        experiment.variants = {row: replace(v, runs=v.runs[:max_runs] if v.runs else None)
+    if runs is not None:
+        if runs < 1:
+            raise MddpmError(f"--runs {runs}: must be at least 1")
+        experiment.runs = experiment.runs[:runs]
+        experiment.variants = {row: replace(v, runs=v.runs[:runs] if v.runs else None)
                                for row, v in experiment.variants.items()}
     experiment_file = Path(experiment.source)
     out = Path(out).resolve() if out is not None else _default_out(experiment.name, log)
@@ -136,16 +136,16 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
 
     if dry_run:
         for stage, status, why in statuses:
-            print(f"{status:7s} {stage.describe()}{f'  ({why})' if why else ''}")
+            say(f"{status:7s} {stage.describe()}{f'  ({why})' if why else ''}")
         todo = sum(s != "done" for _, s, _ in statuses)
-        print(f"{len(statuses)} stages: {len(statuses) - todo} done, {todo} to run; output folder {out}")
+        say(f"{len(statuses)} stages: {len(statuses) - todo} done, {todo} to run; output folder {out}")
         if executor == "slurm":
             pending = [[s for s, _, _ in run] for run in _by_run(statuses) if any(st != "done" for _, st, _ in run)]
             if pending:
                 script = write_dry_run_script(pending, str(experiment_file), out, roots, device, resume, force,
                                               replace(cluster or ClusterOptions(), loggers=tuple(loggers)))
-                print(f"slurm: the job array of {len(pending)} runs that would be submitted (nothing submitted): "
-                      f"{script}")
+                say(f"slurm: the job array of {len(pending)} runs that would be submitted (nothing submitted): "
+                    f"{script}")
         return {"out": str(out), "stages": [stage_row(s, st, None) for s, st, _ in statuses], "table": None}
 
     try:
@@ -175,10 +175,10 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
             return {"out": str(out), "stages": rows, "table": None}
         rows += ran
 
-    write_json(out / "benchmark.json", {"format": "mddpm-benchmark", "mddpm_version": __version__, "updated": now_iso(),
-                                        "grid": experiment.to_json(), "data": {k: str(v) for k, v in roots.items()},
-                                        "device": predict_device, "only": only, "select": select, "executor": executor,
-                                        "stages": rows})
+    write_json(out / "benchmark.json", {
+        "format": "mddpm-benchmark", "mddpm_version": __version__, "updated": now_iso(),
+        "experiment": experiment.to_json(), "data": {k: str(v) for k, v in roots.items()}, "device": predict_device,
+        "only": only, "select": select, "executor": executor, "stages": rows})
     return _write_outputs(experiment, out, rows, predict_device, report, log)
 
 

@@ -164,8 +164,8 @@ def build_benchmark_table(experiment: Experiment, out: Path) -> dict:
     table = build_table(collect_evaluations(experiment, out), experiment.methods, experiment.reference,
                         experiment.labels, experiment.extra_rows, experiment.published,
                         list(dict.fromkeys(r.tag for m in experiment.methods for r in experiment.runs_of(m))))
-    table["grid"] = {"name": experiment.name, "description": experiment.description, "preset": experiment.preset,
-                     "runs": experiment.to_json()["runs"], "source": experiment.source}
+    table["experiment"] = {"name": experiment.name, "description": experiment.description, "preset": experiment.preset,
+                           "runs": experiment.to_json()["runs"], "source": experiment.source}
     table["seconds"] = stage_seconds(experiment, out)
     return table
 

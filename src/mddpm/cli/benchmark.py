@@ -84,7 +84,7 @@ def run(args) -> int:
     result = run_benchmark(args.experiment, out=args.out, data=parse_data_args(args.data), resume=args.resume,
                            dry_run=args.dry_run, only=args.only, device=args.device, force=args.force,
                            progress=not args.no_progress, report=not args.no_report, table_only=args.table_only,
-                           max_runs=args.runs, select=args.select, executor=args.executor, cluster=cluster,
+                           runs=args.runs, select=args.select, executor=args.executor, cluster=cluster,
                            wait=args.wait, loggers=tuple(args.logger))
     table = result["table"]
     if table is None:

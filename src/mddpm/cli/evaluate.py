@@ -14,9 +14,10 @@ def add_parser(sub) -> None:
     p.add_argument("--val", required=True, metavar="VAL_MAPS",
                    help="maps folder of the lesion validation split (thresholds are chosen there)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--threshold", action="append", choices=["bisection", "exact"], default=[],
+    p.add_argument("--rule", "--threshold", dest="rules", action="append", choices=["bisection", "exact"], default=[],
                    help="extra threshold rule to report beside the default bisection (repeatable); "
-                        "'exact' is the pooled-Dice optimum over all candidate thresholds")
+                        "'exact' is the pooled-Dice optimum over all candidate thresholds (--threshold: the name "
+                        "before 0.9)")
     p.add_argument("--healthy-val", metavar="HEALTHY_MAPS",
                    help="maps of healthy validation volumes: also report thresholds at 1/5/10%% in-brain voxel FPR")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="draw the first N test cases (default 0)")
@@ -56,7 +57,7 @@ def run(args) -> int:
     for spec in args.logger:
         parse_logger(spec)  # a bad --logger is refused before anything is computed
 
-    report = evaluate(args.test_maps, args.val, args.out, rules=args.threshold, healthy_val=args.healthy_val,
+    report = evaluate(args.test_maps, args.val, args.out, rules=args.rules, healthy_val=args.healthy_val,
                       figures=args.figures, examples=args.examples, draw_case=render_case_figure,
                       device=args.device, force=args.force, postprocess=args.postprocess, progress=not args.no_progress,
                       write_segmentations=args.write_segmentations,

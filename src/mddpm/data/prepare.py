@@ -31,7 +31,6 @@ import hashlib
 import math
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from mddpm.data.grids import GridSpec, get_grid
 from mddpm.data.verify import AFFINE_TOLERANCE_MM, odd_orientations
 from mddpm.errors import DiskFull, MddpmError
 from mddpm.io import build_folder, check_output_folder, missing_file, open_nifti, read_json, read_nifti, write_json
+from mddpm.messages import note
 from mddpm.parallel import parallel_map, sigterm_raises
 
 PREPARE_VERSION = 1  # bump when the algorithm changes: older caches become stale
@@ -299,7 +299,7 @@ def prepare_dataset(dataset_root: str | os.PathLike, grid: str | GridSpec = "pap
                 with contextlib.suppress(MddpmError, OSError):  # a read-only cache is still used
                     write_json(out / "prepared.json", {**read_json(out / "prepared.json"), "sources": sources_record})
             return out
-        print(f"{out}: cache is {problem}; rebuilding", file=sys.stderr)
+        note(f"{out}: cache is {problem}; rebuilding")
     if out.exists():  # replaced below: only when it holds nothing but an earlier cache
         check_output_folder(out, True, CACHE_FILES)
 

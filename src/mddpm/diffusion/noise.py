@@ -7,10 +7,9 @@ by 47), summed over 6 octaves; octave ``i`` evaluates the lattice at ``(col, row
 2^i)`` with amplitude ``persistence^i``; the sum is NOT normalised. It is written here as batched
 torch ops on any device: the lattice geometry (vertices and kernel weights, which do not depend on
 the permutation) is computed once in float64 and cached, so a field costs gathers and a weighted
-sum (measured CPU time on one thread: 2.0 ms for one 96x96 field, 0.17 ms per field in a batch
-of 32; the published numba generator took 4.3 ms per field). The point-wise kernel reproduces the
-reference OpenSimplex to float64 precision (``noise2(10, 10)`` with the seed-1234 table =
-0.580279369186297, as published for lmas/opensimplex).
+sum (faster than the published numba generator per field, more so in batches: docs/speed.md). The
+point-wise kernel reproduces the reference OpenSimplex to float64 precision (``noise2(10, 10)`` with
+the seed-1234 table = 0.580279369186297, as published for lmas/opensimplex).
 
 Difference from the published code: its permutation table is shuffled by OpenSimplex's 64-bit LCG
 seeded from ``np.random.randint(−1e10, 1e10)`` on every call; here each field gets a uniform random
@@ -151,8 +150,7 @@ def fractal_noise_2d(perm: torch.Tensor, height: int, width: int, octaves: int =
     not normalised; all octaves share the field's table. The lattice geometry is cached per (size,
     octave settings, device), so a field costs one gradient lookup per distinct lattice vertex
     plus ``octaves * 4`` row gathers and multiply-adds over a ``[pixels, B]`` accumulator (this
-    layout keeps each gather a contiguous copy of B values: ≈ 0.17 ms per 96x96 field on one CPU
-    thread at B = 32).
+    layout keeps each gather a contiguous copy of B values).
     """
     vx, vy, slot, wx, wy = _fractal_terms(height, width, octaves, float(persistence), float(frequency), perm.device)
     gx, gy = (g.t().contiguous() for g in _gradients(perm, vx, vy, torch.float32))  # [U, B]

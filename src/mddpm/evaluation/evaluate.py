@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import glob
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -69,6 +68,7 @@ from mddpm.evaluation.threshold import (
 from mddpm.evaluation.threshold_file import threshold_record
 from mddpm.folder_lock import writes_folder
 from mddpm.io import all_or_nothing, atomic_write, case_file, check_output_folder, clear_outputs, read_json, write_json
+from mddpm.messages import note
 from mddpm.parallel import threaded_map, usable_threads
 from mddpm.progress import track as progress_track
 
@@ -226,7 +226,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     out)``: sends the metrics to experiment trackers (:func:`mddpm.training.loggers.log_evaluation`) and returns
     where, one line each (logged). Returns the metrics dict written to ``metrics.json``.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or note
     rules = [DEFAULT_RULE] + [r for r in dict.fromkeys(rules or []) if r != DEFAULT_RULE]
     unknown = [r for r in rules if r not in RULES]
     if unknown:

@@ -33,8 +33,7 @@ MEDIAN_KERNEL = 5
 PUBLISHED_SPACING_MM = 2.0  # the voxel size the published constants were made for
 POSTPROCESS_RULES = ("published", "physical")
 # torch CPU threads while post-processing and scoring: the ops are small (one volume), so threads
-# cost more in start-up and, on a busy machine, in contention than they gain (docs/speed.md: 3.6x
-# slower per volume with 2 threads than with 1 on the 2-core machine under load)
+# cost more in start-up and, on a busy machine, in contention than they gain (docs/speed.md)
 POSTPROCESS_THREADS = 1
 
 

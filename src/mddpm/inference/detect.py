@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -52,6 +51,7 @@ from mddpm.io import (
     write_nifti,
     xform_codes,
 )
+from mddpm.messages import note, warn
 from mddpm.preprocess.layout import CHANNEL_SUFFIX, index_folder
 from mddpm.preprocess.steps import SUPPORTED_SUFFIXES
 from mddpm.progress import progress_bar
@@ -174,8 +174,8 @@ def score_scan(model: LoadedRun, image: np.ndarray, brain: np.ndarray, affine: n
                          f"{100 * fraction:.0f} % of it would be left unscored; crop or resample the scan like the "
                          "training data (`mddpm preprocess` does)")
     if fraction > WARN_UNSCORED:
-        print(f"mddpm: warning: {where}: {100 * fraction:.1f} % of the brain lies outside the model grid and is not "
-              f"scored (axial slices {format_ranges(coverage['unscored_slices'])}; NaN in the map)", file=sys.stderr)
+        warn(f"mddpm: warning: {where}: {100 * fraction:.1f} % of the brain lies outside the model grid and is not "
+             f"scored (axial slices {format_ranges(coverage['unscored_slices'])}; NaN in the map)")
     x = torch.from_numpy(vol.image).unsqueeze(1).to(model.device)  # [Z, 1, H, W]
     m = torch.from_numpy(vol.mask.astype(np.float32)).unsqueeze(1).to(model.device)
     case = case_id or scan_case_id(where)  # the noise is seeded as predict seeds this case
@@ -299,8 +299,8 @@ def training_reference(run: Path, scan: Path) -> tuple[np.ndarray, Path] | None:
         path = next(iter(ds.cases.values())).image
         return np.asarray(open_nifti(path).affine, dtype=np.float64), path
     except (MddpmError, KeyError, TypeError, StopIteration, OSError):
-        print(f"mddpm detect: note: {scan}: orientation and voxel size not checked (the training data of "
-              f"{run} cannot be read)", file=sys.stderr)
+        note(f"mddpm detect: note: {scan}: orientation and voxel size not checked (the training data of "
+             f"{run} cannot be read)")
         return None
 
 

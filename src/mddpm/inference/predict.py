@@ -55,6 +55,7 @@ from mddpm.inference.scores import (
     mahalanobis_score,
 )
 from mddpm.io import case_file, check_output_folder, clear_outputs, read_json, write_json, write_nifti
+from mddpm.messages import say
 from mddpm.methods.base import AnomalyMethod
 from mddpm.parallel import sigterm_raises
 from mddpm.progress import track
@@ -226,7 +227,7 @@ def predict(run: str | os.PathLike, dataset_root: str | os.PathLike, split: str,
     steady = f", {np.mean(seconds[1:]):.3f} s after the first" if len(seconds) > 1 else ""
     timing = f": {np.mean(seconds):.3f} s/volume{steady}" if seconds else ""
     again = f" (resumed: {len(case_ids) - len(todo)} were already done)" if resumed is not None else ""
-    print(f"predicted {len(todo)} volumes on {device}{timing}{again}; maps in {out}")
+    say(f"predicted {len(todo)} volumes on {device}{timing}{again}; maps in {out}")
     return out
 
 

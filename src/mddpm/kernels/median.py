@@ -104,8 +104,8 @@ def pad_symmetric(x: torch.Tensor, pad: int, dims: tuple[int, ...]) -> torch.Ten
 def _median_dense_cpu(v: np.ndarray, k: int, threads: int) -> np.ndarray | None:
     """The fused median of a CPU volume [Z, H, W] with NumPy and the compiled kernel only, or None
     for a map with NaN or a sparse candidate (``COUNT_BELOW``). No torch op: with more than one
-    thread each starts OpenMP workers that wait busily afterwards, which slowed the kernel 2–10×
-    on the loaded 2-core machine (benchmarks/results/median_speed.md)."""
+    thread each starts OpenMP workers that wait busily afterwards and slow the kernel
+    (benchmarks/results/median_speed.md)."""
     if v.dtype.kind == "f" and np.isnan(v).any():
         return None
     padded = v
@@ -148,10 +148,10 @@ def _median_volume(padded: torch.Tensor, k: int, slab_elements: int, use_torch: 
 
 # Windows of a non-negative map holding more zeros than non-zeros have median 0. When fewer than this
 # fraction of the windows hold a non-zero majority (sparse maps), only those are computed, each by
-# gathering its k³ values and selecting the middle one (~1 µs a window on the CPU, against ~0.1 µs a
-# voxel for the fused network: 17 ms against 54 ms with 1 % of the windows, 96×96×50, docs/speed.md).
+# gathering its k³ values and selecting the middle one (about ten times the cost per window of the fused
+# network per voxel, so cheaper below this fraction: docs/speed.md).
 GATHER_BELOW = 0.05
-# The windows are counted (~10 ms for 96×96×50) only when at most this fraction of the voxels is non-zero.
+# The windows are counted (a pass of its own) only when at most this fraction of the voxels is non-zero.
 COUNT_BELOW = 0.2
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -10,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from mddpm.errors import one_line
+from mddpm.messages import note, say
 
 
 @dataclass
@@ -25,10 +25,10 @@ class PreprocessReport:
 
 
 def print_report(report: PreprocessReport, prefix: str = "mddpm preprocess: error: ",
-                 log: Callable[[str], None] | None = None, echo: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] | None = None, echo: Callable[[str], None] = say) -> None:
     """Failures one line each to ``log`` (``prefix`` + "file: problem"; default: stderr), then the summary (cases
     ready, mean wall seconds per processed case, failures, dataset.json) to ``echo`` (default: stdout)."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or note
     for line in report.failures:
         log(prefix + one_line(line))
     total = len(report.processed) + len(report.skipped)

@@ -24,11 +24,11 @@ def table_markdown(table: dict) -> str:
     """Table 1 and the detail tables as Markdown."""
     cols, rows = table["columns"], table["rows"]
     notes = table1_notes(table)
-    grid = table.get("grid", {})
-    title = f"Benchmark `{grid['name']}`" if grid else "Benchmark"
+    experiment = table.get("experiment", {})
+    title = f"Benchmark `{experiment['name']}`" if experiment else "Benchmark"
     lines = [f"# {title}: Table 1", ""]
-    if grid.get("description"):
-        lines += [grid["description"], ""]
+    if experiment.get("description"):
+        lines += [experiment["description"], ""]
     lines += [notes["cells"], ""]
     main = [r for r in rows if not r["extra"]]
     extra = [r for r in rows if r["extra"]]

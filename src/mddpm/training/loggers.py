@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from mddpm.config import parse_assignments
 from mddpm.errors import ConfigError, MddpmError
 from mddpm.io import read_json, write_json
+from mddpm.messages import note
 from mddpm.run_folder import RunFolder
 
 DEFAULT_LOGGERS = ("csv", "tensorboard")
@@ -84,9 +84,8 @@ def allow_file_store(uri: str) -> None:
     is set: a store the user names is used as named, with a note that SQLite is the supported one."""
     if uri and uri != "databricks" and urllib.parse.urlparse(uri).scheme in ("", "file"):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE") != "true":
-            print(f"note: {uri} is an MLflow file store, which MLflow keeps in maintenance mode; using it as asked "
-                  "(MLFLOW_ALLOW_FILE_STORE=true). sqlite:///PATH/mlflow.db is the store MLflow supports",
-                  file=sys.stderr)
+            note(f"note: {uri} is an MLflow file store, which MLflow keeps in maintenance mode; using it as asked "
+                 "(MLFLOW_ALLOW_FILE_STORE=true). sqlite:///PATH/mlflow.db is the store MLflow supports")
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
 
 

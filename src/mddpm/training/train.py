@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -52,6 +51,7 @@ from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import DiskFull, MddpmError, Terminated
 from mddpm.folder_lock import FolderLock, refuse_input_as_output
 from mddpm.io import check_output_folder, clear_outputs, read_json, refuse_links, write_json
+from mddpm.messages import note, say
 from mddpm.parallel import default_sigterm
 from mddpm.progress import shows_progress, training_progress_bar
 from mddpm.run_folder import RUN_FILES, RunFolder
@@ -130,8 +130,8 @@ def _train_into(run: Path, cfg: dict, dataset_root, fold: int | None, resume: bo
             raise MddpmError(f"{dataset_root / 'dataset.json'}: no split 'val', and too few train cases "
                              f"({len(train_ids)}) to draw one from; add a 'val' split")
         if rank_zero:
-            print(f"mddpm train: note: {dataset_root / 'dataset.json'} has no split 'val': validating on "
-                  f"{len(val_ids)} of its {len(train_ids) + len(val_ids)} train cases ({VAL_RULE})", file=sys.stderr)
+            note(f"mddpm train: note: {dataset_root / 'dataset.json'} has no split 'val': validating on "
+                 f"{len(val_ids)} of its {len(train_ids) + len(val_ids)} train cases ({VAL_RULE})")
     else:
         val_ids = [c.id for c in dataset.split("val", fold)]
     for name, ids in (("train", train_ids), ("val", val_ids)):
@@ -202,8 +202,8 @@ def _train_into(run: Path, cfg: dict, dataset_root, fold: int | None, resume: bo
         export_weights(run)
         finish_tracking(trainer.loggers, run)
         if timer.steps:
-            print(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
-                  f"({timer.seconds / timer.steps:.4f} s/step); weights in {run / 'best.pt'}")
+            say(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
+                f"({timer.seconds / timer.steps:.4f} s/step); weights in {run / 'best.pt'}")
     return run
 
 

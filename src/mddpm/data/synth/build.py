@@ -131,7 +131,7 @@ def generate_case(anat: Anatomy, kind: str, seed: int, settings: SynthSettings =
 
     The spatial transform (affine + elastic B-spline) is one dense field applied once to image, mask
     and label; it stands in for torchio's RandomAffine + RandomElasticDeformation, whose SimpleITK
-    B-spline resampling cost ~0.8 s per case here (too slow for a one-minute demo dataset).
+    B-spline resampling is too slow for a one-minute demo dataset.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown case kind {kind!r}")
