@@ -1,16 +1,22 @@
 """Anomaly-detection methods: each composes nets, noise, diffusion and masking into a loss and a reconstruction.
 
-This package owns the list of methods: importing it imports every method module below, and each registers
-its methods (:func:`mddpm.registry.register_method`). A new method is one module here, listed below, and one
-preset file ``mddpm/presets/<name>.yaml``; the contract test (``tests/methods/test_contract.py``) then runs
-it through building, a training step, a map, and saving and loading its weights.
+This package owns the list of methods: importing it imports every module of the package (``base``, the
+contract, included), and each method module registers its methods (:func:`mddpm.registry.register_method`).
+A new method is one module here and one preset file ``mddpm/presets/<name>.yaml``; the contract test
+(``tests/methods/test_contract.py``) then runs it through building, a training step, a map, and saving and
+loading its weights.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from mddpm.errors import ConfigError
-from mddpm.methods import dae, diffusion, fanogan, intensity, svae, vae  # noqa: F401  (each registers its methods)
 from mddpm.registry import METHODS, MethodSpec
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"mddpm.methods.{_module}")  # each registers its methods
 
 
 def all_methods() -> dict[str, MethodSpec]:
