@@ -32,13 +32,13 @@ from typing import Callable
 
 import torch
 
+from flops import unet_flops
 from machine import bf16_peak_tflops
 from mddpm.config import build_method, resolve_config
 from mddpm.diffusion.noise import make_noise, simplex_noise_2d
 from mddpm.diffusion.schedule import to_model_range
 from mddpm.inference.predict import score_volume
 from mddpm.masking import apply_masking
-from mddpm.nets.unet import unet_flops
 
 # Figures of the published code on this project's CPU (seconds; protocol §9 measurements).
 PUBLISHED_SECONDS = {"augmentation_batch32": 0.0135, "simplex_field": 0.0043, "median_5cube": 0.72,

@@ -13,7 +13,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_detect import _case, setup  # noqa: F401  (phantom dataset + intensity run with a threshold)
 
 import mddpm
 import mddpm.training.train as train_module
@@ -36,9 +35,9 @@ def test_import_mddpm_loads_no_torch_and_lists_the_api():
         mddpm.nope  # noqa: B018
 
 
-def test_score_a_path_an_image_and_an_array_like_detect(setup, tmp_path):  # noqa: F811
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_score_a_path_an_image_and_an_array_like_detect(detect_run, phantom_case_paths, tmp_path):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     detector = mddpm.load(run)
     assert detector.method == "intensity" and detector.threshold == 0.6
     from_path = detector.score(scan, mask=mask)
@@ -63,9 +62,9 @@ def test_score_a_path_an_image_and_an_array_like_detect(setup, tmp_path):  # noq
     assert no_mask.segmentation.shape == image.shape
 
 
-def test_bad_inputs_are_one_line_errors(setup):  # noqa: F811
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_bad_inputs_are_one_line_errors(detect_run, phantom_case_paths):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     detector = mddpm.load(run, threshold=0.5)
     array = np.asarray(nib.load(str(scan)).dataobj)
     with pytest.raises(MddpmError, match="an array needs its affine"):
@@ -88,17 +87,17 @@ def test_bad_inputs_are_one_line_errors(setup):  # noqa: F811
     (np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "singular"),
     ("not a matrix", "not a 4x4 matrix"), (np.eye(3), "must be 4x4"),
 ])
-def test_the_api_refuses_bad_affines_as_the_command_line_does(setup, affine, message):  # noqa: F811
-    dataset, run = setup
-    scan, _, _ = _case(dataset)
+def test_the_api_refuses_bad_affines_as_the_command_line_does(detect_run, phantom_case_paths, affine, message):
+    dataset, run = detect_run
+    scan, _, _ = phantom_case_paths(dataset)
     array = np.asarray(nib.load(str(scan)).dataobj)
     with pytest.raises(InputError, match=message):
         mddpm.load(run, threshold=0.5).score(array, affine=affine)
 
 
-def test_the_api_refuses_unreal_voxels_and_non_binary_masks(setup):  # noqa: F811
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_the_api_refuses_unreal_voxels_and_non_binary_masks(detect_run, phantom_case_paths):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     detector, image = mddpm.load(run, threshold=0.5), nib.load(str(scan))
     array, affine = np.asarray(image.dataobj), image.affine
     for bad, kind in ((array.astype(np.complex64), "complex64"), (array.astype(str), "<U"),
@@ -111,9 +110,9 @@ def test_the_api_refuses_unreal_voxels_and_non_binary_masks(setup):  # noqa: F81
             detector.score(array, mask=np.where(brain > 0, value, 0), affine=affine)
 
 
-def test_a_run_without_a_threshold_gives_maps_and_refuses_a_segmentation(setup, tmp_path):  # noqa: F811
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_a_run_without_a_threshold_gives_maps_and_refuses_a_segmentation(detect_run, phantom_case_paths, tmp_path):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     bare = tmp_path / "bare"
     shutil.copytree(run, bare)
     (bare / "threshold.json").unlink()
@@ -134,9 +133,9 @@ def test_a_run_without_a_threshold_gives_maps_and_refuses_a_segmentation(setup, 
         detect(scan, bare, tmp_path / "cli", mask=mask)  # the command writes a segmentation: it needs one
 
 
-def test_detection_repr_is_short(setup):  # noqa: F811
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_detection_repr_is_short(detect_run, phantom_case_paths):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     found = mddpm.load(run).score(scan, mask=mask)
     text = repr(found)
     assert text == (f"Detection(shape=(32, 32, 16), threshold=0.6, "
@@ -165,9 +164,9 @@ def test_list_options_take_one_string_a_list_or_a_mapping(phantom_dataset, tmp_p
         mddpm.train(phantom_dataset, "intensity", set={"train.nope": 1}, out=tmp_path / "c", progress=False)
 
 
-def test_errors_are_subclasses_a_caller_can_branch_on(setup, tmp_path):  # noqa: F811
-    dataset, run = setup
-    scan, _, _ = _case(dataset)
+def test_errors_are_subclasses_a_caller_can_branch_on(detect_run, phantom_case_paths, tmp_path):
+    dataset, run = detect_run
+    scan, _, _ = phantom_case_paths(dataset)
     for kind in (InputError, NotFoundError, ConfigError):
         assert issubclass(kind, MddpmError)
     detector = mddpm.load(run)

@@ -41,7 +41,7 @@ def _write(tmp_path, experiment: dict):
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_resumed_as_a_benchmark(tmp_path):
-    """The small synthetic dataset and the intensity method (no training): ~1 min on 2 busy cores."""
+    """The small synthetic dataset and the intensity method (no training); slow."""
     out = tmp_path / "out"
     result = run_demo(out, method="intensity", size="small", progress=False, log=lambda m: None)
     assert set(result["evaluations"]) == {"tumour", "ms", "varied-tumour"}

@@ -39,7 +39,7 @@ def test_table_and_report_rebuilt_from_the_golden_evaluations(tmp_path):
 
 @pytest.mark.slow
 def test_small_benchmark_of_every_method_reproduces_the_golden_record(tmp_path):
-    """Train (2 steps), predict and evaluate every registered method on the phantom; ~2 min on 2 busy cores."""
+    """Train (2 steps), predict and evaluate every registered method on the phantom (slow)."""
     out = run_golden_benchmark(Path(tmp_path).resolve())
     actual, golden = record(out, Path(tmp_path).resolve()), load_golden()
     assert sorted(actual) == sorted(golden)

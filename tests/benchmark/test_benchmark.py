@@ -295,7 +295,7 @@ def test_only_and_dry_run(tmp_path, phantom_dataset, fake_stages, capsys):
     dry = run_benchmark(experiment, out=out, data=data, dry_run=True)
     assert fake_stages == [] and not out.exists() and len(dry["stages"]) == 20
     assert "20 stages: 0 done, 20 to run" in capsys.readouterr().out
-    first_run = run_benchmark(experiment, out=out, data=data, dry_run=True, max_runs=1)
+    first_run = run_benchmark(experiment, out=out, data=data, dry_run=True, runs=1)
     assert {s["run"] for s in first_run["stages"]} == {"seed1"}
     result = run_benchmark(experiment, out=out, data=data, only=["vae"], report=False, device="cpu", log=lambda m: None)
     assert {c[0] for c in fake_stages} == {"vae"} and len(fake_stages) == 10

@@ -202,7 +202,7 @@ def test_failed_local_job_names_its_log(tmp_path, phantom_dataset):
 @pytest.mark.slow
 def test_local_executor_gives_the_inline_table(tmp_path, phantom_dataset):
     """Real stages (intensity, one seed) through submitit's LocalExecutor, in a process of its own, against
-    the in-process executor on the same run (slow: 26 s on the project's loaded 2-core machine)."""
+    the in-process executor on the same run (slow: a process of its own imports torch and Lightning)."""
     experiment = write_experiment(tmp_path, methods=["intensity"], runs={"seeds": [5]})
     data = {"phantom": str(phantom_dataset)}
     inline, _ = _run(experiment, tmp_path / "inline", data, progress=False)

@@ -22,35 +22,8 @@ from mddpm.data.prepare import prepare_dataset
 from mddpm.errors import MddpmError
 from mddpm.evaluation.evaluate import evaluate
 from mddpm.evaluation.threshold import bisection_threshold
-from mddpm.io import write_json, write_nifti
+from mddpm.io import write_nifti
 from mddpm.viz.cases import render_case_figure
-
-GRID = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=2.0, curvature_flow=False)  # the phantom's own 32x32x16
-
-
-def write_maps(dataset: Path, prepared_dir: Path, split: str, out: Path, seed: int) -> Path:
-    """A maps folder as ``mddpm predict`` writes it: |x - x̂| with a reconstruction that misses lesions."""
-    prepared = load_prepared(prepared_dir)
-    rng = np.random.default_rng(seed)
-    ids = load_dataset(dataset).splits[split]
-    for cid in ids:
-        image, mask, label = prepared.volume(cid)
-        recon = np.where(label > 0, 0.55, image) + rng.normal(0, 0.03, image.shape) * (mask > 0)
-        recon = np.clip(recon, 0, None).astype(np.float32)
-        affine = prepared.affines[prepared.index(cid)]
-        write_nifti(out / f"{cid}.nii.gz", np.abs(image - recon).transpose(1, 2, 0), affine)
-        write_nifti(out / "recon" / f"{cid}.nii.gz", recon.transpose(1, 2, 0), affine)
-    write_json(out / "predict.json", {
-        "prepared": str(prepared_dir.resolve()), "dataset": str(dataset.resolve()), "split": split, "case_ids": ids,
-        "run": "/runs/phantom", "config": {"method": "mddpm", "preset": "test"}, "settings": {"t": 499}})
-    return out
-
-
-@pytest.fixture
-def maps(phantom_dataset, tmp_path):
-    prepared_dir = prepare_dataset(phantom_dataset, GRID, workers=1, progress=False)
-    return {name: write_maps(phantom_dataset, prepared_dir, split, tmp_path / "maps" / name, seed)
-            for seed, (name, split) in enumerate([("val", "lesion_val"), ("test", "lesion_test"), ("healthy", "val")])}
 
 
 def reference_case(maps_dir: Path, cid: str, threshold: float, kernel: int = 5, max_size: int = 7) -> dict:
@@ -74,10 +47,11 @@ def reference_case(maps_dir: Path, cid: str, threshold: float, kernel: int = 5, 
             "auroc": roc_auc_score(gt.ravel(), post.ravel()), "dice": 2 * tp / (pred.sum() + gt.sum()), "tp": tp}
 
 
-def test_evaluate_end_to_end_matches_reference(maps, tmp_path):
+def test_evaluate_end_to_end_matches_reference(phantom_maps, tmp_path):
     out = tmp_path / "eval"
-    report = evaluate(maps["test"], maps["val"], out, rules=["exact"], healthy_val=maps["healthy"], figures=1,
-                      draw_case=render_case_figure, log=lambda msg: None)
+    report = evaluate(phantom_maps["test"], phantom_maps["val"], out, rules=["exact"],
+                      healthy_val=phantom_maps["healthy"], figures=1, draw_case=render_case_figure,
+                      log=lambda msg: None)
     for name in ("metrics.json", "metrics.csv", "metrics.md", "threshold.json"):
         assert (out / name).is_file()
     figures = list((out / "figures").glob("*.png"))
@@ -92,17 +66,17 @@ def test_evaluate_end_to_end_matches_reference(maps, tmp_path):
     assert report["config"] == {"method": "mddpm", "preset": "test"}
 
     # the val threshold equals a bisection over the independently post-processed, pooled val maps
-    val_ids = json.loads((maps["val"] / "predict.json").read_text())["case_ids"]
-    refs = [reference_case(maps["val"], cid, 0.0) for cid in val_ids]
+    val_ids = json.loads((phantom_maps["val"] / "predict.json").read_text())["case_ids"]
+    refs = [reference_case(phantom_maps["val"], cid, 0.0) for cid in val_ids]
     pooled = bisection_threshold(torch.from_numpy(np.concatenate([r["post"].ravel() for r in refs])),
                                  torch.from_numpy(np.concatenate([r["gt"].ravel() for r in refs])))
     assert threshold["threshold"] == pooled.threshold
 
     cases = report["cases"]
-    test_ids = json.loads((maps["test"] / "predict.json").read_text())["case_ids"]
+    test_ids = json.loads((phantom_maps["test"] / "predict.json").read_text())["case_ids"]
     assert [c["case_id"] for c in cases] == test_ids
     for case in cases:
-        ref = reference_case(maps["test"], case["case_id"], threshold["threshold"])
+        ref = reference_case(phantom_maps["test"], case["case_id"], threshold["threshold"])
         assert case["auprc"] == pytest.approx(ref["auprc"], abs=1e-12)
         assert case["auroc"] == pytest.approx(ref["auroc"], abs=1e-12)
         assert case["rules"]["bisection"]["dice"] == pytest.approx(ref["dice"], abs=1e-12)
@@ -124,7 +98,7 @@ def test_evaluate_end_to_end_matches_reference(maps, tmp_path):
     assert "| **bisection** (default)" in md and "ORACLE" in md and test_ids[0] in md
 
 
-def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, tmp_path):
+def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, write_maps, tmp_path):
     coarse = GridSpec(crop_mm=(64.0, 64.0, 32.0), spacing_mm=4.0, curvature_flow=False)  # 16x16x8 of 4 mm
     prepared_dir = prepare_dataset(phantom_dataset, coarse, workers=1, progress=False)
     val = write_maps(phantom_dataset, prepared_dir, "lesion_val", tmp_path / "val", 0)
@@ -156,9 +130,9 @@ def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, t
         evaluate(test, val, tmp_path / "bad", log=lambda msg: None, postprocess="metric")
 
 
-def test_evaluate_is_deterministic(maps, tmp_path):
-    a = evaluate(maps["test"], maps["val"], tmp_path / "a", log=lambda msg: None)
-    b = evaluate(maps["test"], maps["val"], tmp_path / "b", log=lambda msg: None)
+def test_evaluate_is_deterministic(phantom_maps, tmp_path):
+    a = evaluate(phantom_maps["test"], phantom_maps["val"], tmp_path / "a", log=lambda msg: None)
+    b = evaluate(phantom_maps["test"], phantom_maps["val"], tmp_path / "b", log=lambda msg: None)
     assert a["protocol"]["threshold"]["rules"] == ["bisection"]
     for report in (a, b):
         report.pop("created")
@@ -170,10 +144,10 @@ def test_evaluate_is_deterministic(maps, tmp_path):
     assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
 
 
-def test_cli_refuses_to_overwrite_and_reports_bad_input(maps, tmp_path, capsys):
+def test_cli_refuses_to_overwrite_and_reports_bad_input(phantom_maps, tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out)]
-    assert main(args + ["--threshold", "exact", "--figures", "1"]) == 0
+    args = ["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]), "--out", str(out)]
+    assert main(args + ["--rule", "exact", "--figures", "1"]) == 0
     printed = capsys.readouterr().out
     assert "Dice (bisection" in printed and "Dice (exact" in printed
     assert len(list((out / "figures").glob("*.png"))) == 1
@@ -182,38 +156,41 @@ def test_cli_refuses_to_overwrite_and_reports_bad_input(maps, tmp_path, capsys):
     assert main(args + ["--force"]) == 0
     capsys.readouterr()
 
-    first = json.loads((maps["test"] / "predict.json").read_text())["case_ids"][0]
-    (maps["test"] / f"{first}.nii.gz").unlink()
-    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(tmp_path / "x")]) == 2
+    first = json.loads((phantom_maps["test"] / "predict.json").read_text())["case_ids"][0]
+    (phantom_maps["test"] / f"{first}.nii.gz").unlink()
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]),
+                 "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert f"{first}.nii.gz: file not found" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_rejects_wrong_grid_and_healthy_val_split(maps, tmp_path, capsys):
-    cid = json.loads((maps["val"] / "predict.json").read_text())["case_ids"][0]
-    write_nifti(maps["val"] / f"{cid}.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
-    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(tmp_path / "x")]) == 2
+def test_cli_rejects_wrong_grid_and_healthy_val_split(phantom_maps, tmp_path, capsys):
+    cid = json.loads((phantom_maps["val"] / "predict.json").read_text())["case_ids"][0]
+    write_nifti(phantom_maps["val"] / f"{cid}.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]),
+                 "--out", str(tmp_path / "x")]) == 2
     assert "does not match the prepared grid" in capsys.readouterr().err
     # a healthy split cannot choose a Dice threshold
-    assert main(["evaluate", str(maps["test"]), "--val", str(maps["healthy"]), "--out", str(tmp_path / "y")]) == 2
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["healthy"]),
+                 "--out", str(tmp_path / "y")]) == 2
     assert "no lesion voxels" in capsys.readouterr().err
 
 
-def test_threshold_maps_sharing_test_cases_are_refused(maps, tmp_path):
+def test_threshold_maps_sharing_test_cases_are_refused(phantom_maps, tmp_path):
     copy = tmp_path / "copy_of_test"
-    shutil.copytree(maps["test"], copy)
-    for val, healthy in ((maps["test"], None), (copy, None), (maps["val"], copy)):
+    shutil.copytree(phantom_maps["test"], copy)
+    for val, healthy in ((phantom_maps["test"], None), (copy, None), (phantom_maps["val"], copy)):
         with pytest.raises(MddpmError, match="case\\(s\\) of the test maps"):
-            evaluate(maps["test"], val, tmp_path / "out", healthy_val=healthy, log=lambda msg: None)
+            evaluate(phantom_maps["test"], val, tmp_path / "out", healthy_val=healthy, log=lambda msg: None)
     assert not (tmp_path / "out").exists()
 
 
-def test_write_segmentations_in_the_scans_geometry(maps, phantom_dataset, tmp_path, capsys):
+def test_write_segmentations_in_the_scans_geometry(phantom_maps, phantom_dataset, tmp_path, capsys):
     import nibabel as nib
 
     out = tmp_path / "eval"
-    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out),
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]), "--out", str(out),
                  "--write-segmentations", "--no-progress"]) == 0
     capsys.readouterr()
     report = json.loads((out / "metrics.json").read_text())
@@ -229,6 +206,6 @@ def test_write_segmentations_in_the_scans_geometry(maps, phantom_dataset, tmp_pa
         assert int(seg.sum()) == counts["tp"] + counts["fp"] and int((seg.astype(bool) & label).sum()) == counts["tp"]
     assert sum(case["rules"]["bisection"]["tp"] for case in report["cases"]) > 0
     # rerun with --force: the segmentations are ours to replace
-    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(out), "--force",
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]), "--out", str(out), "--force",
                  "--no-progress"]) == 0
     assert not (out / "segmentations").exists()

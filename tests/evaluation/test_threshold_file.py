@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_evaluate import maps  # noqa: F401  (the fixture)
-from test_predict import make_run
 
 from mddpm.cli.main import main
 from mddpm.errors import InputError, NotFoundError
@@ -17,12 +15,12 @@ from mddpm.inference.detect import resolve_threshold
 from mddpm.io import write_json
 
 
-def test_evaluate_publish_puts_the_threshold_where_detect_reads_it(maps, tmp_path):  # noqa: F811
+def test_evaluate_publish_puts_the_threshold_where_detect_reads_it(phantom_maps, make_run, tmp_path):
     run = make_run(tmp_path / "run", "intensity")
-    predict = json.loads((maps["test"] / "predict.json").read_text())
-    write_json(maps["test"] / "predict.json", {**predict, "run": str(run)})  # the maps of this run
-    assert main(["evaluate", str(maps["test"]), "--val", str(maps["val"]), "--out", str(tmp_path / "ev"),
-                 "--publish", "--no-progress"]) == 0
+    predict = json.loads((phantom_maps["test"] / "predict.json").read_text())
+    write_json(phantom_maps["test"] / "predict.json", {**predict, "run": str(run)})  # the maps of this run
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]),
+                 "--out", str(tmp_path / "ev"), "--publish", "--no-progress"]) == 0
     stored = json.loads((tmp_path / "ev" / "threshold.json").read_text())
     assert json.loads((run / "threshold.json").read_text()) == stored
     value, source, settings = resolve_threshold(run, None)
@@ -30,7 +28,7 @@ def test_evaluate_publish_puts_the_threshold_where_detect_reads_it(maps, tmp_pat
     assert settings == PostprocessSettings.from_json(stored["postprocess"])
 
 
-def test_publish_refuses_a_malformed_threshold_and_a_folder_that_is_no_run(tmp_path):
+def test_publish_refuses_a_malformed_threshold_and_a_folder_that_is_no_run(make_run, tmp_path):
     run = make_run(tmp_path / "run", "intensity")
     write_json(tmp_path / "ev" / "threshold.json", {"threshold": 0.5, "postprocess": {"median_filter": {"kernel": 2}}})
     with pytest.raises(InputError, match="median_filter.kernel"):

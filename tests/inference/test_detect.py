@@ -7,31 +7,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_predict import make_run
 
 from mddpm.cli.main import main
-from mddpm.data.synth.phantom import make_phantom_dataset
 from mddpm.errors import MddpmError
 from mddpm.inference.detect import NO_MASK, detect
 from mddpm.io import read_json, write_json, write_nifti
 from mddpm.viz.overlay import overlay_slices
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """The phantom dataset and an `intensity` run (no training needed) with a threshold.json."""
-    root = tmp_path_factory.mktemp("detect")
-    dataset = make_phantom_dataset(root / "phantom")
-    run = make_run(root / "run", "intensity")
-    write_json(run / "threshold.json", {"threshold": 0.6, "rule": "bisection", "val_split": "lesion_val",
-                                        "postprocess": {"erosion_iterations": 1, "median_filter": {"kernel": 3},
-                                                        "components": {"removed_if_voxels_at_most": 7}}})
-    return dataset, run
-
-
-def _case(dataset: Path, case_id: str = "case006") -> tuple[Path, Path, Path]:
-    return (dataset / "images" / f"{case_id}_0000.nii.gz", dataset / "masks" / f"{case_id}.nii.gz",
-            dataset / "labels" / f"{case_id}.nii.gz")
 
 
 def _load(path: Path):
@@ -39,9 +20,9 @@ def _load(path: Path):
     return np.asarray(img.dataobj), img.affine
 
 
-def test_detect_writes_outputs_in_the_scan_geometry(setup, tmp_path):
-    dataset, run = setup
-    scan, mask, label = _case(dataset)
+def test_detect_writes_outputs_in_the_scan_geometry(detect_run, phantom_case_paths, tmp_path):
+    dataset, run = detect_run
+    scan, mask, label = phantom_case_paths(dataset)
     out = detect(scan, run, tmp_path / "out", mask=mask)
     scan_img = nib.load(str(scan))
     amap, map_affine = _load(out / "anomaly_map.nii.gz")
@@ -62,9 +43,9 @@ def test_detect_writes_outputs_in_the_scan_geometry(setup, tmp_path):
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_threshold_sources(setup, tmp_path):
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_threshold_sources(detect_run, phantom_case_paths, make_run, tmp_path):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     high = detect(scan, run, tmp_path / "high", mask=mask, threshold=5.0)
     assert read_json(high / "detect.json")["lesion_voxels"] == 0  # no score reaches 5
     other = tmp_path / "t.json"
@@ -83,9 +64,9 @@ def test_threshold_sources(setup, tmp_path):
         detect(scan, run, tmp_path / "y", mask=mask, threshold=other)
 
 
-def test_bad_input_is_refused_with_one_line_and_nothing_written(setup, tmp_path):
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_bad_input_is_refused_with_one_line_and_nothing_written(detect_run, phantom_case_paths, tmp_path):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     image = nib.load(str(scan))
     data, affine = np.asarray(image.dataobj), image.affine
     write_nifti(tmp_path / "flat.nii.gz", data[:, :, 8], affine)
@@ -114,9 +95,9 @@ def test_bad_input_is_refused_with_one_line_and_nothing_written(setup, tmp_path)
     assert str(MddpmError(NO_MASK)) == "no brain mask given (use --mask; `mddpm preprocess` can make one)"
 
 
-def test_existing_output_needs_force(setup, tmp_path):
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_existing_output_needs_force(detect_run, phantom_case_paths, tmp_path):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     out = detect(scan, run, tmp_path / "out", mask=mask)
     with pytest.raises(MddpmError, match="already exists"):
         detect(scan, run, out, mask=mask)
@@ -135,9 +116,9 @@ def test_overlay_slices_follow_the_segmentation():
     assert len(spread) == 5 and 4 < spread[0] and spread[-1] < 15 and spread == sorted(spread)
 
 
-def test_cli_detect(setup, tmp_path, capsys):
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+def test_cli_detect(detect_run, phantom_case_paths, tmp_path, capsys):
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     args = ["detect", str(scan), "--model", str(run), "--out", str(tmp_path / "out"), "--device", "cpu"]
     assert main(args) == 2
     assert capsys.readouterr().err.strip() == f"mddpm detect: error: {NO_MASK}"
@@ -147,15 +128,15 @@ def test_cli_detect(setup, tmp_path, capsys):
     assert read_json(tmp_path / "out" / "detect.json")["threshold"] == 0.5
 
 
-def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(setup, tmp_path, monkeypatch):
+def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(detect_run, phantom_case_paths, tmp_path, monkeypatch):
     import shutil
 
     import mddpm.inference.detect as detect_module
 
-    dataset, run = setup
+    dataset, run = detect_run
     scans, masks = tmp_path / "scans", tmp_path / "masks"
     for cid in ("case006", "case007"):
-        scan, mask, _ = _case(dataset, cid)
+        scan, mask, _ = phantom_case_paths(dataset, cid)
         for src, folder in ((scan, scans), (mask, masks)):
             folder.mkdir(exist_ok=True)
             shutil.copy(src, folder / src.name)  # scans keep the _0000 suffix; masks are <case>.nii.gz
@@ -164,7 +145,8 @@ def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(setup, tmp_path,
     monkeypatch.setattr(detect_module, "build_from_weights", lambda *a: loads.append(a) or real(*a))
     out = detect(scans, run, tmp_path / "out", mask=masks, progress=False)
     assert len(loads) == 1 and sorted(p.name for p in out.iterdir()) == ["case006", "case007"]
-    single = detect(_case(dataset, "case007")[0], run, tmp_path / "one", mask=_case(dataset, "case007")[1])
+    single = detect(phantom_case_paths(dataset, "case007")[0], run, tmp_path / "one",
+                    mask=phantom_case_paths(dataset, "case007")[1])
     for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
         np.testing.assert_array_equal(_load(out / "case007" / name)[0], _load(single / name)[0])
     header = nib.load(str(out / "case006" / "segmentation.nii.gz")).header
@@ -183,10 +165,11 @@ def test_a_folder_of_scans_is_scored_with_the_model_loaded_once(setup, tmp_path,
         detect(scans, run, tmp_path / "out3", mask=masks / "case006.nii.gz")
 
 
-def _padded(dataset: Path, folder: Path, pad: int, tiles: int = 1, codes=None) -> tuple[Path, Path]:
-    """case006 with ``pad`` zero slices added below (its affine moved so every brain voxel keeps its world
-    position), its brain repeated ``tiles`` times along z (a brain longer than the model grid)."""
-    scan, mask, _ = _case(dataset)
+def _padded(case: tuple[Path, Path, Path], folder: Path, pad: int, tiles: int = 1, codes=None) -> tuple[Path, Path]:
+    """The scan of ``case`` (scan, mask, label) with ``pad`` zero slices added below (its affine moved so every
+    brain voxel keeps its world position), its brain repeated ``tiles`` times along z (a brain longer than the
+    model grid)."""
+    scan, mask, _ = case
     image, affine = _load(scan)
     brain = _load(mask)[0]
     moved = affine.copy()
@@ -198,15 +181,15 @@ def _padded(dataset: Path, folder: Path, pad: int, tiles: int = 1, codes=None) -
     return folder / "scan.nii.gz", folder / "mask.nii.gz"
 
 
-def test_a_zero_padded_field_of_view_gives_the_same_result_cli_and_api(setup, tmp_path):
-    """Issue 28 item 1: 120 mm of zeros below the scan (same world coordinates) used to push the brain out of the
+def test_a_zero_padded_field_of_view_gives_the_same_result_cli_and_api(detect_run, phantom_case_paths, tmp_path):
+    """120 mm of zeros below the scan (same world coordinates) used to push the brain out of the
     centred 100 mm crop (Dice 0.64 -> 0.0); the grid now follows the brain."""
     import mddpm
 
-    dataset, run = setup
-    scan, mask, _ = _case(dataset)
+    dataset, run = detect_run
+    scan, mask, _ = phantom_case_paths(dataset)
     pad = 60
-    padded, padded_mask = _padded(dataset, tmp_path / "padded", pad)
+    padded, padded_mask = _padded(phantom_case_paths(dataset), tmp_path / "padded", pad)
     for out, (s, m) in (("plain", (scan, mask)), ("pad", (padded, padded_mask))):
         assert main(["detect", str(s), "--model", str(run), "--mask", str(m), "--out", str(tmp_path / out),
                      "--device", "cpu"]) == 0
@@ -239,13 +222,13 @@ def test_scan_score_is_the_mean_of_the_top_percent_of_the_scored_brain():
     assert scan_score_of(amap, brain, top=1.0) == pytest.approx(np.nanmean(amap[brain]))
 
 
-def test_unscored_brain_is_nan_reported_and_warned(setup, tmp_path, capsys):
-    """Issue 28 item 2: a brain 128 mm long in a 100 mm grid: the slices left out are NaN, in detect.json, on
+def test_unscored_brain_is_nan_reported_and_warned(detect_run, phantom_case_paths, tmp_path, capsys):
+    """A brain 128 mm long in a 100 mm grid: the slices left out are NaN, in detect.json, on
     Detection and warned about; a brain that mostly does not fit is refused."""
     import mddpm
 
-    dataset, run = setup
-    scan, mask = _padded(dataset, tmp_path / "long", 0, tiles=4)  # 64 slices of 2 mm, all brain
+    dataset, run = detect_run
+    scan, mask = _padded(phantom_case_paths(dataset), tmp_path / "long", 0, tiles=4)  # 64 slices of 2 mm, all brain
     out = detect(scan, run, tmp_path / "out", mask=mask, progress=False)
     err = capsys.readouterr().err
     warning = [line for line in err.splitlines() if "warning" in line]
@@ -271,16 +254,16 @@ def test_unscored_brain_is_nan_reported_and_warned(setup, tmp_path, capsys):
     assert recon.shape == amap.shape and recon.dtype == np.float32
     assert np.isnan(recon[unscored]).all() and np.isfinite(recon[brain & ~unscored]).all()
     assert np.nanstd(recon[brain]) > 0
-    whole = _padded(dataset, tmp_path / "longer", 0, tiles=8)
+    whole = _padded(phantom_case_paths(dataset), tmp_path / "longer", 0, tiles=8)
     with pytest.raises(MddpmError, match=r"brain does not fit the model grid .* 60 % of it would be left") as info:
         detect(*whole[:1], run, tmp_path / "out2", mask=whole[1])
     assert "\n" not in str(info.value)
 
 
-def test_outputs_keep_the_scan_qform_and_sform_codes(setup, tmp_path):
-    """Issue 28 item 3: a scan in MNI space (sform code 4, qform code 2) is written back with those codes."""
-    dataset, run = setup
-    scan, mask = _padded(dataset, tmp_path / "mni", 0, codes=(2, 4))
+def test_outputs_keep_the_scan_qform_and_sform_codes(detect_run, phantom_case_paths, tmp_path):
+    """A scan in MNI space (sform code 4, qform code 2) is written back with those codes."""
+    dataset, run = detect_run
+    scan, mask = _padded(phantom_case_paths(dataset), tmp_path / "mni", 0, codes=(2, 4))
     out = detect(scan, run, tmp_path / "out", mask=mask, progress=False)
     for name in ("anomaly_map.nii.gz", "segmentation.nii.gz"):
         img = nib.load(str(out / name))

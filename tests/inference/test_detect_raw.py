@@ -6,8 +6,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_predict import make_run
-from test_preprocess import _settings, make_raw, world  # noqa: F401  (3 mm template world)
 
 import mddpm.inference.detect_raw as detect_raw_module
 from mddpm.cli.main import main
@@ -21,16 +19,17 @@ NO_POSTPROCESS = {"erosion_iterations": 0, "median_filter": {"kernel": 1},
 
 
 @pytest.fixture(scope="module")
-def raw_setup(world, tmp_path_factory):  # noqa: F811
-    """A dataset preprocessed from one raw scan, an `intensity` run "trained" on it, and another raw scan."""
+def raw_setup(make_raw_scan, preprocess_settings, make_run, tmp_path_factory):
+    """A dataset preprocessed from one raw scan, an `intensity` run "trained" on it, and another raw scan
+    (raw scans of the 3 mm template world of tests/conftest.py)."""
     root = tmp_path_factory.mktemp("detect_raw")
-    make_raw(world, root / "train", "h1", seed=1, bias=0.0)
-    preprocess_dataset(root / "train" / "scans", root / "dataset", _settings(world, bias_correction=False),
+    make_raw_scan(root / "train", "h1", seed=1, bias=0.0)
+    preprocess_dataset(root / "train" / "scans", root / "dataset", preprocess_settings(bias_correction=False),
                        masks_dir=root / "train" / "masks", progress=False)
     run = make_run(root / "run", "intensity")
     write_json(run / "config.json", {"method": "intensity", "dataset": str(root / "dataset"), "fold": None})
     write_json(run / "threshold.json", {"threshold": 0.5, "postprocess": NO_POSTPROCESS})
-    return run, make_raw(world, root / "new", "s2", seed=7, bias=0.0)
+    return run, make_raw_scan(root / "new", "s2", seed=7, bias=0.0)
 
 
 def _agreement(out, paths) -> tuple[float, float]:
@@ -75,7 +74,7 @@ def test_a_mask_is_needed_when_the_dataset_had_given_masks(raw_setup, tmp_path):
         detect_raw(paths["image"], run, tmp_path / "a", progress=False)
 
 
-def test_a_run_without_recorded_preprocessing_is_refused(tmp_path, capsys):
+def test_a_run_without_recorded_preprocessing_is_refused(make_run, tmp_path, capsys):
     run = make_run(tmp_path / "bare", "intensity")
     write_json(run / "threshold.json", {"threshold": 0.5})
     scan = tmp_path / "scan.nii.gz"

@@ -12,7 +12,6 @@ from skimage.metrics import structural_similarity
 
 import toy_methods  # noqa: F401  (registers the "tiny" test method)
 from mddpm.cli.main import main
-from mddpm.config import build_method, resolve_config
 from mddpm.data.cache import load_prepared
 from mddpm.data.prepare import prepare_dataset, prepared_path
 from mddpm.data.synth.phantom import make_phantom_dataset
@@ -20,21 +19,10 @@ from mddpm.errors import MddpmError
 from mddpm.inference.predict import predict
 from mddpm.inference.scores import anomaly_score, mahalanobis_score, ssim_map
 from mddpm.io import read_json
-from mddpm.weights import save_weights
-
-
-def make_run(folder: Path, method: str, overrides=()) -> Path:
-    """A run folder with freshly initialised (seeded) weights, as `mddpm train` would export them."""
-    cfg = resolve_config(method, "demo", list(overrides))
-    torch.manual_seed(0)
-    module = build_method(cfg)
-    for name in ("best.pt", "last.pt"):
-        save_weights(folder / name, method, cfg, module.state_dict(), 0, None)
-    return folder
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, make_run):
     root = tmp_path_factory.mktemp("predict")
     dataset = make_phantom_dataset(root / "phantom")
     prepare_dataset(dataset, "demo", workers=1, progress=False)  # in-process: faster than a pool for 10 cases

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pytest
 
 from mddpm.cli.main import main
@@ -73,26 +72,10 @@ def test_dataset_folder_channels_file_ending_and_imagesTs(tmp_path):
         find_inputs(root, tmp_path / "elsewhere", modality="T2")
 
 
-def _blob(path: Path, seed: int, value: float = 1.0) -> None:
-    rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[:24, :24, :20]
-    inside = ((z - 12) ** 2 + (y - 12) ** 2 + (x - 10) ** 2) < 64
-    data = (inside * (value + 0.1 * rng.random(inside.shape))).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
-
-
-def _lesion(path: Path) -> None:
-    data = np.zeros((24, 24, 20), np.uint8)
-    data[11:14, 11:14, 9:12] = 1
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(path))
-
-
-def test_the_issue_probe_now_imports_the_lesion_case(tmp_path, capsys):
+def test_the_issue_probe_now_imports_the_lesion_case(write_blob_scan, write_lesion_label, tmp_path, capsys):
     """imagesTr/BraTS_001_0000 + labelsTr/BraTS_001: one anomalous test case BraTS_001 with its label."""
-    _blob(tmp_path / "imagesTr" / "BraTS_001_0000.nii.gz", 0)
-    _lesion(tmp_path / "labelsTr" / "BraTS_001.nii.gz")
+    write_blob_scan(tmp_path / "imagesTr" / "BraTS_001_0000.nii.gz", 0)
+    write_lesion_label(tmp_path / "labelsTr" / "BraTS_001.nii.gz")
     args = ["preprocess", str(tmp_path / "imagesTr"), str(tmp_path / "out"), "--labels", str(tmp_path / "labelsTr"),
             "--nonzero-mask", "--skip-registration", "--skip-n4", "--spacing", "2", "--no-progress"]
     assert main(args) == 0
@@ -103,11 +86,11 @@ def test_the_issue_probe_now_imports_the_lesion_case(tmp_path, capsys):
     assert nib.load(str(case.label)).get_fdata().sum() == 27
 
 
-def test_a_label_left_behind_exits_2_and_writes_nothing(tmp_path, capsys):
-    _blob(tmp_path / "imagesTr" / "BraTS_001_0000.nii.gz", 0)
-    _blob(tmp_path / "imagesTr" / "BraTS_002_0000.nii.gz", 1)
-    _lesion(tmp_path / "labelsTr" / "BraTS_001.nii.gz")
-    _lesion(tmp_path / "labelsTr" / "BraTS_003.nii.gz")  # no scan BraTS_003
+def test_a_label_left_behind_exits_2_and_writes_nothing(write_blob_scan, write_lesion_label, tmp_path, capsys):
+    write_blob_scan(tmp_path / "imagesTr" / "BraTS_001_0000.nii.gz", 0)
+    write_blob_scan(tmp_path / "imagesTr" / "BraTS_002_0000.nii.gz", 1)
+    write_lesion_label(tmp_path / "labelsTr" / "BraTS_001.nii.gz")
+    write_lesion_label(tmp_path / "labelsTr" / "BraTS_003.nii.gz")  # no scan BraTS_003
     args = ["preprocess", str(tmp_path / "imagesTr"), str(tmp_path / "out"), "--labels", str(tmp_path / "labelsTr"),
             "--nonzero-mask", "--skip-registration", "--skip-n4", "--no-progress"]
     assert main(args) == 2
@@ -133,10 +116,10 @@ def test_mddpm_naming_in_a_plain_images_folder_is_not_nnunet(tmp_path):
             find_inputs(where, labels)
 
 
-def test_preprocess_of_mddpm_naming_keeps_the_healthy_cases(tmp_path, capsys):
+def test_preprocess_of_mddpm_naming_keeps_the_healthy_cases(write_blob_scan, write_lesion_label, tmp_path, capsys):
     for i, cid in enumerate(["h1", "h2", "t1"]):
-        _blob(tmp_path / "images" / f"{cid}_0000.nii.gz", i)
-    _lesion(tmp_path / "labels" / "t1.nii.gz")
+        write_blob_scan(tmp_path / "images" / f"{cid}_0000.nii.gz", i)
+    write_lesion_label(tmp_path / "labels" / "t1.nii.gz")
     args = ["preprocess", str(tmp_path / "images"), str(tmp_path / "out"), "--labels", str(tmp_path / "labels"),
             "--nonzero-mask", "--skip-registration", "--skip-n4", "--spacing", "2", "--no-progress"]
     assert main(args) == 0, capsys.readouterr().err

@@ -2,13 +2,13 @@
 
 The "raw" scans are made from the MNI152 template (read from the nilearn wheel) seen through a
 known affine (rotation 10 deg, shift 10 mm, scale up to 5 %), stored with another axis order and
-anisotropic voxels, multiplied by a smooth bias field. Everything runs at 3 mm to stay fast.
+anisotropic voxels, multiplied by a smooth bias field. Everything runs at 3 mm to stay fast. The
+fixtures that make them (``template_world``, ``make_raw_scan``, ``preprocess_settings``) are in
+tests/conftest.py: `mddpm detect --preprocess` is tested on the same scans.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import os
 import stat
@@ -26,111 +26,8 @@ from mddpm.errors import MddpmError
 from mddpm.preprocess import CaseInputs, N4Settings, PreprocessSettings, find_cases, preprocess_case, steps
 from mddpm.preprocess.template import load_template
 
-SPACING = 3.0
+SPACING = 3.0  # the template world's voxel size (TEMPLATE_SPACING in tests/conftest.py)
 FAST_N4 = N4Settings(iterations=(50, 50), shrink=2)
-
-
-def _mni_file() -> Path:
-    spec = importlib.util.find_spec("nilearn")
-    return Path(spec.submodule_search_locations[0]) / "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-
-
-def _t2_like(t1: sitk.Image, mask: sitk.Image) -> sitk.Image:
-    """CSF bright, white matter dark: the contrast of the paper's scans (template is T1)."""
-    return sitk.Mask(sitk.Cast(1.2 - t1, sitk.sitkFloat32), mask)
-
-
-def _known_affine(rng: np.random.Generator) -> sitk.AffineTransform:
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    angle = np.deg2rad(10.0)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-    scale = np.diag(1 + rng.uniform(-0.05, 0.05, 3))
-    shift = rng.normal(size=3)
-    t = sitk.AffineTransform(3)
-    t.SetCenter((0.0, -18.0, 18.0))
-    t.SetMatrix((rotation @ scale).ravel().tolist())
-    t.SetTranslation((shift / np.linalg.norm(shift) * 10.0).tolist())
-    return t
-
-
-def _bias_field(img: sitk.Image, strength: float = 0.35) -> np.ndarray:
-    """A smooth multiplicative field on ``img``'s voxels ([k, j, i]); about 0.6-1.6 over a brain."""
-    direction = np.array(img.GetDirection()).reshape(3, 3)
-    index = np.stack(np.meshgrid(*(np.arange(n) for n in img.GetSize()), indexing="ij"), -1)  # [i, j, k, 3]
-    world = (index * np.array(img.GetSpacing())) @ direction.T + np.array(img.GetOrigin())
-    w = (world - np.array([0.0, -18.0, 18.0])) / 80.0
-    x, y, z = w[..., 0], w[..., 1], w[..., 2]
-    return np.exp(strength * (0.8 * x + 0.6 * y**2 - 0.7 * z + 0.4 * x * z)).transpose(2, 1, 0)
-
-
-@dataclasses.dataclass
-class World:
-    template: Path  # 3 mm T1 brain (file)
-    template_mask: Path
-    clean: sitk.Image  # T2-like anatomy on the 3 mm template grid (LPS)
-    mask: sitk.Image
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
-    root = tmp_path_factory.mktemp("template")
-    nii = nib.load(str(_mni_file()))
-    t1 = np.asarray(nii.get_fdata(), dtype=np.float32) / 255.0
-    t1_img = steps.from_nifti_array(t1 * (t1 > 0.2), nii.affine)
-    mask_img = steps.from_nifti_array((t1 > 0.2).astype(np.uint8), nii.affine)
-    grid = steps.isotropic_grid(t1_img, SPACING)
-    t1_small = steps.resample(t1_img, grid, interpolator=sitk.sitkLinear)
-    mask_small = steps.resample(mask_img, grid, interpolator=sitk.sitkNearestNeighbor)
-    sitk.WriteImage(t1_small, str(root / "tmpl.nii.gz"))
-    sitk.WriteImage(mask_small, str(root / "tmpl_mask.nii.gz"))
-    clean = _t2_like(steps.reorient(t1_small, "LPS"), steps.reorient(mask_small, "LPS"))
-    return World(root / "tmpl.nii.gz", root / "tmpl_mask.nii.gz", clean, steps.reorient(mask_small, "LPS"))
-
-
-def make_raw(world: World, folder: Path, case: str, seed: int, *, suffix: str = ".nii.gz", bias: float = 0.35,
-             label_value: int | None = None) -> dict:
-    """Write ``folder/scans/<case><suffix>`` and ``folder/masks/<case>.nii.gz`` (and a label):
-    the clean anatomy through a known affine, axes stored as (y, z, x) with flips, voxels
-    3.3 x 3.6 x 3.9 mm, times a bias field, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    transform = _known_affine(rng)
-    direction = np.zeros((3, 3))
-    for j, (axis, sign) in enumerate(((1, -1.0), (2, 1.0), (0, -1.0))):
-        direction[axis, j] = sign
-    spacing = np.array([3.3, 3.6, 3.9])
-    size = [int(round(fov / sp)) for fov, sp in zip((230, 190, 200), spacing)]
-    origin = np.array([0.0, -18.0, 18.0]) - direction @ (spacing * (np.array(size) - 1) / 2)
-    ref = sitk.Image(size, sitk.sitkFloat32)
-    ref.SetSpacing(spacing.tolist())
-    ref.SetDirection(direction.ravel().tolist())
-    ref.SetOrigin(origin.tolist())
-    anatomy = sitk.Resample(world.clean, ref, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    mask = sitk.Resample(world.mask, ref, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    arr = sitk.GetArrayFromImage(anatomy) * _bias_field(ref, bias) + 0.01 * np.abs(rng.normal(size=size[::-1]))
-    raw = sitk.GetImageFromArray(arr.astype(np.float32))
-    raw.CopyInformation(ref)
-    paths = {"image": folder / "scans" / f"{case}{suffix}", "mask": folder / "masks" / f"{case}.nii.gz"}
-    for p in paths.values():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(raw, str(paths["image"]))
-    sitk.WriteImage(mask, str(paths["mask"]))
-    if label_value is not None:
-        lesion = sitk.GetArrayFromImage(mask) * 0
-        k, j, i = (np.array(lesion.shape) // 2)
-        lesion[k - 2:k + 2, j - 2:j + 2, i - 2:i + 2] = label_value
-        lab = sitk.GetImageFromArray(lesion.astype(np.uint8))
-        lab.CopyInformation(ref)
-        paths["label"] = folder / "labels" / f"{case}.nii.gz"
-        paths["label"].parent.mkdir(exist_ok=True)
-        sitk.WriteImage(lab, str(paths["label"]))
-    return paths
-
-
-def _settings(world: World, **kw) -> PreprocessSettings:
-    return PreprocessSettings(spacing_mm=SPACING, template=str(world.template), template_mask=str(world.template_mask),
-                              **kw)
 
 
 def _dice_on(grid_img: sitk.Image, a: sitk.Image, b: sitk.Image) -> float:
@@ -141,7 +38,7 @@ def _dice_on(grid_img: sitk.Image, a: sitk.Image, b: sitk.Image) -> float:
     return float(2 * (x & y).sum() / (x.sum() + y.sum()))
 
 
-def _bias_cv(out: dict, world: World) -> float:
+def _bias_cv(out: dict, world) -> float:
     """Coefficient of variation of output / clean anatomy in the eroded white matter: 0 for a
     perfect bias correction (up to noise and interpolation)."""
     clean = steps.resample(world.clean, steps.Grid.of(out["image"]), interpolator=sitk.sitkLinear)
@@ -153,19 +50,20 @@ def _bias_cv(out: dict, world: World) -> float:
     return float(ratio.std() / ratio.mean())
 
 
-def test_registration_recovers_the_template_and_n4_flattens_the_bias(world, tmp_path):
-    paths = make_raw(world, tmp_path, "sub1", seed=1)
+def test_registration_recovers_the_template_and_n4_flattens_the_bias(template_world, make_raw_scan, preprocess_settings,
+                                                                     tmp_path):
+    paths = make_raw_scan(tmp_path, "sub1", seed=1)
     case = CaseInputs("sub1", paths["image"], paths["mask"])
     raw_mask = sitk.ReadImage(str(paths["mask"]))
-    template_mask = load_template(str(world.template), str(world.template_mask), "LPS", SPACING).mask
+    template_mask = load_template(str(template_world.template), str(template_world.template_mask), "LPS", SPACING).mask
     assert _dice_on(template_mask, raw_mask, template_mask) < 0.87  # the known affine moved the brain
 
-    plain, _ = preprocess_case(case, _settings(world, bias_correction=False))
-    corrected, info = preprocess_case(case, _settings(world, n4=FAST_N4))
+    plain, _ = preprocess_case(case, preprocess_settings(bias_correction=False))
+    corrected, info = preprocess_case(case, preprocess_settings(n4=FAST_N4))
     for out in (plain, corrected):
         assert _dice_on(template_mask, out["mask"], template_mask) > 0.9
     assert info["qc"]["template_dice"] > 0.9
-    assert _bias_cv(corrected, world) < 0.75 * _bias_cv(plain, world)
+    assert _bias_cv(corrected, template_world) < 0.75 * _bias_cv(plain, template_world)
     # the raw scan's bias field spans about 0.6-1.6; N4 found a field of comparable range
     assert info["n4"]["field_max"] / info["n4"]["field_min"] > 1.5
 
@@ -179,8 +77,8 @@ def test_registration_recovers_the_template_and_n4_flattens_the_bias(world, tmp_
         assert m.any(axis=other)[0] and m.any(axis=other)[-1]
 
 
-def test_a_failed_registration_fails_the_case(world, tmp_path, monkeypatch):
-    paths = make_raw(world, tmp_path, "w1", seed=13)
+def test_a_failed_registration_fails_the_case(make_raw_scan, preprocess_settings, tmp_path, monkeypatch):
+    paths = make_raw_scan(tmp_path, "w1", seed=13)
 
     def off_by_60_mm(fixed, moving, settings):  # what a diverged optimiser can return
         return sitk.TranslationTransform(3, (60.0, 0.0, 0.0)), {"metric": 0.0}
@@ -188,15 +86,15 @@ def test_a_failed_registration_fails_the_case(world, tmp_path, monkeypatch):
     monkeypatch.setattr(steps, "register_affine", off_by_60_mm)
     message = r"w1.nii.gz: registration_check: registered brain overlaps .* by Dice 0\.[0-5]"
     with pytest.raises(MddpmError, match=message):
-        preprocess_case(CaseInputs("w1", paths["image"], paths["mask"]), _settings(world, bias_correction=False))
+        preprocess_case(CaseInputs("w1", paths["image"], paths["mask"]), preprocess_settings(bias_correction=False))
 
 
-def test_skip_registration_keeps_world_position_and_reads_nrrd_and_mha(world, tmp_path):
+def test_skip_registration_keeps_world_position_and_reads_nrrd_and_mha(make_raw_scan, preprocess_settings, tmp_path):
     for name, suffix in (("a", ".nrrd"), ("b", ".mha")):
-        paths = make_raw(world, tmp_path, name, seed=2, suffix=suffix)
+        paths = make_raw_scan(tmp_path, name, seed=2, suffix=suffix)
         raw_mask = sitk.ReadImage(str(paths["mask"]))
         out, info = preprocess_case(CaseInputs(name, paths["image"], paths["mask"]),
-                                    _settings(world, register=False, bias_correction=False))
+                                    preprocess_settings(register=False, bias_correction=False))
         assert "registration" not in info and out["image"].GetSpacing() == (SPACING,) * 3
         assert out["image"].GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)  # reoriented from (y, z, x) storage
         assert _dice_on(out["mask"], raw_mask, out["mask"]) > 0.9  # same place in the world
@@ -211,15 +109,15 @@ def _run_cli(*args) -> int:
     return main(["preprocess", *map(str, args), "--spacing", str(SPACING), "--no-progress"])
 
 
-def test_cli_failures_resume_and_force(world, tmp_path, capsys):
-    make_raw(world, tmp_path, "h1", seed=3)
-    make_raw(world, tmp_path, "t1", seed=4, label_value=2)
+def test_cli_failures_resume_and_force(template_world, make_raw_scan, tmp_path, capsys):
+    make_raw_scan(tmp_path, "h1", seed=3)
+    make_raw_scan(tmp_path, "t1", seed=4, label_value=2)
     broken = tmp_path / "scans" / "broken.nii.gz"
     broken.write_bytes(b"\x1f\x8b this is not a NIfTI file")
     (tmp_path / "masks" / "broken.nii.gz").write_bytes(broken.read_bytes())
     out = tmp_path / "out"
     common = [tmp_path / "scans", out, "--masks", tmp_path / "masks", "--labels", tmp_path / "labels",
-              "--template", world.template, "--template-mask", world.template_mask, "--skip-n4"]
+              "--template", template_world.template, "--template-mask", template_world.template_mask, "--skip-n4"]
 
     assert _run_cli(*common) == 2
     err = capsys.readouterr().err
@@ -254,10 +152,10 @@ def test_cli_failures_resume_and_force(world, tmp_path, capsys):
     assert all(p.stat().st_mtime_ns != mtimes[p] for p in files)
 
 
-def test_parallel_workers_with_n4_and_a_bad_mask(world, tmp_path, capsys):
-    make_raw(world, tmp_path, "a", seed=9)
-    make_raw(world, tmp_path, "b", seed=10)
-    bad = make_raw(world, tmp_path, "c", seed=11)
+def test_parallel_workers_with_n4_and_a_bad_mask(make_raw_scan, tmp_path, capsys):
+    make_raw_scan(tmp_path, "a", seed=9)
+    make_raw_scan(tmp_path, "b", seed=10)
+    bad = make_raw_scan(tmp_path, "c", seed=11)
     flat = sitk.Image([40, 30], sitk.sitkUInt8)  # a 2-D "mask"
     sitk.WriteImage(flat, str(bad["mask"]))
     out = tmp_path / "out"
@@ -294,9 +192,9 @@ BAD_INPUTS = {  # defect -> (which file, how, what the error says)
 
 
 @pytest.mark.parametrize("defect", sorted(BAD_INPUTS))
-def test_bad_scan_is_refused_and_a_fresh_output_stays_absent(world, tmp_path, capsys, defect):
+def test_bad_scan_is_refused_and_a_fresh_output_stays_absent(make_raw_scan, tmp_path, capsys, defect):
     target, apply, message = BAD_INPUTS[defect]
-    paths = make_raw(world, tmp_path, "c1", seed=12)
+    paths = make_raw_scan(tmp_path, "c1", seed=12)
     apply(paths[target])
     out = tmp_path / "out"
     assert _run_cli(tmp_path / "scans", out, "--masks", tmp_path / "masks", "--skip-registration", "--skip-n4") == 2
@@ -306,8 +204,8 @@ def test_bad_scan_is_refused_and_a_fresh_output_stays_absent(world, tmp_path, ca
     assert not out.exists()
 
 
-def test_output_folder_with_foreign_files_is_refused(world, tmp_path, capsys):
-    make_raw(world, tmp_path, "h1", seed=5)
+def test_output_folder_with_foreign_files_is_refused(make_raw_scan, tmp_path, capsys):
+    make_raw_scan(tmp_path, "h1", seed=5)
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -315,8 +213,8 @@ def test_output_folder_with_foreign_files_is_refused(world, tmp_path, capsys):
     assert "did not write" in capsys.readouterr().err and not (out / "dataset.json").exists()
 
 
-def test_missing_masks_without_hdbet_is_a_clear_error(world, tmp_path, capsys, monkeypatch):
-    paths = make_raw(world, tmp_path, "h1", seed=6)
+def test_missing_masks_without_hdbet_is_a_clear_error(make_raw_scan, tmp_path, capsys, monkeypatch):
+    paths = make_raw_scan(tmp_path, "h1", seed=6)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     assert _run_cli(tmp_path / "scans", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
@@ -325,7 +223,7 @@ def test_missing_masks_without_hdbet_is_a_clear_error(world, tmp_path, capsys, m
 
     # a mask folder without this case's mask: that case fails, naming where the mask was expected
     paths["mask"].unlink()
-    make_raw(world, tmp_path, "h2", seed=7)
+    make_raw_scan(tmp_path, "h2", seed=7)
     assert _run_cli(tmp_path / "scans", tmp_path / "out", "--masks", tmp_path / "masks", "--skip-registration",
                     "--skip-n4") == 2
     err = capsys.readouterr().err
@@ -346,8 +244,8 @@ sitk.WriteImage(sitk.Cast(img > 0.2, sitk.sitkUInt8), out[:-7] + "_bet.nii.gz")
 """
 
 
-def test_hdbet_on_path_provides_the_masks(world, tmp_path, capsys, monkeypatch):
-    make_raw(world, tmp_path, "h1", seed=8)
+def test_hdbet_on_path_provides_the_masks(make_raw_scan, tmp_path, capsys, monkeypatch):
+    make_raw_scan(tmp_path, "h1", seed=8)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     exe = bin_dir / "hd-bet"

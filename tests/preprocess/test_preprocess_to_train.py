@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_nnunet_layout import _blob, _lesion
 
 import mddpm.training.train as train_module
 from mddpm.cli.main import main
@@ -22,11 +21,12 @@ def test_validation_split_is_seeded_a_fifth_and_disjoint():
     assert len(validation_split([f"x{i}" for i in range(100)])[1]) == 20
 
 
-def test_preprocess_writes_a_val_split_and_train_runs_on_it_untouched(tmp_path, capsys):
+def test_preprocess_writes_a_val_split_and_train_runs_on_it_untouched(write_blob_scan, write_lesion_label, tmp_path,
+                                                                      capsys):
     for i in range(5):
-        _blob(tmp_path / "raw" / f"h{i}.nii.gz", i)
-    _blob(tmp_path / "raw" / "t0.nii.gz", 9)
-    _lesion(tmp_path / "labels" / "t0.nii.gz")
+        write_blob_scan(tmp_path / "raw" / f"h{i}.nii.gz", i)
+    write_blob_scan(tmp_path / "raw" / "t0.nii.gz", 9)
+    write_lesion_label(tmp_path / "labels" / "t0.nii.gz")
     out = tmp_path / "data"
     assert main(["preprocess", str(tmp_path / "raw"), str(out), "--labels", str(tmp_path / "labels"),
                  "--nonzero-mask", "--skip-registration", "--skip-n4", "--spacing", "2", "--no-progress"]) == 0

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-from test_training import dataset  # noqa: F401  (the prepared phantom fixture; registers "tiny")
 
 from mddpm.cli.main import main
 from mddpm.config import resolve_run_config
@@ -20,8 +19,8 @@ from mddpm.training.train import train
 from mddpm.weights import load_weights
 
 
-def test_csv_and_tensorboard_get_config_lr_and_pictures(dataset, tmp_path):  # noqa: F811
-    run = train(dataset, "tiny", out=tmp_path / "run", progress=False)  # default loggers: csv, tensorboard
+def test_csv_and_tensorboard_get_config_lr_and_pictures(prepared_phantom, tmp_path):
+    run = train(prepared_phantom, "tiny", out=tmp_path / "run", progress=False)  # default loggers: csv, tensorboard
     hparams = yaml.safe_load((run / "logs/csv/hparams.yaml").read_text())
     assert hparams["method"] == "tiny" and hparams["train.lr"] == 0.01 and hparams["model.channels"] == 4
     with open(run / "logs/csv/metrics.csv", newline="") as f:
@@ -46,9 +45,9 @@ def test_csv_and_tensorboard_get_config_lr_and_pictures(dataset, tmp_path):  # n
 
 
 @pytest.mark.slow  # about 20 s here: MLflow creates its SQLite tables
-def test_mlflow_offline_store_gets_config_metrics_and_pictures(dataset, tmp_path):  # noqa: F811
+def test_mlflow_offline_store_gets_config_metrics_and_pictures(prepared_phantom, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # an offline store shared by runs (MLflow 3 retired ./mlruns)
-    train(dataset, "tiny", out=tmp_path / "run", progress=False,
+    train(prepared_phantom, "tiny", out=tmp_path / "run", progress=False,
           loggers=[f"mlflow:tracking_uri={store},experiment_name=probe,"
                    f"artifact_location={(tmp_path / 'artifacts').as_uri()}"])
     import mlflow
@@ -62,8 +61,8 @@ def test_mlflow_offline_store_gets_config_metrics_and_pictures(dataset, tmp_path
     assert shots == ["val_panel/step_0000002.png", "val_panel/step_0000004.png"]
 
 
-def test_bad_or_missing_loggers_are_one_line(dataset, tmp_path, capsys, monkeypatch):  # noqa: F811
-    base = ["train", "--data", str(dataset), "--method", "tiny", "--no-progress"]
+def test_bad_or_missing_loggers_are_one_line(prepared_phantom, tmp_path, capsys, monkeypatch):
+    base = ["train", "--data", str(prepared_phantom), "--method", "tiny", "--no-progress"]
     assert main(base + ["--out", str(tmp_path / "a"), "--logger", "neptune"]) == 2
     assert "unknown logger 'neptune' (known: csv, tensorboard, mlflow, wandb)" in capsys.readouterr().err
     real = __import__("importlib.util").util.find_spec
@@ -123,8 +122,8 @@ def test_setting_ignored_by_the_masking_is_refused_even_from_set(capsys):
     assert cfg["model"]["mask_cells"] == 4
 
 
-def test_a_config_mapping_trains_with_the_default_preset(dataset, tmp_path):  # noqa: F811
-    run = train(dataset, "tiny", out=tmp_path / "run", progress=False, config_file={"train": {"max_steps": 2}})
+def test_a_config_mapping_trains_with_the_default_preset(prepared_phantom, tmp_path):
+    run = train(prepared_phantom, "tiny", out=tmp_path / "run", progress=False, config_file={"train": {"max_steps": 2}})
     saved = read_json(run / "config.json")
     assert saved["preset"] == "demo" and saved["train"]["max_steps"] == 2
 
@@ -135,8 +134,8 @@ def _escape(text: str) -> str:
     return re.escape(text)
 
 
-def test_resume_takes_a_config_file_on_top_of_the_saved_config(dataset, tmp_path):  # noqa: F811
-    run = train(dataset, "tiny", out=tmp_path / "run", progress=False, overrides=["train.max_steps=2"])
+def test_resume_takes_a_config_file_on_top_of_the_saved_config(prepared_phantom, tmp_path):
+    run = train(prepared_phantom, "tiny", out=tmp_path / "run", progress=False, overrides=["train.max_steps=2"])
     more = tmp_path / "more.json"
     more.write_text(json.dumps({"method": "tiny", "train": {"max_steps": 3}}))
     train(None, None, out=run, resume=True, config_file=more, progress=False)
