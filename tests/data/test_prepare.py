@@ -14,14 +14,8 @@ from mddpm.cli.main import main
 from mddpm.data.cache import load_prepared
 from mddpm.data.dataset import load_dataset, save_dataset_json
 from mddpm.data.grids import GRIDS, GridSpec
-from mddpm.data.prepare import (
-    crop_or_pad,
-    normalise_percentiles,
-    prepare_dataset,
-    prepare_volume,
-    prepared_path,
-    to_original_space,
-)
+from mddpm.data.prepare import prepare_dataset, prepared_path
+from mddpm.data.volume import crop_or_pad, normalise_percentiles, prepare_volume, to_original_space
 from mddpm.errors import MddpmError
 from mddpm.io import read_json, read_nifti, write_nifti
 
@@ -319,7 +313,7 @@ def test_parallel_workers_give_identical_cache(phantom_dataset, tmp_path):
 
 def test_around_brain_crop_ignores_zero_padding_and_the_default_stays_centred():
     """``detect``'s crop follows the brain mask's box; the published (dataset) crop stays centred."""
-    from mddpm.data.prepare import brain_start
+    from mddpm.data.volume import brain_start
 
     mask = np.zeros((10, 12, 30), bool)
     mask[2:7, 3:9, 20:29] = True

@@ -37,7 +37,7 @@ class SliceBank:
     @classmethod
     def from_prepared(cls, prepared, case_ids: Sequence[str], device: str | torch.device = "cpu") -> "SliceBank":
         """Copy the volumes of ``case_ids`` (in that order, duplicates kept) from a
-        :class:`~mddpm.data.prepare.Prepared` cache into one tensor on ``device``."""
+        :class:`~mddpm.data.cache.Prepared` cache into one tensor on ``device``."""
         if len(case_ids) == 0:
             raise MddpmError(f"{prepared.folder}: no cases to build a slice bank from")
         rows = np.array([prepared.index(c) for c in case_ids])

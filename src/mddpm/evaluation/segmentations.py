@@ -14,7 +14,7 @@ import numpy as np
 
 from mddpm.data.cache import Prepared
 from mddpm.data.dataset import Dataset, load_dataset
-from mddpm.data.prepare import to_original_space
+from mddpm.data.volume import to_original_space
 from mddpm.errors import MddpmError
 from mddpm.io import case_file, open_nifti, read_nifti, write_nifti
 

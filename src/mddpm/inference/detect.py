@@ -4,7 +4,7 @@ The scan must already be in the template space of the run's training data (same 
 resolution as the dataset it was trained on; ``mddpm preprocess`` does that for raw scans; another
 orientation or voxel size is refused) and comes with its brain mask. Steps: read and check the scan and
 mask; bring them onto the run's prepared grid centred on the brain mask's bounding box, so that the field of
-view does not matter (:func:`mddpm.data.prepare.prepare_volume`; brain the grid leaves out is NaN in the map,
+view does not matter (:func:`mddpm.data.volume.prepare_volume`; brain the grid leaves out is NaN in the map,
 reported in ``detect.json`` and warned about above 5 %); score (the run's method and defaults, one generator
 seeded from ``train.seed`` and the scan's case id, as ``predict`` seeds the same case); post-process as
 published (eroded-mask multiply, 3-D median); threshold; remove small components; resample map (linear) and
@@ -33,7 +33,7 @@ from mddpm._version import __version__
 from mddpm.checks import check_binary_mask
 from mddpm.data.dataset import load_dataset
 from mddpm.data.grids import get_grid
-from mddpm.data.prepare import prepare_volume, to_original_space, voxel_sizes
+from mddpm.data.volume import prepare_volume, to_original_space, voxel_sizes
 from mddpm.device import resolve_device
 from mddpm.errors import ConfigError, InputError, MddpmError, NotFoundError
 from mddpm.evaluation.postprocess import PostprocessSettings
