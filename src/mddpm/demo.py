@@ -30,6 +30,7 @@ from mddpm.messages import say
 LESION_SETS = ("tumour", "ms")
 TRAIN_SEED = 3141  # the published seed (the config's default)
 FIGURES = 4  # case figures per test set
+# cache/: the report's picture cache written by 0.1.0 (the report now shows what evaluate stored)
 OWN_FILES = ("experiment.json", "preview.png", "report.html", "benchmark.json", "table.json", "table.md", "table.csv",
              "cache/**", "runs/**")
 
