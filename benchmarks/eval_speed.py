@@ -1,4 +1,4 @@
-"""Evaluation speed: the released mDDPM code's functions against mddpm's, side by side (issue 19).
+"""Evaluation speed: the released mDDPM code's functions against mddpm's, side by side.
 
 One command (a few minutes on a quiet 2-core machine; it prints the time it took):
 

@@ -236,16 +236,16 @@ def _prepare_for(run, data, workers: int, progress: bool, cache=None) -> None:
 
 def evaluate(test_maps: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike, *,
              rule: str | list[str] = (), healthy_val=None, figures: int = 0, examples: int = 0,
-             postprocess: str = "published", write_segmentations: bool = False, device: str = "cpu",
-             force: bool = False, progress: bool = True) -> dict:
+             pr_curve: bool = False, postprocess: str = "published", write_segmentations: bool = False,
+             device: str = "cpu", force: bool = False, progress: bool = True) -> dict:
     """``mddpm evaluate``: metrics of the maps in ``test_maps``, thresholds chosen on ``val``; returns the
     report (what ``out/metrics.json`` holds)."""
     from mddpm.evaluation.evaluate import evaluate as evaluate_maps
     from mddpm.viz.cases import render_case_figure
 
     return evaluate_maps(test_maps, val, out, rules=strings(rule), healthy_val=healthy_val, figures=figures,
-                         examples=examples, device=device, force=force, postprocess=postprocess, progress=progress,
-                         write_segmentations=write_segmentations, draw_case=render_case_figure)
+                         examples=examples, pr_curve=pr_curve, device=device, force=force, postprocess=postprocess,
+                         progress=progress, write_segmentations=write_segmentations, draw_case=render_case_figure)
 
 
 def benchmark(experiment: str | os.PathLike, *, out=None, data: dict | list[str] | None = None, resume: bool = True,

@@ -103,8 +103,8 @@ def test_physical_postprocess_keeps_the_published_sizes_in_mm(phantom_dataset, w
     prepared_dir = prepare_dataset(phantom_dataset, coarse, workers=1, progress=False)
     val = write_maps(phantom_dataset, prepared_dir, "lesion_val", tmp_path / "val", 0)
     test = write_maps(phantom_dataset, prepared_dir, "lesion_test", tmp_path / "test", 1)
-    published = evaluate(test, val, tmp_path / "published", log=lambda msg: None)
-    physical = evaluate(test, val, tmp_path / "physical", log=lambda msg: None, postprocess="physical")
+    published = evaluate(test, val, tmp_path / "published", log=lambda msg: None, pr_curve=True)
+    physical = evaluate(test, val, tmp_path / "physical", log=lambda msg: None, postprocess="physical", pr_curve=True)
     settings = physical["protocol"]["postprocess"]
     assert settings["rule"] == "physical" and settings["voxel_mm"] == 4.0
     assert settings["median_filter"]["kernel"] == 3 and settings["components"]["removed_if_voxels_at_most"] == 0

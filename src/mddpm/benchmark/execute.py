@@ -56,6 +56,7 @@ def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: P
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
                  figures=figures_for(stage, experiment), examples=examples_for(stage, experiment),
+                 pr_curve=bool(examples_for(stage, experiment)),
                  draw_case=render_case_figure, device=device, force=True,
                  log=log, postprocess=experiment.postprocess, progress=progress,
                  track=(lambda report, out: log_evaluation(loggers, report, out)) if loggers else None)

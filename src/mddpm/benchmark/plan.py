@@ -137,7 +137,8 @@ def figures_for(stage: Stage, experiment: Experiment) -> int:
 
 
 def examples_for(stage: Stage, experiment: Experiment) -> int:
-    """The report's example cases are drawn for a row's first run only (the run the report shows)."""
+    """The report's example cases (and its pooled precision-recall curve) are made for a row's first run only:
+    the run the report shows."""
     return EXAMPLES if stage.run == experiment.runs_of(stage.method)[0] else 0
 
 

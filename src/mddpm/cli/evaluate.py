@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--figures", type=int, default=0, metavar="N", help="draw the first N test cases (default 0)")
     p.add_argument("--examples", type=int, default=0, metavar="N",
                    help="draw the best, median and worst test case into examples/, at most N (default 0)")
+    p.add_argument("--pr-curve", action="store_true",
+                   help="also write pr.json: the pooled precision-recall curve of the test maps (the report's "
+                        "picture; holds the test split's in-brain scores in memory)")
     p.add_argument("--postprocess", choices=["published", "physical"], default="published",
                    help="post-processing constants: 'published' (5^3 median, components <= 7 voxels, on any grid; "
                         "default) or 'physical' (the same sizes in mm: equal at 2 mm, 3^3 and none at 4 mm)")
@@ -58,8 +61,9 @@ def run(args) -> int:
         parse_logger(spec)  # a bad --logger is refused before anything is computed
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.rules, healthy_val=args.healthy_val,
-                      figures=args.figures, examples=args.examples, draw_case=render_case_figure,
-                      device=args.device, force=args.force, postprocess=args.postprocess, progress=not args.no_progress,
+                      figures=args.figures, examples=args.examples, pr_curve=args.pr_curve,
+                      draw_case=render_case_figure, device=args.device, force=args.force,
+                      postprocess=args.postprocess, progress=not args.no_progress,
                       write_segmentations=args.write_segmentations,
                       track=(lambda report, out: log_evaluation(args.logger, report, out)) if args.logger else None)
     agg = report["aggregate"]

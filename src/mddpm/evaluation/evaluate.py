@@ -17,9 +17,9 @@ and, when asked, exactly. With healthy validation maps, thresholds at 1/5/10 % v
 in-brain voxels are reported too. Aggregates are ``nanmean`` ± population ``nanstd`` over
 volumes, plus pooled (voxel-level) values over the whole split.
 
-Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``threshold.json``,
-``pr.json`` (the pooled precision-recall curve of the post-processed test maps), ``figures/<case>.png``,
-``examples/`` (best, median and worst case; ``examples.json`` lists them) and (asked for)
+Outputs in ``out``: ``metrics.json``, ``metrics.csv``, ``metrics.md``, ``threshold.json`` and, as asked for,
+``figures/<case>.png`` (the first cases), ``examples/`` (best, median and worst case; ``examples.json`` lists
+them), ``pr.json`` (the pooled precision-recall curve of the post-processed test maps) and
 ``segmentations/<case>.nii.gz`` in each scan's own geometry (:mod:`mddpm.evaluation.segmentations`);
 all are written at the end, each atomically.
 """
@@ -208,7 +208,8 @@ def _pooled(rows: list[dict], rules: list[str]) -> dict:
 
 @writes_folder("out", inputs=("test_maps", "val_maps", "healthy_val"))
 def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules: list[str] | None = None,
-             healthy_val: str | Path | None = None, figures: int = 0, examples: int = 0, device: str = "cpu",
+             healthy_val: str | Path | None = None, figures: int = 0, examples: int = 0, pr_curve: bool = False,
+             device: str = "cpu",
              force: bool = False, log: Callable[[str], None] | None = None, postprocess: str = "published",
              progress: bool = True, write_segmentations: bool = False, draw_case: Callable[..., bytes] | None = None,
              track: Callable[[dict, Path], list[str]] | None = None) -> dict:
@@ -219,7 +220,9 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
     FPR-based thresholds. ``figures``: number of test cases drawn by ``draw_case(image, reconstruction,
     anomaly_map, prediction, label, title=...) -> PNG bytes`` (arrays [Z, H, W]; callers pass
     :func:`mddpm.viz.cases.render_case_figure`: evaluation draws nothing itself); ``examples``: at most this
-    many of the best, median and worst cases (:mod:`mddpm.evaluation.examples`), drawn alike. ``postprocess``:
+    many of the best, median and worst cases (:mod:`mddpm.evaluation.examples`), drawn alike. ``pr_curve``: also
+    ``pr.json``, the pooled precision-recall curve (it holds the test split's ranked in-brain scores: about
+    6 MB per 96×96×50 volume at its peak). ``postprocess``:
     ``"published"`` (voxel constants as published) or ``"physical"`` (the same sizes in mm; see
     :meth:`~mddpm.evaluation.postprocess.PostprocessSettings.for_grid`). ``progress``: bars on a terminal.
     ``write_segmentations``: also each test case's default-rule segmentation on its scan's grid. ``track(report,
@@ -280,7 +283,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             row, predictions, ranking = _case_metrics(score, label, {r: thresholds[r] for r in rules}, "exact" in rules,
                                                       scoring)
             rows.append({"case_id": cid, **row})
-            ranked.append(ranking)
+            if pr_curve:
+                ranked.append(ranking)
             if scans is not None:
                 segmentations[cid] = predictions[DEFAULT_RULE].cpu().numpy()  # [Z, H, W] bool, model grid
             if i < figures:
@@ -290,7 +294,7 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
                     image, test.reconstruction(cid), score.cpu().numpy(), predictions[DEFAULT_RULE].cpu().numpy(),
                     label.cpu().numpy(), title=title)
         log(f"test: {len(rows)} volumes of split {test.split!r} scored")
-        curve = pooled_pr_curve(ranked)
+        curve = pooled_pr_curve(ranked) if pr_curve else None
         del ranked
         examples = draw_examples(test, rows, DEFAULT_RULE, thresholds[DEFAULT_RULE].threshold, scoring, draw_case, dev,
                                  examples) if examples and draw_case is not None else []
@@ -317,7 +321,8 @@ def evaluate(test_maps: str | Path, val_maps: str | Path, out: str | Path, rules
             tmp.write_text(csv_text(rows, rules))
         with atomic_write(out / "metrics.md") as tmp:
             tmp.write_text(markdown(report))
-        write_json(out / "pr.json", curve)
+        if curve is not None:
+            write_json(out / "pr.json", curve)
         write_json(out / "threshold.json",
                    threshold_record(thresholds[DEFAULT_RULE].threshold, DEFAULT_RULE, val.split, scoring))
         if examples:
