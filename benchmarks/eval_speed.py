@@ -249,7 +249,7 @@ def _ms(s: float) -> str:
 
 
 def to_markdown(result: dict) -> str:
-    lines = markdown_header("Evaluation speed: released mDDPM functions vs mddpm (issue 19)", result["machine"],
+    lines = markdown_header("Evaluation speed: released mDDPM functions vs mddpm", result["machine"],
                             result["command"])
     lines += [f"Medians of {result['repeats']} interleaved runs (threshold rows: {max(1, result['repeats'] // 2)}); "
               "96×96×50 maps, brain ≈ half the volume; ours with one torch thread, as `mddpm evaluate` runs "

@@ -1,4 +1,4 @@
-"""The GPU check (issue 19): what a session lent a GPU should measure in its first five minutes.
+"""The GPU check: what a session lent a GPU should measure in its first five minutes.
 
     bash benchmarks/gpu_check.sh                # on the GPU machine; writes benchmarks/results/gpu_check.{md,json}
     python benchmarks/gpu_check.py --dry-run    # CPU, tiny sizes, under a minute: checks that every stage runs
@@ -247,7 +247,7 @@ def _fmt(x, digits=3) -> str:
 
 def to_markdown(result: dict) -> str:
     dry = " — DRY RUN (CPU, tiny sizes: no figure here means anything)" if result["dry_run"] else ""
-    lines = markdown_header("GPU check (issue 19)" + dry, result["machine"], result["command"])
+    lines = markdown_header("GPU check" + dry, result["machine"], result["command"])
     st = result["stages"]
     for name, r in st.items():
         if "error" in r:

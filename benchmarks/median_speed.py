@@ -1,4 +1,4 @@
-"""The exact 5³ median: scipy's ``median_filter`` (the released code's call) against mddpm's paths (issue 19).
+"""The exact 5³ median: scipy's ``median_filter`` (the released code's call) against mddpm's paths.
 
 One command (about a minute on a quiet 2-core machine):
 
@@ -92,7 +92,7 @@ def compile_times() -> dict:
 
 
 def to_markdown(result: dict) -> str:
-    lines = markdown_header("Exact 5³ median: scipy (released call) vs mddpm (issue 19)", result["machine"],
+    lines = markdown_header("Exact 5³ median: scipy (released call) vs mddpm", result["machine"],
                             result["command"])
     lines += [f"Medians of {result['repeats']} interleaved calls; dense maps (non-zero over the brain). "
               "Speed-up = scipy / path; \"identical\" = same array as scipy.", "",
