@@ -88,8 +88,9 @@ def _merge(defaults: dict, values: dict, where: str) -> dict:
 
 def parse_assignments(items, option: str, example: str, typed: bool = True, form: str = "KEY=VALUE") -> dict:
     """``["KEY=VALUE", ...]`` -> ``{KEY: VALUE}``, the one parser of every key=value option (``--set``,
-    ``--logger`` options, ``--data``, ``--sbatch``). ``typed``: values parse as JSON, else stay strings;
-    otherwise they stay strings. A later key wins. Raises ConfigError naming ``option``, ``form`` and ``example``."""
+    ``--logger`` options, ``--data``, ``--sbatch``). With ``typed`` a value is read as JSON where it parses
+    (``6`` -> 6, ``null`` -> None) and stays a string where not; without, every value stays a string. A later key
+    wins. Raises ConfigError naming ``option``, ``form`` and ``example``."""
     out = {}
     for item in items:
         key, eq, raw = str(item).partition("=")

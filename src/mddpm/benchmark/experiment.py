@@ -218,6 +218,7 @@ def load_experiment(spec: str | os.PathLike) -> Experiment:
           f"runs.{kind} must be non-negative integers")
     check(len(set(values)) == len(values), f"runs.{kind} lists a value twice")
     runs = _run_specs(kind, values)
+
     def settings(items, where: str) -> dict:
         check(isinstance(items, dict) and all(isinstance(k, str) for k in items)
               or isinstance(items, list) and all(isinstance(x, str) for x in items),
