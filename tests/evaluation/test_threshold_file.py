@@ -28,6 +28,13 @@ def test_evaluate_publish_puts_the_threshold_where_detect_reads_it(phantom_maps,
     assert settings == PostprocessSettings.from_json(stored["postprocess"])
 
 
+def test_evaluate_publish_to_maps_of_no_run_is_refused_before_evaluating(phantom_maps, tmp_path, capsys):
+    # the phantom maps name a run folder that does not exist
+    assert main(["evaluate", str(phantom_maps["test"]), "--val", str(phantom_maps["val"]),
+                 "--out", str(tmp_path / "ev"), "--publish", "--no-progress"]) == 2
+    assert "not a run folder" in capsys.readouterr().err and not (tmp_path / "ev").exists()
+
+
 def test_publish_refuses_a_malformed_threshold_and_a_folder_that_is_no_run(make_run, tmp_path):
     run = make_run(tmp_path / "run", "intensity")
     write_json(tmp_path / "ev" / "threshold.json", {"threshold": 0.5, "postprocess": {"median_filter": {"kernel": 2}}})
@@ -37,4 +44,5 @@ def test_publish_refuses_a_malformed_threshold_and_a_folder_that_is_no_run(make_
     write_json(tmp_path / "ok" / "threshold.json", {"threshold": 0.5})
     with pytest.raises(NotFoundError, match="not a run folder"):
         publish_threshold(tmp_path / "ok", tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
     assert read_threshold_file(publish_threshold(tmp_path / "ok", run)) == (0.5, PostprocessSettings())

@@ -53,12 +53,15 @@ def _fmt(stat: dict) -> str:
 
 def run(args) -> int:
     from mddpm.evaluation.evaluate import evaluate
-    from mddpm.evaluation.threshold_file import publish_threshold
+    from mddpm.evaluation.maps import open_maps
+    from mddpm.evaluation.threshold_file import publish_threshold, run_to_publish_to
     from mddpm.training.loggers import log_evaluation, parse_logger
     from mddpm.viz.cases import render_case_figure
 
     for spec in args.logger:
         parse_logger(spec)  # a bad --logger is refused before anything is computed
+    if args.publish:  # so is a run that cannot take the threshold
+        run_to_publish_to(open_maps(args.test_maps, "test").meta.get("run"))
 
     report = evaluate(args.test_maps, args.val, args.out, rules=args.rules, healthy_val=args.healthy_val,
                       figures=args.figures, examples=args.examples, pr_curve=args.pr_curve,

@@ -38,16 +38,23 @@ def read_threshold_file(path: str | os.PathLike) -> tuple[float, PostprocessSett
     return float(value), postprocess
 
 
+def run_to_publish_to(run: str | os.PathLike | None) -> RunFolder:
+    """The run folder a threshold can be published to (``evaluate --publish`` asks before it evaluates);
+    NotFoundError for no run or a folder without ``best.pt`` or ``config.json``."""
+    folder = RunFolder(run if run is not None else "")
+    if run is None or not (folder.weights("best").is_file() or folder.config.is_file()):
+        raise NotFoundError(f"{run}: not a run folder (no best.pt or config.json); no threshold can be published "
+                            "there")
+    return folder
+
+
 def publish_threshold(evaluation: str | os.PathLike, run: str | os.PathLike) -> Path:
     """Check the ``threshold.json`` of the evaluation folder ``evaluation`` and write it, atomically, as the
     run's threshold (``RUN/threshold.json``, what ``mddpm detect RUN`` uses) under the run's lock (a training
     still writing there refuses it). Returns the written path."""
     source = Path(evaluation) / "threshold.json"
     read_threshold_file(source)
-    folder = RunFolder(run)
-    if not (folder.weights("best").is_file() or folder.config.is_file()):
-        raise NotFoundError(f"{folder.root}: not a run folder (no best.pt or config.json); the threshold was not "
-                            "published")
+    folder = run_to_publish_to(run)
     with FolderLock(folder.root):
         write_json(folder.threshold, read_json(source))
     return folder.threshold
