@@ -4,8 +4,9 @@ and the report read. One place for its layout::
     RUN/config.json                 the resolved config, plus dataset, fold and prepared cache
     RUN/best.pt, RUN/last.pt        weights (mddpm.weights) at the best validation loss / the end
     RUN/checkpoints/{best,last}.ckpt  Lightning checkpoints (to resume training)
-    RUN/logs/csv/metrics.csv        train/loss and val/loss per step (Lightning's CSVLogger)
-    RUN/threshold.json              a threshold for ``mddpm detect`` (the demo copies the evaluation's)
+    RUN/logs/csv/metrics.csv        train/loss, train/lr and val/loss per step (Lightning's CSVLogger)
+    RUN/logs/tb/, ...               the other loggers' files (``--logger``; :mod:`mddpm.training.loggers`)
+    RUN/threshold.json              a threshold for ``mddpm detect`` (``evaluate --publish`` puts it there)
 """
 
 from __future__ import annotations

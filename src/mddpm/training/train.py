@@ -1,13 +1,6 @@
-"""``train``: dataset + method + preset -> a run folder.
-
-A run folder holds::
-
-    RUN/config.json                the resolved config + {"dataset", "fold", "prepared"}
-    RUN/checkpoints/best.ckpt      Lightning checkpoint with the lowest val/loss (to resume / inspect)
-    RUN/checkpoints/last.ckpt      the latest Lightning checkpoint (``--resume`` continues from it)
-    RUN/best.pt, RUN/last.pt       plain weights (mddpm.weights), loadable with weights_only=True
-    RUN/logs/csv/metrics.csv       train/loss, train/lr and val/loss (Lightning CSVLogger; hparams.yaml: the config)
-    RUN/logs/tb/                   the same for TensorBoard, with a validation picture (--logger: others)
+"""``train``: dataset + method + preset -> a run folder (its layout: :mod:`mddpm.run_folder`): the resolved
+config, Lightning checkpoints (best val/loss and last, to resume), plain weights ``best.pt``/``last.pt`` and
+the loggers' files.
 
 Under DDP (``devices``/``num_nodes`` > 1, launched by Lightning, torchrun or SLURM) every process runs
 this function; only global rank 0 checks and writes the run folder. ``train.batch_size`` is per process.
@@ -203,7 +196,7 @@ def _train_into(run: Path, cfg: dict, dataset_root, fold: int | None, resume: bo
         finish_tracking(trainer.loggers, run)
         if timer.steps:
             say(f"trained {timer.steps} steps (to step {timer.first_step + timer.steps}) in {timer.seconds:.1f} s "
-                f"({timer.seconds / timer.steps:.4f} s/step); weights in {run / 'best.pt'}")
+                f"({timer.seconds / timer.steps:.4f} s/step); weights in {RunFolder(run).weights('best')}")
     return run
 
 
