@@ -61,8 +61,8 @@ def read_torch_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise MddpmError(f"{path}: refused to load: it holds objects other than plain data and tensors "
-                         "(crafted or foreign pickle)") from None
+        raise MddpmError(f"{path}: refused to load: its pickle is not plain data and tensors (a damaged file, or a "
+                         "crafted or foreign one)") from None
     except Exception as e:  # a damaged archive, ...
         if "hasRecord" in str(e) or "PytorchStreamReader" in str(e):  # torch's words for a zip it did not write
             raise MddpmError(f"{path}: not a PyTorch file (a zip archive without PyTorch's layout, or a damaged "

@@ -204,7 +204,7 @@ def test_training_curves_use_a_log_axis_only_for_a_wide_positive_span(monkeypatc
     assert figures[-1].axes[0].get_yscale() == "linear"
 
 
-@pytest.mark.filterwarnings("ignore:No artists with labels found")  # matplotlib's note on the empty chart
+@pytest.mark.filterwarnings("error:No artists with labels found")  # an empty chart draws no empty legend
 def test_training_curves_name_runs_and_accept_no_losses(monkeypatch):
     figures = _captured(monkeypatch, training_curves)
     runs = [("a", {"train/loss": [(0, 1.0)]}), ("b", {"train/loss": [(0, 2.0)], "val/loss": [(0, 1.5)]}),
@@ -213,6 +213,7 @@ def test_training_curves_name_runs_and_accept_no_losses(monkeypatch):
     labels = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
     assert labels == ["a: training", "b: training", "b: validation"]
     assert _decode(training_curves.training_curve_figure([], "nothing yet")).shape[:2] == (374, 660)
+    assert figures[-1].axes[0].get_legend() is None
 
 
 # --- montage.py ----------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ def training_curve_figure(runs: list[tuple[str, dict[str, list[tuple[int, float]
     ax.set_ylabel("loss")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2 if len(runs) > 2 else 1)
+    if ax.get_legend_handles_labels()[0]:  # no curve, no legend (matplotlib warns about an empty one)
+        ax.legend(fontsize=7, ncol=2 if len(runs) > 2 else 1)
     fig.tight_layout()
     return png_bytes(fig)
