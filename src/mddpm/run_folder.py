@@ -54,6 +54,11 @@ class RunFolder:
         return self.root / "threshold.json"
 
     @property
+    def tracking(self) -> Path:
+        """``logs/tracking.json``: the MLflow run the training logged to (:mod:`mddpm.training.loggers`)."""
+        return self.root / "logs" / "tracking.json"
+
+    @property
     def loss_log(self) -> Path:
         return self.root / "logs" / "csv" / "metrics.csv"
 

@@ -52,11 +52,10 @@ def run_stage(stage: Stage, status: str, experiment: Experiment, dataset_root: P
         from mddpm.training.loggers import log_evaluation
         from mddpm.viz.cases import render_case_figure
 
-        t = stage.test_set
+        t, examples = stage.test_set, examples_for(stage, experiment)
         evaluate(p.maps(t.test), p.maps(t.val), p.eval(t), rules=experiment.thresholds,
                  healthy_val=p.maps(stage.dataset.healthy_val) if stage.dataset.healthy_val else None,
-                 figures=figures_for(stage, experiment), examples=examples_for(stage, experiment),
-                 pr_curve=bool(examples_for(stage, experiment)),
+                 figures=figures_for(stage, experiment), examples=examples, pr_curve=bool(examples),
                  draw_case=render_case_figure, device=device, force=True,
                  log=log, postprocess=experiment.postprocess, progress=progress,
                  track=(lambda report, out: log_evaluation(loggers, report, out)) if loggers else None)

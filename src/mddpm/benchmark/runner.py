@@ -112,7 +112,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
                              f"(methods: {', '.join(experiment.methods)})")
     selected = select_runs(experiment, select)
     if table_only:
-        return _write_outputs(experiment, out, [], device, report, log)
+        return _write_outputs(experiment, out, [], report, log)
     if not resume and not dry_run:
         check_new_output(out, force)
     roots = resolve_datasets(experiment, data or {}, out, experiment_file, create=not dry_run, progress=progress)
@@ -179,7 +179,7 @@ def run_benchmark(experiment_spec: str | os.PathLike, out: str | os.PathLike | N
         "format": "mddpm-benchmark", "mddpm_version": __version__, "updated": now_iso(),
         "experiment": experiment.to_json(), "data": {k: str(v) for k, v in roots.items()}, "device": predict_device,
         "only": only, "select": select, "executor": executor, "stages": rows})
-    return _write_outputs(experiment, out, rows, predict_device, report, log)
+    return _write_outputs(experiment, out, rows, report, log)
 
 
 def select_runs(experiment: Experiment, selectors: list[str] | None) -> set[tuple[str, str]] | None:
@@ -219,7 +219,7 @@ def _default_out(name: str, log: Callable[[str], None]) -> Path:
     return out.resolve()
 
 
-def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], device: str, report: bool,
+def _write_outputs(experiment: Experiment, out: Path, rows: list[dict], report: bool,
                    log: Callable[[str], None]) -> dict:
     """Table files and report from every finished evaluation of ``experiment`` in ``out``."""
     table = build_benchmark_table(experiment, out)

@@ -30,7 +30,6 @@ from mddpm.run_folder import RunFolder
 DEFAULT_LOGGERS = ("csv", "tensorboard")
 PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 PANEL_SLICES = 4
-TRACKING_FILE = "logs/tracking.json"  # in a run folder: the MLflow run its training logged to
 
 
 def parse_logger(spec: str) -> tuple[str, dict]:
@@ -100,7 +99,7 @@ def finish_tracking(loggers: list[Logger], run: Path) -> None:
             runs["mlflow"] = {"tracking_uri": logger._tracking_uri, "run_id": logger.run_id,
                               "experiment_id": logger.experiment_id}
     if runs:
-        write_json(run / TRACKING_FILE, runs)
+        write_json(RunFolder(run).tracking, runs)
 
 
 def log_evaluation(specs, report: dict, out: Path) -> list[str]:
@@ -134,8 +133,8 @@ def _log_mlflow(options: dict, values: dict, report: dict, out: Path) -> str:
         raise MddpmError("--logger mlflow: the 'mlflow' package is not installed (pip install mlflow)")
     from mlflow.tracking import MlflowClient
 
-    run_folder = Path(report["test"].get("run") or "")
-    recorded = read_json(run_folder / TRACKING_FILE).get("mlflow") if (run_folder / TRACKING_FILE).is_file() else None
+    tracking = RunFolder(report["test"].get("run") or "").tracking
+    recorded = read_json(tracking).get("mlflow") if tracking.is_file() else None
     uri = options.get("tracking_uri") or (recorded or {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise ConfigError("--logger mlflow: the run trained without MLflow; name a store "

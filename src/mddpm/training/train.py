@@ -7,8 +7,8 @@ this function; only global rank 0 checks and writes the run folder. ``train.batc
 
 Resume is exact on the CPU: ``--resume`` after a finished run with a larger ``train.max_steps``, or after
 Ctrl-C or SIGTERM (Lightning then saves ``checkpoints/last.ckpt``; the command line exits 130 or 143 with one
-line), gives bit-identical
-weights to an uninterrupted run (tested), because every random draw is seeded from the step number.
+line), gives bit-identical weights to an uninterrupted run (tested), because every random draw is seeded from
+the step number.
 """
 
 from __future__ import annotations
